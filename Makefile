@@ -1,0 +1,41 @@
+# Two commands matter: `make up` (start Tower on this machine) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint unit install system-deps bench clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+$(STAMP): pyproject.toml $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/tower up
+
+# PostgreSQL (for the storage tests on both databases) comes from Debian when it is missing.
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
+
+test: install system-deps lint
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+bench: install
+	$(BIN)/python bench/dispatch.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

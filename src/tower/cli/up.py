@@ -1,0 +1,145 @@
+"""`tower up` (control plane + one local runner) and `tower server` (control plane only).
+
+Imported lazily by the CLI: this is the only CLI module that loads the server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import click
+import httpx
+
+HEALTH_TIMEOUT_S = 60.0
+RUNNER_STOP_GRACE_S = 15.0
+
+
+def _settings(host: str | None, port: int | None, **overrides: object):  # type: ignore[no-untyped-def]
+    from tower.server.settings import ServerSettings
+
+    values = {k: v for k, v in {"host": host, "port": port, **overrides}.items() if v is not None}
+    return ServerSettings(**values)
+
+
+def _uvicorn_server(app: object, settings: object):  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=3,
+        access_log=False,
+    )
+    return uvicorn.Server(config)
+
+
+def _print_bootstrap(boot: object, url: str) -> None:
+    click.echo(f"Tower control plane: {url}")
+    click.echo(f"  admin user: {boot.admin_email} (password in {boot.password_file})")
+    if boot.api_key_file.exists():
+        click.echo(f"  admin API key: {boot.api_key_file}")
+    else:
+        click.echo("  admin API key: the TOWER_ADMIN_API_KEY given on the first start")
+
+
+@click.command("server")
+@click.option("--host", default=None, help="Address to listen on [TOWER_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [TOWER_PORT, 8000].")
+def server_command(host: str | None, port: int | None) -> None:
+    """Start the control plane only (runners connect with `tower runner start`)."""
+    from tower.server.app import build_context, create_app
+    from tower.server.services import accounts
+
+    settings = _settings(host, port)
+    ctx = build_context(settings)
+    _print_bootstrap(accounts.bootstrap(ctx), settings.resolved_public_url)
+    _uvicorn_server(create_app(settings, ctx), settings).run()
+
+
+def _start_runner(url: str, token: str, home: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TOWER_URL": url, "TOWER_RUNNER_TOKEN": token, "TOWER_HOME": home}
+    env.setdefault("TOWER_RUNNER_NAME", "embedded")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tower.cli.main", "runner", "start"], env=env
+    )
+
+
+def _stop_runner(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(RUNNER_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_healthy(url: str) -> bool:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _log_in_cli(ctx: object, url: str, email: str) -> str:
+    from tower.cli import session as cli_session
+    from tower.server.services import accounts
+
+    jwt = accounts.open_cli_session(ctx, email)
+    response = httpx.get(
+        f"{url}/v1/session", headers={"Authorization": f"Bearer {jwt}"}, timeout=10
+    )
+    response.raise_for_status()
+    path = cli_session.session_path()
+    cli_session.save_session(path, url, response.json()["session"])
+    return str(path)
+
+
+@click.command("up")
+@click.option("--host", default=None, help="Address to listen on [TOWER_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [TOWER_PORT, 8000].")
+def up_command(host: str | None, port: int | None) -> None:
+    """Start Tower on this machine: the control plane plus one local runner."""
+    from tower.server.app import build_context, create_app
+    from tower.server.services import accounts, auth
+
+    settings = _settings(host, port, health_requires_runner=True)
+    ctx = build_context(settings)
+    boot = accounts.bootstrap(ctx)
+    url = settings.resolved_public_url
+    token = auth.rotate_embedded_runner_credential(ctx)
+    server = _uvicorn_server(create_app(settings, ctx), settings)
+    runner: list[subprocess.Popen[bytes]] = []
+
+    def after_start() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.should_exit:
+            return
+        runner.append(_start_runner(url, token, str(settings.home_dir)))
+        if not _wait_healthy(url):
+            click.echo("The local runner did not come online; see its output above.", err=True)
+            return
+        _print_bootstrap(boot, url)
+        click.echo(f"  CLI session: {_log_in_cli(ctx, url, boot.admin_email)}")
+        click.echo("Tower is up. Press Ctrl-C to stop.")
+
+    threading.Thread(target=after_start, name="tower-up", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        for process in runner:
+            _stop_runner(process)

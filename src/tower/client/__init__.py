@@ -1,0 +1,5 @@
+"""Typed HTTP client of the Tower API, shared by the CLI, the SDK, MCP and the runner."""
+
+from tower.client._http import ApiError, ConnectionFailed, HttpClient
+
+__all__ = ["ApiError", "ConnectionFailed", "HttpClient"]

@@ -1,0 +1,1 @@
+"""Pure domain of Tower: no network, no database, no filesystem side effects beyond what a caller asks."""

@@ -1,0 +1,137 @@
+"""/v1/apps: list, create, describe, delete, deploy, versions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field
+
+from tower.core import errors, package
+from tower.server.api import serializers
+from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.presenters import present_app, present_runs
+from tower.server.services import apps as apps_service
+from tower.server.services import deploys
+from tower.server.services import runs as runs_service
+
+router = APIRouter(prefix="/v1", tags=["apps"])
+
+
+class CreateAppParams(BaseModel):
+    name: str = Field(max_length=128)
+    short_description: str | None = Field(default="", max_length=4096)
+
+
+@router.get("/apps")
+def list_apps(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    page: int = Query(0, ge=0),
+    page_size: int = Query(100, ge=1, le=1000),
+    environment: str = "default",
+) -> dict[str, Any]:
+    apps = apps_service.list_apps(ctx, principal)
+    selected = serializers.paginate(apps, page, page_size)
+    last = runs_service.last_runs_by_app(ctx, [a.id for a in selected])
+    items = [
+        {
+            "app": present_app(ctx, principal, a, environment=environment, last_run=last.get(a.id)),
+            "runs": [],
+        }
+        for a in selected
+    ]
+    return {"apps": items, "pages": serializers.pages(page, page_size, len(apps))}
+
+
+@router.post("/apps", status_code=201)
+def create_app(ctx: ContextDep, principal: PrincipalDep, body: CreateAppParams) -> dict[str, Any]:
+    app = apps_service.create_app(
+        ctx, principal, name=body.name, short_description=body.short_description or ""
+    )
+    return {"app": present_app(ctx, principal, app)}
+
+
+@router.get("/apps/{name}")
+def describe_app(
+    request: Request,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    name: str,
+    runs: int = Query(runs_service.DEFAULT_RECENT_RUNS, ge=0, le=1000),
+    environment: str | None = None,
+) -> dict[str, Any]:
+    with ctx.sessions.begin() as session:
+        app = apps_service.get_app(session, principal, name)
+    recent = runs_service.recent_runs(ctx, principal, name, limit=runs, environment=environment)
+    return {
+        "app": present_app(
+            ctx, principal, app, environment=environment or "default",
+            last_run=recent[0] if recent else None,
+        ),
+        "runs": present_runs(ctx, recent, official_cli=is_official_cli(request)),
+    }
+
+
+@router.delete("/apps/{name}")
+def delete_app(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
+    with ctx.sessions.begin() as session:
+        app = apps_service.get_app(session, principal, name)
+    body = present_app(ctx, principal, app)
+    apps_service.delete_app(ctx, principal, name)
+    return {"app": body}
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """Read the raw (still gzip-compressed) upload, refusing anything past `limit` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.InvalidInput(
+                f"The package is larger than {limit // (1024 * 1024)} MiB. "
+                "Narrow [app].source in the Towerfile."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/apps/{name}/deploy", status_code=201)
+async def deploy_app(
+    request: Request,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    name: str,
+    environment: str | None = None,
+    all_environments: bool = False,
+    x_tower_checksum_sha256: Annotated[str | None, Header()] = None,
+    x_tower_idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> dict[str, Any]:
+    from starlette.concurrency import run_in_threadpool
+
+    data = await _read_capped(request, package.MAX_PACKAGE_BYTES)
+    if not data:
+        raise errors.BadRequest("The request body is empty: send the package (.tar.gz) bytes.")
+    deploy_request = deploys.DeployRequest(
+        app_name=name,
+        data=data,
+        checksum=x_tower_checksum_sha256,
+        environment=environment,
+        all_environments=all_environments,
+        idempotency_key=x_tower_idempotency_key,
+    )
+    version = await run_in_threadpool(deploys.deploy, ctx, principal, deploy_request)
+    return {"version": serializers.version_json(version)}
+
+
+@router.get("/apps/{name}/versions")
+def list_versions(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
+    versions = deploys.list_versions(ctx, principal, name)
+    return {"versions": [serializers.version_json(v) for v in versions]}
+
+
+@router.get("/apps/{name}/versions/{version}")
+def describe_version(
+    ctx: ContextDep, principal: PrincipalDep, name: str, version: str
+) -> dict[str, Any]:
+    return {"version": serializers.version_json(deploys.get_version(ctx, principal, name, version))}

@@ -1,0 +1,124 @@
+"""/v1/runner: the protocol runners speak (docs/runner-protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import AwareDatetime, BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from tower.core.runs import RunStatus
+from tower.server.api.deps import ContextDep, RunnerDep
+from tower.server.dispatch.notifier import QUEUE_TOPIC, wait_for
+from tower.server.services import runners as runners_service
+
+router = APIRouter(prefix="/v1/runner", tags=["runner"])
+
+# Other control planes enqueue without waking us; re-check the queue this often.
+CLAIM_RECHECK_S = 2.0
+
+
+class RegisterParams(BaseModel):
+    name: str = Field(max_length=128)
+    hostname: str = Field(default="", max_length=255)
+    version: str = Field(default="", max_length=64)
+    public_key: str = Field(max_length=8192)
+    environment: str | None = Field(default=None, max_length=128)
+    capacity: int = Field(default=1, ge=1, le=1024)
+
+
+class ClaimParams(BaseModel):
+    runner_id: uuid.UUID
+    wait_seconds: float = Field(default=30.0, ge=0, le=300)
+
+
+class StatusParams(BaseModel):
+    attempt_seq: int = Field(ge=1)
+    status: Literal["running", "exited", "crashed", "errored"]
+    exit_code: int | None = None
+    message: str | None = Field(default=None, max_length=10_000)
+
+
+class LogLineParams(BaseModel):
+    line_num: int = Field(ge=1)
+    channel: Literal["setup", "program"]
+    content: str
+    reported_at: AwareDatetime
+
+
+class LogsParams(BaseModel):
+    attempt_seq: int = Field(ge=1)
+    lines: list[LogLineParams]
+
+
+class HeartbeatParams(BaseModel):
+    runner_id: uuid.UUID
+    run_ids: list[uuid.UUID] = Field(default_factory=list)
+
+
+@router.post("/register")
+def register(ctx: ContextDep, who: RunnerDep, body: RegisterParams) -> dict[str, Any]:
+    runner = runners_service.register(ctx, who, runners_service.Registration(**body.model_dump()))
+    return {
+        "runner_id": str(runner.id),
+        "heartbeat_interval_seconds": runners_service.HEARTBEAT_INTERVAL_S,
+    }
+
+
+@router.post("/claim", response_model=None)
+async def claim(ctx: ContextDep, who: RunnerDep, body: ClaimParams) -> dict[str, Any] | Response:
+    deadline = time.monotonic() + min(body.wait_seconds, ctx.settings.claim_wait_max_seconds)
+    while True:
+        # Listen before looking, so a run enqueued in between still wakes us.
+        with ctx.notifier.listen(QUEUE_TOPIC) as woken:
+            assignment = await run_in_threadpool(
+                runners_service.try_claim, ctx, who, body.runner_id
+            )
+            if assignment is not None:
+                return {"assignment": assignment}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Response(status_code=204)
+            await wait_for(woken, min(remaining, CLAIM_RECHECK_S))
+        await asyncio.sleep(0)
+
+
+@router.get("/runs/{run_id}/package")
+def package(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID) -> Response:
+    data = runners_service.package_for(ctx, who, run_id)
+    return Response(content=data, media_type="application/octet-stream")
+
+
+@router.post("/runs/{run_id}/status")
+def report_status(
+    ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: StatusParams
+) -> dict[str, Any]:
+    status = runners_service.report_status(
+        ctx, who, run_id,
+        attempt_seq=body.attempt_seq,
+        status=RunStatus(body.status),
+        exit_code=body.exit_code,
+        message=body.message,
+    )
+    return {"status": status.value}
+
+
+@router.post("/runs/{run_id}/logs")
+def ship_logs(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: LogsParams) -> dict[str, Any]:
+    accepted = runners_service.ingest_logs(
+        ctx, who, run_id,
+        attempt_seq=body.attempt_seq,
+        lines=[line.model_dump() for line in body.lines],
+    )
+    return {"accepted": accepted}
+
+
+@router.post("/heartbeat")
+def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> dict[str, Any]:
+    cancel = runners_service.heartbeat(ctx, who, body.runner_id, body.run_ids)
+    return {"cancel": [str(run_id) for run_id in cancel]}

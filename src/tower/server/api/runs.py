@@ -1,0 +1,144 @@
+"""/v1/apps/{name}/runs: start runs, describe them, read and stream their logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from tower.core.runs import is_terminal
+from tower.server.api import serializers
+from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.presenters import present_runs
+from tower.server.dispatch.notifier import run_topic, wait_for
+from tower.server.services import runs as runs_service
+from tower.server.services.context import ServerContext
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+# The official CLI decides a run's outcome by polling, so the stream stays open a
+# little after the run ends (contract §0.7) and then closes.
+STREAM_LINGER_S = 1.5
+STREAM_KEEPALIVE_S = 15.0
+
+
+class RunInitiator(BaseModel):
+    type: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunAppParams(BaseModel):
+    environment: str = Field(default="default", max_length=128)
+    parameters: dict[str, str] = Field(default_factory=dict)
+    parent_run_id: str | None = None
+    initiator: RunInitiator | None = None
+
+
+@router.post("/apps/{name}/runs", status_code=201)
+def run_app(
+    request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, body: RunAppParams
+) -> dict[str, Any]:
+    initiator = body.initiator.model_dump() if body.initiator else None
+    view = runs_service.create_run(
+        ctx,
+        principal,
+        app_name=name,
+        environment=body.environment or "default",
+        parameters=body.parameters,
+        initiator=initiator,
+    )
+    base = ctx.settings.resolved_public_url
+    return {"run": serializers.run_json(view, base, official_cli=is_official_cli(request))}
+
+
+@router.get("/apps/{name}/runs")
+def list_runs(
+    request: Request,
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    name: str,
+    page: int = Query(0, ge=0),
+    page_size: int = Query(100, ge=1, le=1000),
+    environment: str | None = None,
+) -> dict[str, Any]:
+    offset = (page - 1) * page_size if page > 0 else 0
+    views, total = runs_service.list_runs(
+        ctx, principal, name, environment=environment, offset=offset,
+        limit=page_size if page > 0 else None,
+    )
+    return {
+        "runs": present_runs(ctx, views, official_cli=is_official_cli(request)),
+        "pages": serializers.pages(page, page_size, total),
+    }
+
+
+@router.get("/apps/{name}/runs/{number}")
+def describe_run(
+    request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, number: int
+) -> dict[str, Any]:
+    view = runs_service.describe_run(ctx, principal, name, number)
+    prev, nxt = runs_service.neighbours(ctx, view.run)
+    base = ctx.settings.resolved_public_url
+    return {
+        "run": serializers.run_json(
+            view, base, with_attempts=True, official_cli=is_official_cli(request)
+        ),
+        "$links": {
+            "self": serializers.run_link(base, name, number),
+            "next": serializers.run_link(base, name, nxt) if nxt else None,
+            "prev": serializers.run_link(base, name, prev) if prev else None,
+            "next_number": nxt,
+            "prev_number": prev,
+        },
+    }
+
+
+@router.get("/apps/{name}/runs/{number}/logs")
+def describe_run_logs(
+    ctx: ContextDep, principal: PrincipalDep, name: str, number: int
+) -> dict[str, Any]:
+    _run, lines = runs_service.read_logs(ctx, principal, name, number)
+    return {"log_lines": [serializers.log_line_json(line) for line in lines]}
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _log_events(ctx: ServerContext, run_id: Any) -> AsyncIterator[str]:
+    """History first, then live lines as runners ship them; closes after the run ends."""
+    last_line, ended_at = 0, None
+    while True:
+        with ctx.notifier.listen(run_topic(run_id)) as woken:
+            status, lines = await run_in_threadpool(
+                runs_service.run_status_and_lines, ctx, run_id, last_line
+            )
+            for line in lines:
+                last_line = line.line_num
+                yield _sse("log", serializers.log_line_json(line))
+            if is_terminal(status):
+                ended_at = ended_at or time.monotonic()
+                linger = STREAM_LINGER_S - (time.monotonic() - ended_at)
+                if linger <= 0:
+                    return
+                await wait_for(woken, linger)
+            elif not await wait_for(woken, STREAM_KEEPALIVE_S):
+                yield ": keep-alive\n\n"
+
+
+@router.get("/apps/{name}/runs/{number}/logs/stream")
+def stream_run_logs(
+    ctx: ContextDep, principal: PrincipalDep, name: str, number: int
+) -> StreamingResponse:
+    view = runs_service.describe_run(ctx, principal, name, number)
+    return StreamingResponse(
+        _log_events(ctx, view.run.id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,168 @@
+"""Domain rows → the contract's JSON models (every required key present, even when null)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from tower.core.runs import RunStatus, status_group
+from tower.server.services.runs import RunView
+from tower.server.store import models
+
+HIDDEN_VALUE = "[hidden]"
+NO_RETRIES = {"max_retries": 0, "retry_delay_seconds": 0, "use_exponential_backoff": False}
+RESULT_KEYS = ("cancelled", "crashed", "errored", "exited", "pending", "retrying", "running", "starting")
+
+
+def ts(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with a `Z` (the official CLI panics on naive timestamps)."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_link(base_url: str, app_name: str, number: int) -> str:
+    # The API resource until the web UI grows a run page.
+    return f"{base_url}/v1/apps/{app_name}/runs/{number}"
+
+
+def run_json(view: RunView, base_url: str, *, with_attempts: bool = False, official_cli: bool = False) -> dict[str, Any]:
+    run = view.run
+    status = run.status
+    # Compatibility shim: the official CLI's `tower run` gives up ("run completed") when a
+    # poll sees `starting` before `running`. Provisioning is real and we report it to
+    # everyone else; that one client sees it as `pending`, which it treats as waiting.
+    if official_cli and status == RunStatus.STARTING.value:
+        status = RunStatus.PENDING.value
+    body: dict[str, Any] = {
+        "$link": run_link(base_url, view.app_name, run.number),
+        "app_name": view.app_name,
+        "app_slug": view.app_name,
+        "app_version": view.version,
+        "cancelled_at": ts(run.cancelled_at),
+        "created_at": ts(run.created_at),
+        "ended_at": ts(run.ended_at),
+        "environment": view.environment,
+        "exit_code": run.exit_code,
+        "initiator": {"type": run.initiator.get("type"), "details": run.initiator.get("details", {})},
+        "is_scheduled": run.initiator.get("type") == "tower_scheduler",
+        "num_attempts": run.num_attempts,
+        "number": run.number,
+        "parameters": [_parameter_json(p) for p in run.parameters],
+        "run_id": str(run.id),
+        "scheduled_at": ts(run.scheduled_at),
+        "started_at": ts(run.started_at),
+        "starting_at": ts(run.starting_at),
+        "status": status,
+        "status_group": status_group(RunStatus(run.status)),
+        "status_message": run.status_message,
+        "retry_policy": dict(NO_RETRIES),
+        "subdomain": None,
+    }
+    if with_attempts:
+        body["attempts"] = [attempt_json(a) for a in view.attempts]
+    return body
+
+
+def _parameter_json(param: dict[str, Any]) -> dict[str, Any]:
+    hidden = bool(param.get("hidden"))
+    return {
+        "name": param["name"],
+        "value": HIDDEN_VALUE if hidden else param["value"],
+        "hidden": hidden,
+        "is_override": param.get("is_override"),
+    }
+
+
+def attempt_json(attempt: models.RunAttempt) -> dict[str, Any]:
+    return {
+        "seq": attempt.seq,
+        "status": attempt.status,
+        "starting_at": ts(attempt.starting_at),
+        "started_at": ts(attempt.started_at),
+        "ended_at": ts(attempt.ended_at),
+        "exit_code": attempt.exit_code,
+    }
+
+
+def app_json(
+    app: models.App,
+    *,
+    owner: str,
+    version: str | None,
+    last_run: dict[str, Any] | None,
+    results: dict[str, int],
+) -> dict[str, Any]:
+    healthy = last_run is None or last_run["status"] not in ("crashed", "errored")
+    body: dict[str, Any] = {
+        "created_at": ts(app.created_at),
+        "health_status": "healthy" if healthy else "warning",
+        "is_example": False,
+        "is_externally_accessible": False,
+        "name": app.name,
+        "next_run_at": None,
+        "owner": owner,
+        "pending_timeout": app.pending_timeout,
+        "running_timeout": app.running_timeout,
+        "schedule": None,
+        "short_description": app.short_description,
+        "version": version,
+        "retry_policy": dict(NO_RETRIES),
+        "run_results": {key: results.get(key, 0) for key in RESULT_KEYS},
+        "slug": app.name,
+        "status": app.status,
+        "tags": [],
+    }
+    if last_run is not None:
+        body["last_run"] = last_run
+    return body
+
+
+def version_json(version: models.AppVersion) -> dict[str, Any]:
+    return {
+        "created_at": ts(version.created_at),
+        "parameters": [
+            {
+                "name": p["name"],
+                "description": p.get("description", ""),
+                "default": p.get("default", ""),
+                "hidden": bool(p.get("hidden", False)),
+            }
+            for p in version.parameters
+        ],
+        "towerfile": version.towerfile,
+        "version": version.version,
+        "content_checksum": version.content_checksum,
+        "idempotency_key": version.idempotency_key,
+    }
+
+
+def log_line_json(line: models.RunLogLine) -> dict[str, Any]:
+    return {
+        "attempt_seq": line.attempt_seq,
+        "channel": line.channel,
+        "content": line.content,
+        "line_num": line.line_num,
+        "reported_at": ts(line.reported_at),
+        "run_id": str(line.run_id),
+    }
+
+
+def pages(page: int, page_size: int, total: int) -> dict[str, int]:
+    if page <= 0:
+        return {"page": 0, "page_size": total, "num_pages": 1, "total": total}
+    return {
+        "page": page,
+        "page_size": page_size,
+        "num_pages": max(1, math.ceil(total / page_size)),
+        "total": total,
+    }
+
+
+def paginate(items: list[Any], page: int, page_size: int) -> list[Any]:
+    """`page=0` means everything (the official CLI relies on that)."""
+    if page <= 0:
+        return items
+    start = (page - 1) * page_size
+    return items[start : start + page_size]

@@ -1,0 +1,64 @@
+"""Wake-ups inside one control plane: long-poll claims and log streams wait here.
+
+Producers run in worker threads (sync request handlers), consumers are
+coroutines on the event loop, so `notify` hops onto the loop thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def notify(self, topic: str) -> None:
+        """Wake everyone waiting on `topic`; safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._wake, topic)
+
+    def _wake(self, topic: str) -> None:
+        for event in self._waiters.pop(topic, set()):
+            event.set()
+
+    @contextmanager
+    def listen(self, topic: str) -> Iterator[asyncio.Event]:
+        """Register interest in `topic` before checking the database, so a
+        notification that lands between the check and the wait is not lost.
+        Must be entered on the event loop."""
+        event = asyncio.Event()
+        self._waiters[topic].add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(topic)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    self._waiters.pop(topic, None)
+
+
+async def wait_for(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event`; False when `timeout` seconds pass first."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+QUEUE_TOPIC = "queue"
+
+
+def run_topic(run_id: object) -> str:
+    return f"run:{run_id}"

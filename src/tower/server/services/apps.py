@@ -1,0 +1,107 @@
+"""Apps: create, list, describe, delete — always inside the caller's account."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from tower.core import errors
+from tower.server.services.context import Principal, ServerContext, owned
+from tower.server.store import models
+
+APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_app_name(name: str) -> str:
+    if not APP_NAME_PATTERN.match(name or ""):
+        raise errors.InvalidInput(
+            f"App name {name!r} is not valid: use 1-128 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (e.g. 'hello-world').",
+            location="body.name",
+            value=name,
+        )
+    return name
+
+
+def get_app(session: Session, principal: Principal, name: str, *, lock: bool = False) -> models.App:
+    """The caller's app called `name`, or AppNotFound (also for other accounts' apps)."""
+    stmt = owned(select(models.App), models.App, principal).where(models.App.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    app = session.scalar(stmt)
+    if app is None:
+        raise errors.AppNotFound(
+            f"App '{name}' was not found. Create it with `tower apps create --name={name}` "
+            "or deploy with `tower deploy --create`."
+        )
+    return app
+
+
+def get_environment(session: Session, principal: Principal, name: str) -> models.Environment:
+    stmt = owned(select(models.Environment), models.Environment, principal)
+    env = session.scalar(stmt.where(models.Environment.name == name))
+    if env is None:
+        raise errors.EnvironmentNotFound(
+            f"Environment '{name}' does not exist in account '{principal.account_name}'."
+        )
+    return env
+
+
+def create_app(
+    ctx: ServerContext, principal: Principal, *, name: str, short_description: str = ""
+) -> models.App:
+    validate_app_name(name)
+    with ctx.sessions.begin() as session:
+        exists = session.scalar(
+            owned(select(func.count()).select_from(models.App), models.App, principal).where(
+                models.App.name == name
+            )
+        )
+        if exists:
+            raise errors.AlreadyExists(f"App '{name}' already exists.", location="body.name")
+        app = models.App(
+            account_id=principal.account_id,
+            name=name,
+            short_description=short_description or "",
+            created_by_id=principal.user_id,
+        )
+        session.add(app)
+        session.flush()
+        return app
+
+
+def list_apps(ctx: ServerContext, principal: Principal) -> list[models.App]:
+    with ctx.sessions.begin() as session:
+        stmt = owned(select(models.App), models.App, principal).order_by(models.App.name)
+        return list(session.scalars(stmt))
+
+
+def delete_app(ctx: ServerContext, principal: Principal, name: str) -> models.App:
+    """Delete the app with its versions, runs and logs, and its package blobs."""
+    with ctx.sessions.begin() as session:
+        app = get_app(session, principal, name, lock=True)
+        app_id = app.id
+        # Children first, explicitly: SQLite only cascades when foreign keys are on,
+        # and we don't want correctness to hang on a PRAGMA.
+        for model in (
+            models.RunLogLine,
+            models.RunTransition,
+            models.RunAttempt,
+        ):
+            session.execute(
+                delete(model).where(
+                    model.run_id.in_(select(models.Run.id).where(models.Run.app_id == app_id))
+                )
+            )
+        for model in (models.Run, models.AppEnvironmentVersion, models.AppVersion):
+            session.execute(delete(model).where(model.app_id == app_id))
+        session.delete(app)
+    ctx.blobs.delete_prefix(package_prefix(principal.account_id, app_id))
+    return app
+
+
+def package_prefix(account_id: uuid.UUID, app_id: uuid.UUID) -> str:
+    return f"packages/{account_id}/{app_id}"

@@ -1,0 +1,163 @@
+"""Authentication: API keys, session JWTs, run tokens and runner credentials."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from sqlalchemy import select, update
+
+from tower.core import crypto, errors
+from tower.server.services.context import Principal, RunnerPrincipal, ServerContext
+from tower.server.store import models
+from tower.server.store.types import utcnow
+
+JWT_ALGORITHM = "HS256"
+ACCOUNT_CLAIM = "https://tower.dev/aid"  # the claim the official CLI keys teams by
+API_KEY_PREFIX = "sk-"
+RUNNER_TOKEN_PREFIX = "rt-"
+RUN_TOKEN_TTL = timedelta(days=2)
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+def _signing_key(ctx: ServerContext) -> bytes:
+    return ctx.keys.derive("session-jwt")
+
+
+def issue_jwt(
+    ctx: ServerContext,
+    *,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    ttl: timedelta,
+    session_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+) -> str:
+    now = datetime.now(UTC)
+    claims: dict[str, object] = {
+        "iss": ctx.settings.resolved_public_url,
+        "sub": str(user_id) if user_id else None,
+        ACCOUNT_CLAIM: str(account_id),
+        "iat": int(now.timestamp()),
+        "exp": int((now + ttl).timestamp()),
+    }
+    if session_id:
+        claims["sid"] = str(session_id)
+    if run_id:
+        claims["rid"] = str(run_id)
+    return jwt.encode(claims, _signing_key(ctx), algorithm=JWT_ALGORITHM)
+
+
+def authenticate(ctx: ServerContext, *, api_key: str | None, bearer: str | None) -> Principal:
+    """Resolve credentials to a principal or raise Unauthenticated."""
+    token = api_key or bearer
+    if not token:
+        raise errors.Unauthenticated()
+    if token.startswith(API_KEY_PREFIX):
+        return _authenticate_api_key(ctx, token)
+    return _authenticate_jwt(ctx, token)
+
+
+def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        row = session.execute(
+            select(models.ApiKey, models.Account.name)
+            .join(models.Account, models.Account.id == models.ApiKey.account_id)
+            .where(models.ApiKey.key_hash == crypto.hash_token(key))
+        ).first()
+        if row is None:
+            raise errors.Unauthenticated("The API key is not valid. Check TOWER_API_KEY.")
+        api_key, account_name = row
+        if api_key.expires_at and api_key.expires_at <= now:
+            raise errors.Unauthenticated("The API key has expired. Create a new one.")
+        # Writing on every request would serialize all reads on SQLite; a minute is enough.
+        if not api_key.last_used_at or now - api_key.last_used_at > LAST_USED_GRANULARITY:
+            session.execute(
+                update(models.ApiKey).where(models.ApiKey.id == api_key.id).values(last_used_at=now)
+            )
+        return Principal(api_key.account_id, account_name, api_key.user_id, "api_key")
+
+
+def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, _signing_key(ctx), algorithms=[JWT_ALGORITHM])
+        account_id = uuid.UUID(claims[ACCOUNT_CLAIM])
+    except (jwt.PyJWTError, KeyError, ValueError) as exc:
+        raise errors.Unauthenticated(
+            "The session token is invalid or expired. Log in again (`tower up` or `tower login`)."
+        ) from exc
+    user_id = uuid.UUID(claims["sub"]) if claims.get("sub") else None
+    with ctx.sessions.begin() as session:
+        account = session.get(models.Account, account_id)
+        if account is None:
+            raise errors.Unauthenticated("The account of this token no longer exists.")
+        if "sid" in claims:
+            row = session.get(models.Session, uuid.UUID(claims["sid"]))
+            if row is None or row.revoked_at is not None:
+                raise errors.Unauthenticated("This session was signed out. Log in again.")
+        if user_id and not _is_member(session, account_id, user_id):
+            raise errors.Unauthenticated("You are no longer a member of this account.")
+    run_id = uuid.UUID(claims["rid"]) if "rid" in claims else None
+    kind = "run" if run_id else "session"
+    return Principal(account_id, account.name, user_id, kind, run_id=run_id)
+
+
+def _is_member(session: object, account_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    return session.get(models.Membership, (account_id, user_id)) is not None  # type: ignore[attr-defined]
+
+
+def authenticate_runner(ctx: ServerContext, bearer: str | None) -> RunnerPrincipal:
+    if not bearer or not bearer.startswith(RUNNER_TOKEN_PREFIX):
+        raise errors.Unauthenticated(
+            "Runner endpoints need a runner token (rt-…) in `Authorization: Bearer`."
+        )
+    with ctx.sessions.begin() as session:
+        credential = session.scalar(
+            select(models.RunnerCredential).where(
+                models.RunnerCredential.token_hash == crypto.hash_token(bearer)
+            )
+        )
+        now = utcnow()
+        if (
+            credential is None
+            or credential.revoked_at is not None
+            or (credential.expires_at is not None and credential.expires_at <= now)
+        ):
+            raise errors.Unauthenticated("The runner token is not valid (revoked or expired).")
+        return RunnerPrincipal(credential.id, credential.account_id)
+
+
+def mint_runner_credential(
+    ctx: ServerContext, *, name: str, account_id: uuid.UUID | None, ttl: timedelta | None = None
+) -> str:
+    """Create a runner token; only its hash is stored."""
+    token = crypto.new_token(RUNNER_TOKEN_PREFIX)
+    with ctx.sessions.begin() as session:
+        session.add(
+            models.RunnerCredential(
+                name=name,
+                account_id=account_id,
+                token_hash=crypto.hash_token(token),
+                expires_at=utcnow() + ttl if ttl else None,
+            )
+        )
+    return token
+
+
+EMBEDDED_RUNNER_NAME = "embedded-runner"
+
+
+def rotate_embedded_runner_credential(ctx: ServerContext) -> str:
+    """A fresh token for `tower up`'s own runner; earlier ones stop working."""
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(models.RunnerCredential)
+            .where(
+                models.RunnerCredential.name == EMBEDDED_RUNNER_NAME,
+                models.RunnerCredential.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+    return mint_runner_credential(ctx, name=EMBEDDED_RUNNER_NAME, account_id=None)

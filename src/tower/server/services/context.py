@@ -1,0 +1,52 @@
+"""What every use case needs: settings, database, keys, blobs, wake-ups; and who is asking."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tower.server.blobs import LocalBlobStore
+from tower.server.dispatch.notifier import Notifier
+from tower.server.keys import KeyRing
+from tower.server.settings import ServerSettings
+
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+@dataclass
+class ServerContext:
+    """The composition root's products, built once per control-plane process."""
+
+    settings: ServerSettings
+    sessions: sessionmaker[Session]
+    keys: KeyRing
+    blobs: LocalBlobStore
+    notifier: Notifier = field(default_factory=Notifier)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller acting inside one account."""
+
+    account_id: uuid.UUID
+    account_name: str
+    user_id: uuid.UUID | None
+    kind: str  # "session" | "api_key" | "run"
+    run_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class RunnerPrincipal:
+    """An authenticated runner credential; `account_id` None serves every account."""
+
+    credential_id: uuid.UUID
+    account_id: uuid.UUID | None
+
+
+def owned(stmt: Select[T], model: Any, principal: Principal) -> Select[T]:
+    """Scope a query to the caller's account: the one place tenancy is applied."""
+    return stmt.where(model.account_id == principal.account_id)

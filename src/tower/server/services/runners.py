@@ -1,0 +1,322 @@
+"""The runner side of the control plane: register, claim, package, status, logs, heartbeat."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tower.core import crypto, errors
+from tower.core.runs import ACTIVE, TERMINAL, RunStatus, check_transition
+from tower.server.dispatch import queue
+from tower.server.dispatch.notifier import run_topic
+from tower.server.services import auth, deploys
+from tower.server.services.context import RunnerPrincipal, ServerContext
+from tower.server.services.transitions import transition
+from tower.server.store import models
+from tower.server.store.types import utcnow
+
+HEARTBEAT_INTERVAL_S = 5.0
+MAX_LOG_LINES_PER_BATCH = 5000
+MAX_LINE_CHARS = 64 * 1024
+RUNNER_REPORTS = {RunStatus.RUNNING, RunStatus.EXITED, RunStatus.CRASHED, RunStatus.ERRORED}
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    hostname: str
+    version: str
+    public_key: str
+    environment: str | None
+    capacity: int
+
+
+def register(ctx: ServerContext, who: RunnerPrincipal, reg: Registration) -> models.Runner:
+    crypto.load_public_key(reg.public_key)  # refuse a bad key now, not at the first claim
+    with ctx.sessions.begin() as session:
+        runner = models.Runner(
+            account_id=who.account_id,
+            credential_id=who.credential_id,
+            name=reg.name,
+            hostname=reg.hostname,
+            version=reg.version,
+            environment=reg.environment or None,
+            capacity=max(1, reg.capacity),
+            public_key=reg.public_key,
+            last_heartbeat_at=utcnow(),
+        )
+        session.add(runner)
+        session.flush()
+        return runner
+
+
+def get_runner(session: Session, who: RunnerPrincipal, runner_id: uuid.UUID) -> models.Runner:
+    runner = session.get(models.Runner, runner_id)
+    if runner is None or runner.credential_id != who.credential_id:
+        raise errors.NotFound("Unknown runner id: register again.")
+    return runner
+
+
+def try_claim(ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID) -> dict | None:
+    """Claim one pending run for the runner and build its assignment, or None."""
+    now = utcnow()
+    lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
+    with ctx.sessions.begin() as session:
+        runner = get_runner(session, who, runner_id)
+        runner.last_heartbeat_at = now
+        run_id = queue.claim_next_run(
+            session,
+            runner_id=runner.id,
+            account_id=runner.account_id,
+            environment=runner.environment,
+            now=now,
+            lease_until=lease,
+        )
+        if run_id is None:
+            return None
+        run = session.get(models.Run, run_id)
+        session.refresh(run)
+        attempt = _open_attempt(session, run, runner, now)
+        return _assignment(ctx, session, run, runner, attempt)
+
+
+def _open_attempt(
+    session: Session, run: models.Run, runner: models.Runner, now: datetime
+) -> models.RunAttempt:
+    # The claim statement moved the row; record that move like every other transition.
+    check_transition(RunStatus.PENDING, RunStatus.STARTING)
+    attempt = models.RunAttempt(
+        account_id=run.account_id,
+        run_id=run.id,
+        seq=run.num_attempts,
+        status=RunStatus.STARTING.value,
+        runner_id=runner.id,
+        starting_at=now,
+    )
+    session.add(attempt)
+    session.add(
+        models.RunTransition(
+            account_id=run.account_id,
+            run_id=run.id,
+            attempt_seq=attempt.seq,
+            from_status=RunStatus.PENDING.value,
+            to_status=RunStatus.STARTING.value,
+            at=now,
+        )
+    )
+    return attempt
+
+
+def _assignment(
+    ctx: ServerContext,
+    session: Session,
+    run: models.Run,
+    runner: models.Runner,
+    attempt: models.RunAttempt,
+) -> dict[str, Any]:
+    app = session.get(models.App, run.app_id)
+    version = session.get(models.AppVersion, run.version_id)
+    env = session.get(models.Environment, run.environment_id)
+    account = session.get(models.Account, run.account_id)
+    account_key = ctx.keys.account_key(account.id, account.wrapped_key)
+    data_key = crypto.unwrap_key(
+        account_key, version.wrapped_data_key, deploys.package_aad(version.id)
+    )
+    runner_key = crypto.load_public_key(runner.public_key)
+    return {
+        "run_id": str(run.id),
+        "attempt_seq": attempt.seq,
+        "run_number": run.number,
+        "app_name": app.name,
+        "app_version": version.version,
+        "account_name": account.name,
+        "environment": env.name,
+        "parameters": {p["name"]: p["value"] for p in run.parameters},
+        "secrets": {},
+        "invoke": version.invoke,
+        "package_url": f"/v1/runner/runs/{run.id}/package",
+        "package_sha256": version.package_sha256,
+        "package_key": crypto.rsa_wrap(runner_key, data_key),
+        "package_aad": deploys.package_aad(version.id).decode(),
+        "content_checksum": version.content_checksum,
+        "tower_url": ctx.settings.resolved_public_url,
+        "run_token": auth.issue_jwt(
+            ctx,
+            account_id=run.account_id,
+            user_id=run.created_by_id,
+            ttl=auth.RUN_TOKEN_TTL,
+            run_id=run.id,
+        ),
+        "is_scheduled": run.initiator.get("type") == "tower_scheduler",
+        "schedule_id": run.initiator.get("details", {}).get("schedule_id"),
+        "schedule_name": run.initiator.get("details", {}).get("schedule_name"),
+    }
+
+
+def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> models.Run:
+    run = session.get(models.Run, run_id, with_for_update=True)
+    if run is None or (who.account_id is not None and run.account_id != who.account_id):
+        raise errors.RunNotFound("No such run for this runner.")
+    return run
+
+
+def _current_attempt(session: Session, run: models.Run, attempt_seq: int) -> models.RunAttempt:
+    if attempt_seq != run.num_attempts:
+        raise errors.StaleAttempt(
+            f"Attempt {attempt_seq} of run {run.id} is superseded by attempt {run.num_attempts}."
+        )
+    attempt = session.scalar(
+        select(models.RunAttempt).where(
+            models.RunAttempt.run_id == run.id, models.RunAttempt.seq == attempt_seq
+        )
+    )
+    if attempt is None:
+        raise errors.StaleAttempt(f"Run {run.id} has no attempt {attempt_seq}.")
+    return attempt
+
+
+def package_for(ctx: ServerContext, who: RunnerPrincipal, run_id: uuid.UUID) -> bytes:
+    with ctx.sessions.begin() as session:
+        run = _held_run(session, who, run_id)
+        if RunStatus(run.status) not in ACTIVE:
+            raise errors.Conflict(f"Run {run_id} is {run.status}; its package is not handed out.")
+        version = session.get(models.AppVersion, run.version_id)
+        blob_key = version.blob_key
+    return ctx.blobs.get(blob_key)
+
+
+def report_status(
+    ctx: ServerContext,
+    who: RunnerPrincipal,
+    run_id: uuid.UUID,
+    *,
+    attempt_seq: int,
+    status: RunStatus,
+    exit_code: int | None,
+    message: str | None,
+) -> RunStatus:
+    if status not in RUNNER_REPORTS:
+        raise errors.InvalidInput(
+            f"A runner may report {sorted(s.value for s in RUNNER_REPORTS)}, not '{status}'."
+        )
+    with ctx.sessions.begin() as session:
+        run = _held_run(session, who, run_id)
+        attempt = _current_attempt(session, run, attempt_seq)
+        if RunStatus(run.status) == status:
+            return status  # a re-sent report after a lost answer
+        transition(session, run, status, attempt=attempt)
+        if status in TERMINAL:
+            run.exit_code = attempt.exit_code = exit_code
+            run.status_message = message
+        else:
+            run.lease_expires_at = utcnow() + timedelta(seconds=ctx.settings.lease_ttl_seconds)
+    ctx.notifier.notify(run_topic(run_id))
+    return status
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(models.RunLogLine).values(rows).on_conflict_do_nothing()
+    session.execute(stmt)
+
+
+def ingest_logs(
+    ctx: ServerContext,
+    who: RunnerPrincipal,
+    run_id: uuid.UUID,
+    *,
+    attempt_seq: int,
+    lines: list[dict[str, Any]],
+) -> int:
+    if len(lines) > MAX_LOG_LINES_PER_BATCH:
+        raise errors.InvalidInput(f"At most {MAX_LOG_LINES_PER_BATCH} log lines per batch.")
+    if not lines:
+        return 0
+    with ctx.sessions.begin() as session:
+        run = _held_run(session, who, run_id)
+        _current_attempt(session, run, attempt_seq)
+        rows = [
+            {
+                "account_id": run.account_id,
+                "run_id": run.id,
+                "line_num": line["line_num"],
+                "attempt_seq": attempt_seq,
+                "channel": line["channel"],
+                "content": line["content"][:MAX_LINE_CHARS],
+                "reported_at": line["reported_at"],
+            }
+            for line in lines
+        ]
+        _insert_ignoring_duplicates(session, rows)
+    ctx.notifier.notify(run_topic(run_id))
+    return len(lines)
+
+
+def heartbeat(
+    ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID, run_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Renew leases of the runner's runs; answer those it must stop."""
+    now = utcnow()
+    lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
+    with ctx.sessions.begin() as session:
+        runner = get_runner(session, who, runner_id)
+        runner.last_heartbeat_at = now
+        if not run_ids:
+            return []
+        session.execute(
+            update(models.Run)
+            .where(
+                models.Run.id.in_(run_ids),
+                models.Run.runner_id == runner.id,
+                models.Run.status.in_([s.value for s in ACTIVE]),
+            )
+            .values(lease_expires_at=lease)
+        )
+        still_mine = set(
+            session.scalars(
+                select(models.Run.id).where(
+                    models.Run.id.in_(run_ids),
+                    models.Run.runner_id == runner.id,
+                    models.Run.status.in_([s.value for s in ACTIVE]),
+                )
+            )
+        )
+    return [run_id for run_id in run_ids if run_id not in still_mine]
+
+
+def expire_lost_runs(ctx: ServerContext) -> list[uuid.UUID]:
+    """Runs whose runner stopped renewing the lease end `errored` ("runner lost")."""
+    now = utcnow()
+    lost: list[uuid.UUID] = []
+    with ctx.sessions.begin() as session:
+        rows = session.scalars(
+            select(models.Run).where(
+                models.Run.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
+                models.Run.lease_expires_at < now,
+            )
+        )
+        for run in rows:
+            attempt = session.scalar(
+                select(models.RunAttempt).where(
+                    models.RunAttempt.run_id == run.id,
+                    models.RunAttempt.seq == run.num_attempts,
+                )
+            )
+            transition(session, run, RunStatus.ERRORED, attempt=attempt)
+            run.status_message = "runner lost: no heartbeat before the lease expired"
+            lost.append(run.id)
+    for run_id in lost:
+        ctx.notifier.notify(run_topic(run_id))
+    return lost
+
+
+def decode_bytes(value: str) -> bytes:
+    return base64.b64decode(value)

@@ -1,0 +1,266 @@
+"""Runs as users see them: create, describe, list, read logs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tower.core import errors
+from tower.core.runs import RunStatus
+from tower.server.dispatch.notifier import QUEUE_TOPIC, run_topic
+from tower.server.services import apps as apps_service
+from tower.server.services.context import Principal, ServerContext, owned
+from tower.server.services.transitions import transition
+from tower.server.store import models
+
+DEFAULT_RECENT_RUNS = 20
+
+
+@dataclass
+class RunView:
+    """A run with the names the API shows next to it."""
+
+    run: models.Run
+    app_name: str
+    version: str
+    environment: str
+    attempts: list[models.RunAttempt] = field(default_factory=list)
+
+
+def resolve_parameters(
+    declared: list[dict[str, Any]], given: dict[str, str], *, app: str, version: str
+) -> list[dict[str, Any]]:
+    """Towerfile defaults for what is not given; an undeclared name is an error."""
+    known = {p["name"]: p for p in declared}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        names = ", ".join(known) or "none"
+        raise errors.UnknownParameter(
+            f"Unknown parameter '{unknown[0]}': app '{app}' ({version}) declares {names}. "
+            "Add it to the Towerfile's [[parameters]] and deploy, or drop it from the run.",
+            location="body.parameters",
+            value=unknown[0],
+        )
+    resolved = []
+    for name, spec in known.items():
+        value = given.get(name, "" if spec.get("hidden") else spec.get("default", ""))
+        resolved.append(
+            {
+                "name": name,
+                "value": str(value),
+                "hidden": bool(spec.get("hidden", False)),
+                "is_override": name in given,
+            }
+        )
+    return resolved
+
+
+def _pinned_version(
+    session: Session, app: models.App, env: models.Environment
+) -> models.AppVersion:
+    pin = session.get(models.AppEnvironmentVersion, (app.id, env.id))
+    if pin is None:
+        raise errors.VersionNotFound(
+            f"App '{app.name}' has no version deployed to environment '{env.name}'. "
+            f"Run `tower deploy --environment={env.name}` first.",
+            location="body.environment",
+        )
+    return session.get(models.AppVersion, pin.version_id)
+
+
+def create_run(
+    ctx: ServerContext,
+    principal: Principal,
+    *,
+    app_name: str,
+    environment: str,
+    parameters: dict[str, str],
+    initiator: dict[str, Any] | None = None,
+) -> RunView:
+    with ctx.sessions.begin() as session:
+        app = apps_service.get_app(session, principal, app_name, lock=True)
+        if app.status == "disabled":
+            raise errors.Conflict(f"App '{app_name}' is disabled; enable it before running it.")
+        env = apps_service.get_environment(session, principal, environment)
+        version = _pinned_version(session, app, env)
+        resolved = resolve_parameters(
+            version.parameters, parameters, app=app.name, version=version.version
+        )
+        app.last_run_number += 1
+        run = models.Run(
+            account_id=app.account_id,
+            app_id=app.id,
+            version_id=version.id,
+            environment_id=env.id,
+            number=app.last_run_number,
+            status=RunStatus.SCHEDULED.value,
+            parameters=resolved,
+            initiator=initiator or {"type": "tower_cli", "details": {}},
+            created_by_id=principal.user_id,
+        )
+        session.add(run)
+        session.flush()
+        transition(session, run, RunStatus.PENDING)
+        view = RunView(run, app.name, version.version, env.name)
+    ctx.notifier.notify(QUEUE_TOPIC)
+    return view
+
+
+def _view(session: Session, run: models.Run, *, with_attempts: bool = False) -> RunView:
+    app = session.get(models.App, run.app_id)
+    version = session.get(models.AppVersion, run.version_id)
+    env = session.get(models.Environment, run.environment_id)
+    attempts: list[models.RunAttempt] = []
+    if with_attempts:
+        attempts = list(
+            session.scalars(
+                select(models.RunAttempt)
+                .where(models.RunAttempt.run_id == run.id)
+                .order_by(models.RunAttempt.seq)
+            )
+        )
+    return RunView(run, app.name, version.version, env.name, attempts)
+
+
+def get_run(session: Session, principal: Principal, app_name: str, number: int) -> models.Run:
+    app = apps_service.get_app(session, principal, app_name)
+    run = session.scalar(
+        owned(select(models.Run), models.Run, principal).where(
+            models.Run.app_id == app.id, models.Run.number == number
+        )
+    )
+    if run is None:
+        raise errors.RunNotFound(f"App '{app_name}' has no run #{number}.")
+    return run
+
+
+def describe_run(ctx: ServerContext, principal: Principal, app_name: str, number: int) -> RunView:
+    with ctx.sessions.begin() as session:
+        return _view(session, get_run(session, principal, app_name, number), with_attempts=True)
+
+
+def neighbours(ctx: ServerContext, run: models.Run) -> tuple[int | None, int | None]:
+    """Numbers of the previous and next runs of the same app (for `$links`)."""
+    with ctx.sessions.begin() as session:
+        base = select(models.Run.number).where(models.Run.app_id == run.app_id)
+        prev = session.scalar(
+            base.where(models.Run.number < run.number).order_by(models.Run.number.desc()).limit(1)
+        )
+        nxt = session.scalar(
+            base.where(models.Run.number > run.number).order_by(models.Run.number).limit(1)
+        )
+        return prev, nxt
+
+
+def recent_runs(
+    ctx: ServerContext, principal: Principal, app_name: str, *, limit: int, environment: str | None
+) -> list[RunView]:
+    with ctx.sessions.begin() as session:
+        app = apps_service.get_app(session, principal, app_name)
+        stmt = select(models.Run).where(models.Run.app_id == app.id)
+        if environment:
+            env = apps_service.get_environment(session, principal, environment)
+            stmt = stmt.where(models.Run.environment_id == env.id)
+        rows = session.scalars(stmt.order_by(models.Run.number.desc()).limit(limit))
+        return [_view(session, run) for run in rows]
+
+
+def list_runs(
+    ctx: ServerContext,
+    principal: Principal,
+    app_name: str,
+    *,
+    environment: str | None,
+    offset: int,
+    limit: int | None,
+) -> tuple[list[RunView], int]:
+    with ctx.sessions.begin() as session:
+        app = apps_service.get_app(session, principal, app_name)
+        stmt = select(models.Run).where(models.Run.app_id == app.id)
+        if environment:
+            env = apps_service.get_environment(session, principal, environment)
+            stmt = stmt.where(models.Run.environment_id == env.id)
+        all_rows = list(session.scalars(stmt.order_by(models.Run.number.desc())))
+        page = all_rows[offset : offset + limit] if limit else all_rows
+        return [_view(session, run) for run in page], len(all_rows)
+
+
+def last_runs_by_app(ctx: ServerContext, app_ids: list[uuid.UUID]) -> dict[uuid.UUID, RunView]:
+    with ctx.sessions.begin() as session:
+        result: dict[uuid.UUID, RunView] = {}
+        for app_id in app_ids:
+            run = session.scalar(
+                select(models.Run)
+                .where(models.Run.app_id == app_id)
+                .order_by(models.Run.number.desc())
+                .limit(1)
+            )
+            if run is not None:
+                result[app_id] = _view(session, run)
+        return result
+
+
+def pinned_version_name(ctx: ServerContext, app: models.App, environment: str) -> str | None:
+    with ctx.sessions.begin() as session:
+        row = session.execute(
+            select(models.AppVersion.number)
+            .join(
+                models.AppEnvironmentVersion,
+                models.AppEnvironmentVersion.version_id == models.AppVersion.id,
+            )
+            .join(
+                models.Environment,
+                models.Environment.id == models.AppEnvironmentVersion.environment_id,
+            )
+            .where(
+                models.AppEnvironmentVersion.app_id == app.id,
+                models.Environment.name == environment,
+            )
+        ).first()
+        return f"v{row[0]}" if row else None
+
+
+def read_logs(
+    ctx: ServerContext, principal: Principal, app_name: str, number: int, *, after: int = 0
+) -> tuple[models.Run, list[models.RunLogLine]]:
+    with ctx.sessions.begin() as session:
+        run = get_run(session, principal, app_name, number)
+        return run, log_lines(session, run.id, after=after)
+
+
+def log_lines(session: Session, run_id: uuid.UUID, *, after: int = 0) -> list[models.RunLogLine]:
+    stmt = (
+        select(models.RunLogLine)
+        .where(models.RunLogLine.run_id == run_id, models.RunLogLine.line_num > after)
+        .order_by(models.RunLogLine.line_num)
+    )
+    return list(session.scalars(stmt))
+
+
+def run_status_and_lines(
+    ctx: ServerContext, run_id: uuid.UUID, after: int
+) -> tuple[RunStatus, list[models.RunLogLine]]:
+    """For the log stream: the run's status and its lines past `after`, read together."""
+    with ctx.sessions.begin() as session:
+        run = session.get(models.Run, run_id)
+        return RunStatus(run.status), log_lines(session, run_id, after=after)
+
+
+__all__ = ["RunView", "create_run", "describe_run", "run_topic"]
+
+
+def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
+    """How many runs of the app are in each status (the contract's `run_results`)."""
+    from sqlalchemy import func
+
+    with ctx.sessions.begin() as session:
+        rows = session.execute(
+            select(models.Run.status, func.count())
+            .where(models.Run.app_id == app_id)
+            .group_by(models.Run.status)
+        )
+        return {status: count for status, count in rows}

@@ -1,0 +1,61 @@
+"""Applying run status changes: the state machine in tower.core decides, this records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from tower.core.runs import RunStatus, check_transition, is_terminal
+from tower.server.store import models
+from tower.server.store.types import utcnow
+
+_TIMESTAMP_FIELD = {
+    RunStatus.PENDING: "pending_at",
+    RunStatus.STARTING: "starting_at",
+    RunStatus.RUNNING: "started_at",
+    RunStatus.CANCELLED: "cancelled_at",
+}
+
+
+def transition(
+    session: Session,
+    run: models.Run,
+    target: RunStatus,
+    *,
+    at: datetime | None = None,
+    attempt: models.RunAttempt | None = None,
+) -> None:
+    """Move `run` (and its current attempt) to `target`, timestamped; raises InvalidTransition."""
+    current = RunStatus(run.status)
+    check_transition(current, target)
+    at = at or utcnow()
+    session.add(
+        models.RunTransition(
+            account_id=run.account_id,
+            run_id=run.id,
+            attempt_seq=attempt.seq if attempt else run.num_attempts,
+            from_status=str(current),
+            to_status=str(target),
+            at=at,
+        )
+    )
+    run.status = str(target)
+    field = _TIMESTAMP_FIELD.get(target)
+    if field:
+        setattr(run, field, at)
+    if is_terminal(target):
+        run.ended_at = at
+        run.lease_expires_at = None
+    if attempt is not None:
+        _update_attempt(attempt, target, at)
+
+
+def _update_attempt(attempt: models.RunAttempt, target: RunStatus, at: datetime) -> None:
+    attempt.status = str(target)
+    if target == RunStatus.STARTING:
+        attempt.starting_at = at
+    elif target == RunStatus.RUNNING:
+        attempt.started_at = at
+    elif is_terminal(target):
+        attempt.ended_at = at

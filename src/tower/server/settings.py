@@ -1,0 +1,69 @@
+"""Control-plane settings: every one is a `TOWER_*` environment variable.
+
+Entrypoints build one `ServerSettings` and pass it down; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path("~/.tower")
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOWER_", extra="ignore")
+
+    home: Path = Field(DEFAULT_HOME, description="Where data, keys and blobs live (TOWER_HOME).")
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8000, description="Port the API listens on.")
+    public_url: str | None = Field(
+        None, description="URL users and runners reach the API at; default http://HOST:PORT."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default SQLite at $TOWER_HOME/tower.db."
+    )
+    storage_url: str | None = Field(
+        None, description="Blob storage; default the directory $TOWER_HOME/blobs."
+    )
+    master_key: str | None = Field(
+        None,
+        description="Base64 32-byte master key; default a 0600 key file $TOWER_HOME/master.key.",
+    )
+    admin_email: str = Field("admin@localhost", description="Email of the first admin user.")
+    admin_api_key: str | None = Field(
+        None, description="First start only: use this sk-… key as the admin's API key."
+    )
+    lease_ttl_seconds: float = Field(
+        30.0, description="How long a claimed run survives without a runner heartbeat."
+    )
+    claim_wait_max_seconds: float = Field(60.0, description="Longest long-poll a runner may ask.")
+    session_ttl_days: int = Field(30, description="Lifetime of a CLI session token.")
+    health_requires_runner: bool = Field(
+        False, description="/healthz answers 503 until a runner is online (set by `tower up`)."
+    )
+    log_level: str = Field("info", description="Log level of the control plane.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'tower.db'}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        if self.storage_url and self.storage_url.startswith("file://"):
+            return Path(self.storage_url.removeprefix("file://")).expanduser()
+        return self.home_dir / "blobs"
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

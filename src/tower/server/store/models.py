@@ -1,0 +1,305 @@
+"""The metadata schema. Every table carries the owning account (tenancy).
+
+Only `tower.server.store` imports SQLAlchemy models; services work through
+these classes inside one session per use case.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tower.server.store.types import UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s__%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s__%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s__%(constraint_name)s",
+    "fk": "fk_%(table_name)s__%(column_0_name)s__%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+
+def _account_fk() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(default=utcnow)
+
+
+class Account(Base):
+    """A tenant: a user's personal account or a team."""
+
+    __tablename__ = "accounts"
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(16))  # personal | team
+    # The account key (AES-256) wrapped by the master key; wraps every data key of the account.
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = _id()
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    first_name: Mapped[str] = mapped_column(String(128), default="")
+    last_name: Mapped[str] = mapped_column(String(128), default="")
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The user's personal account; its own row in `memberships` too.
+    personal_account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = _created()
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(32), default="admin")
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    identifier: Mapped[str] = mapped_column(String(32))  # shown in lists; never the key
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+
+class Session(Base):
+    """A signed-in session; its JWTs carry `sid` so revoking the row revokes them."""
+
+    __tablename__ = "sessions"
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    refresh_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = _created()
+
+
+class App(Base):
+    __tablename__ = "apps"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    name: Mapped[str] = mapped_column(String(128))
+    short_description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    pending_timeout: Mapped[int] = mapped_column(Integer, default=600)
+    running_timeout: Mapped[int] = mapped_column(Integer, default=0)
+    # Counters handed out under the app row's lock so numbers never repeat.
+    last_run_number: Mapped[int] = mapped_column(Integer, default=0)
+    last_version_number: Mapped[int] = mapped_column(Integer, default=0)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created()
+
+
+class AppVersion(Base):
+    """An immutable deployed package."""
+
+    __tablename__ = "app_versions"
+    __table_args__ = (
+        UniqueConstraint("app_id", "number"),
+        UniqueConstraint("app_id", "idempotency_key"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    towerfile: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[list[Any]] = mapped_column(default=list)
+    invoke: Mapped[str] = mapped_column(String(1024))
+    content_checksum: Mapped[str] = mapped_column(String(64))
+    package_sha256: Mapped[str] = mapped_column(String(64))  # of the plaintext .tar.gz
+    package_size: Mapped[int] = mapped_column(BigInteger)
+    blob_key: Mapped[str] = mapped_column(String(512))
+    wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _created()
+
+    @property
+    def version(self) -> str:
+        return f"v{self.number}"
+
+
+class AppEnvironmentVersion(Base):
+    """Which version each environment runs: one row per (app, environment)."""
+
+    __tablename__ = "app_environment_versions"
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    app_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_versions.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = _created()
+
+
+class Run(Base):
+    """A run; the runs table is also the queue (status='pending')."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("app_id", "number"),
+        Index("ix_runs__queue", "status", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("app_versions.id", ondelete="CASCADE"))
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    # [{name, value, hidden}]: defaults applied; hidden values never leave through the API.
+    parameters: Mapped[list[Any]] = mapped_column(default=list)
+    initiator: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    exit_code: Mapped[int | None]
+    status_message: Mapped[str | None] = mapped_column(Text)
+    num_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created()
+    scheduled_at: Mapped[datetime] = _created()
+    pending_at: Mapped[datetime | None]
+    starting_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+
+class RunAttempt(Base):
+    __tablename__ = "run_attempts"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    exit_code: Mapped[int | None]
+    starting_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class RunTransition(Base):
+    """Every status change of every run, timestamped (so time-in-status is measurable)."""
+
+    __tablename__ = "run_transitions"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    attempt_seq: Mapped[int] = mapped_column(Integer, default=0)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = _created()
+
+
+class RunLogLine(Base):
+    __tablename__ = "run_log_lines"
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    line_num: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt_seq: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    reported_at: Mapped[datetime]
+
+
+class RunnerCredential(Base):
+    """A token a runner authenticates with. `account_id` null = serves every account."""
+
+    __tablename__ = "runner_credentials"
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Runner(Base):
+    __tablename__ = "runners"
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    credential_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runner_credentials.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    environment: Mapped[str | None] = mapped_column(String(128))
+    capacity: Mapped[int] = mapped_column(Integer, default=1)
+    public_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    last_heartbeat_at: Mapped[datetime | None]
