@@ -1,1 +1,1 @@
-"""Pure domain of Tower: no network, no database, no filesystem side effects beyond what a caller asks."""
+"""Pure domain of Tower: no network and no database; only the I\/O a caller asks for."""

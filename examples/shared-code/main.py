@@ -1,0 +1,3 @@
+from greetings import greet
+
+print(greet("Tower"))
