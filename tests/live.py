@@ -94,7 +94,11 @@ class LiveTower:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def tower(
-        self, *args: str, cwd: Path | None = None, timeout: float = 180, extra_env: dict | None = None
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        timeout: float = 180,
+        extra_env: dict | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run our `tower` CLI as a user would."""
         return subprocess.run(

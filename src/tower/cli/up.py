@@ -66,9 +66,7 @@ def server_command(host: str | None, port: int | None) -> None:
 def _start_runner(url: str, token: str, home: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TOWER_URL": url, "TOWER_RUNNER_TOKEN": token, "TOWER_HOME": home}
     env.setdefault("TOWER_RUNNER_NAME", "embedded")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tower.cli.main", "runner", "start"], env=env
-    )
+    return subprocess.Popen([sys.executable, "-m", "tower.cli.main", "runner", "start"], env=env)
 
 
 def _stop_runner(process: subprocess.Popen[bytes]) -> None:

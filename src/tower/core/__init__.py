@@ -1,1 +1,1 @@
-"""Pure domain of Tower: no network and no database; only the I\/O a caller asks for."""
+"""Pure domain of Tower: no network and no database; only the I/O a caller asks for."""

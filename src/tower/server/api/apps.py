@@ -66,7 +66,10 @@ def describe_app(
     recent = runs_service.recent_runs(ctx, principal, name, limit=runs, environment=environment)
     return {
         "app": present_app(
-            ctx, principal, app, environment=environment or "default",
+            ctx,
+            principal,
+            app,
+            environment=environment or "default",
             last_run=recent[0] if recent else None,
         ),
         "runs": present_runs(ctx, recent, official_cli=is_official_cli(request)),

@@ -24,11 +24,14 @@ def _runners_online(ctx: ContextDep) -> int:
     cutoff = utcnow() - timedelta(seconds=ctx.settings.lease_ttl_seconds)
     with ctx.sessions.begin() as session:
         session.execute(text("SELECT 1"))
-        return session.scalar(
-            select(func.count()).select_from(models.Runner).where(
-                models.Runner.last_heartbeat_at >= cutoff
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(models.Runner)
+                .where(models.Runner.last_heartbeat_at >= cutoff)
             )
-        ) or 0
+            or 0
+        )
 
 
 @router.get("/healthz", tags=["health"])

@@ -28,6 +28,8 @@ def present_app(
     )
 
 
-def present_runs(ctx: ServerContext, views: list[runs_service.RunView], *, official_cli: bool) -> list[dict[str, Any]]:
+def present_runs(
+    ctx: ServerContext, views: list[runs_service.RunView], *, official_cli: bool
+) -> list[dict[str, Any]]:
     base = ctx.settings.resolved_public_url
     return [serializers.run_json(v, base, official_cli=official_cli) for v in views]

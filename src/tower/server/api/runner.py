@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
@@ -99,7 +98,9 @@ def report_status(
     ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: StatusParams
 ) -> dict[str, Any]:
     status = runners_service.report_status(
-        ctx, who, run_id,
+        ctx,
+        who,
+        run_id,
         attempt_seq=body.attempt_seq,
         status=RunStatus(body.status),
         exit_code=body.exit_code,
@@ -109,9 +110,13 @@ def report_status(
 
 
 @router.post("/runs/{run_id}/logs")
-def ship_logs(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: LogsParams) -> dict[str, Any]:
+def ship_logs(
+    ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: LogsParams
+) -> dict[str, Any]:
     accepted = runners_service.ingest_logs(
-        ctx, who, run_id,
+        ctx,
+        who,
+        run_id,
         attempt_seq=body.attempt_seq,
         lines=[line.model_dump() for line in body.lines],
     )

@@ -69,7 +69,11 @@ def list_runs(
 ) -> dict[str, Any]:
     offset = (page - 1) * page_size if page > 0 else 0
     views, total = runs_service.list_runs(
-        ctx, principal, name, environment=environment, offset=offset,
+        ctx,
+        principal,
+        name,
+        environment=environment,
+        offset=offset,
         limit=page_size if page > 0 else None,
     )
     return {

@@ -12,7 +12,16 @@ from tower.server.store import models
 
 HIDDEN_VALUE = "[hidden]"
 NO_RETRIES = {"max_retries": 0, "retry_delay_seconds": 0, "use_exponential_backoff": False}
-RESULT_KEYS = ("cancelled", "crashed", "errored", "exited", "pending", "retrying", "running", "starting")
+RESULT_KEYS = (
+    "cancelled",
+    "crashed",
+    "errored",
+    "exited",
+    "pending",
+    "retrying",
+    "running",
+    "starting",
+)
 
 
 def ts(value: datetime | None) -> str | None:
@@ -27,7 +36,9 @@ def run_link(base_url: str, app_name: str, number: int) -> str:
     return f"{base_url}/v1/apps/{app_name}/runs/{number}"
 
 
-def run_json(view: RunView, base_url: str, *, with_attempts: bool = False, official_cli: bool = False) -> dict[str, Any]:
+def run_json(
+    view: RunView, base_url: str, *, with_attempts: bool = False, official_cli: bool = False
+) -> dict[str, Any]:
     run = view.run
     status = run.status
     # Compatibility shim: the official CLI's `tower run` gives up ("run completed") when a
@@ -45,7 +56,10 @@ def run_json(view: RunView, base_url: str, *, with_attempts: bool = False, offic
         "ended_at": ts(run.ended_at),
         "environment": view.environment,
         "exit_code": run.exit_code,
-        "initiator": {"type": run.initiator.get("type"), "details": run.initiator.get("details", {})},
+        "initiator": {
+            "type": run.initiator.get("type"),
+            "details": run.initiator.get("details", {}),
+        },
         "is_scheduled": run.initiator.get("type") == "tower_scheduler",
         "num_attempts": run.num_attempts,
         "number": run.number,

@@ -52,7 +52,9 @@ def _account_name_for(email: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "-" for c in local) or "admin"
 
 
-def create_account(ctx: ServerContext, session: Session, *, name: str, type_: str) -> models.Account:
+def create_account(
+    ctx: ServerContext, session: Session, *, name: str, type_: str
+) -> models.Account:
     account_id = uuid.uuid4()
     account = models.Account(
         id=account_id,
@@ -82,7 +84,9 @@ def create_user(
     return user
 
 
-def create_api_key(session: Session, *, user: models.User, name: str, key: str | None = None) -> str:
+def create_api_key(
+    session: Session, *, user: models.User, name: str, key: str | None = None
+) -> str:
     key = key or crypto.new_token(auth.API_KEY_PREFIX)
     if not key.startswith(auth.API_KEY_PREFIX) or len(key) < 20:
         raise errors.InvalidInput(
@@ -110,8 +114,12 @@ def bootstrap(ctx: ServerContext) -> Bootstrap:
             account = session.get(models.Account, admin.personal_account_id) if admin else None
             known = key_file.read_text().strip() if key_file.exists() else None
             return Bootstrap(
-                False, admin.email if admin else "", account.name if account else "",
-                known, key_file, password_file,
+                False,
+                admin.email if admin else "",
+                account.name if account else "",
+                known,
+                key_file,
+                password_file,
             )
         password = secrets.token_urlsafe(18)
         user = create_user(

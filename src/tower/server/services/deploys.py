@@ -41,7 +41,9 @@ def package_aad(version_id: uuid.UUID) -> bytes:
     return f"package:{version_id}".encode()
 
 
-def _existing_for_key(session: Session, app: models.App, key: str | None) -> models.AppVersion | None:
+def _existing_for_key(
+    session: Session, app: models.App, key: str | None
+) -> models.AppVersion | None:
     if not key:
         return None
     return session.scalar(
@@ -70,7 +72,9 @@ def _pin(session: Session, app: models.App, env: models.Environment, version_id:
     if pin is None:
         session.add(
             models.AppEnvironmentVersion(
-                account_id=app.account_id, app_id=app.id, environment_id=env.id,
+                account_id=app.account_id,
+                app_id=app.id,
+                environment_id=env.id,
                 version_id=version_id,
             )
         )
@@ -82,7 +86,7 @@ def _pin(session: Session, app: models.App, env: models.Environment, version_id:
 def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> models.AppVersion:
     """Store a new immutable version, or return the one an idempotency key already made."""
     sha = verify_checksum(request.data, request.checksum)
-    info = package.inspect_package(request.data)
+    info = package.inspect_package(request.data, verify=True)
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, request.app_name, lock=True)
         existing = _existing_for_key(session, app, request.idempotency_key)
@@ -101,8 +105,8 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
             account_id=account.id,
             app_id=app.id,
             number=app.last_version_number,
-            towerfile=info.towerfile_text,
-            parameters=[dict(p) for p in info.manifest.parameters],
+            towerfile=info.towerfile_text or "",
+            parameters=[p.model_dump() for p in info.manifest.parameters],
             invoke=info.manifest.invoke,
             content_checksum=info.manifest.checksum,
             package_sha256=sha,
@@ -118,14 +122,18 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
         return version
 
 
-def list_versions(ctx: ServerContext, principal: Principal, app_name: str) -> list[models.AppVersion]:
+def list_versions(
+    ctx: ServerContext, principal: Principal, app_name: str
+) -> list[models.AppVersion]:
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, app_name)
         stmt = select(models.AppVersion).where(models.AppVersion.app_id == app.id)
         return list(session.scalars(stmt.order_by(models.AppVersion.number.desc())))
 
 
-def get_version(ctx: ServerContext, principal: Principal, app_name: str, version: str) -> models.AppVersion:
+def get_version(
+    ctx: ServerContext, principal: Principal, app_name: str, version: str
+) -> models.AppVersion:
     number = parse_version(version)
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, app_name)
@@ -146,7 +154,9 @@ def parse_version(text: str) -> int:
     return int(digits)
 
 
-def read_package(ctx: ServerContext, version: models.AppVersion, account_key: bytes) -> tuple[bytes, bytes]:
+def read_package(
+    ctx: ServerContext, version: models.AppVersion, account_key: bytes
+) -> tuple[bytes, bytes]:
     """The encrypted blob and the version's data key (for handing to a runner)."""
     data_key = crypto.unwrap_key(account_key, version.wrapped_data_key, package_aad(version.id))
     return ctx.blobs.get(version.blob_key), data_key

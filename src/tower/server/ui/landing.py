@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-_env = Environment(loader=PackageLoader("tower.server.ui", "templates"), autoescape=select_autoescape())
+_env = Environment(
+    loader=PackageLoader("tower.server.ui", "templates"), autoescape=select_autoescape()
+)
 
 
 def render(public_url: str, runners_online: int) -> str:

@@ -1,0 +1,245 @@
+"""Runs, the runner protocol and log streaming through HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import ApiServer
+from tests.api.helpers import FakeRunnerKeys, deploy, make_package, sha256
+from tower.core.package import extract_package
+
+
+@pytest.fixture
+def deployed(api_server: ApiServer, tmp_path: Path) -> ApiServer:
+    with api_server.client() as api:
+        api.post("/apps", json={"name": "hello"})
+        assert deploy(api, "hello", make_package(tmp_path / "pkg")).status_code == 201
+    return api_server
+
+
+class FakeRunner:
+    """Drives the runner protocol by hand, as a runner on another host would."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self.keys = FakeRunnerKeys()
+        self.http = httpx.Client(
+            base_url=f"{server.url}/v1/runner",
+            headers={"Authorization": f"Bearer {server.runner_token()}"},
+            timeout=60,
+        )
+        registered = self.http.post(
+            "/register", json={"name": "fake", "public_key": self.keys.public_pem, "capacity": 1}
+        )
+        registered.raise_for_status()
+        self.runner_id = registered.json()["runner_id"]
+
+    def claim(self, wait: float = 0) -> dict | None:
+        response = self.http.post(
+            "/claim", json={"runner_id": self.runner_id, "wait_seconds": wait}
+        )
+        if response.status_code == 204:
+            return None
+        response.raise_for_status()
+        return response.json()["assignment"]
+
+    def status(self, a: dict, status: str, **extra: object) -> httpx.Response:
+        body = {"attempt_seq": a["attempt_seq"], "status": status, **extra}
+        return self.http.post(f"/runs/{a['run_id']}/status", json=body)
+
+    def logs(self, a: dict, *lines: tuple[int, str, str], seq: int | None = None) -> httpx.Response:
+        body = {
+            "attempt_seq": seq or a["attempt_seq"],
+            "lines": [
+                {
+                    "line_num": n,
+                    "channel": ch,
+                    "content": text,
+                    "reported_at": "2026-01-01T00:00:00Z",
+                }
+                for n, ch, text in lines
+            ],
+        }
+        return self.http.post(f"/runs/{a['run_id']}/logs", json=body)
+
+
+def test_run_applies_defaults_masks_hidden_and_rejects_unknown(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        unknown = api.post(
+            "/apps/hello/runs", json={"environment": "default", "parameters": {"nope": "1"}}
+        )
+        assert unknown.status_code == 422
+        assert (
+            "nope" in unknown.json()["detail"]
+            and unknown.json()["errors"][0]["location"] == "body.parameters"
+        )
+        created = api.post("/apps/hello/runs", json={"parameters": {"token": "s3cr3t-value"}})
+        assert created.status_code == 201
+        run = created.json()["run"]
+        assert run["number"] == 1 and run["status"] == "pending" and run["app_version"] == "v1"
+        params = {p["name"]: p for p in run["parameters"]}
+        assert params["friend"]["value"] == "Steve" and params["friend"]["is_override"] is False
+        assert params["token"]["value"] != "s3cr3t-value" and params["token"]["hidden"] is True
+        described = api.get("/apps/hello/runs/1").json()
+        assert described["$links"]["self"].endswith("/apps/hello/runs/1")
+        assert "s3cr3t-value" not in json.dumps(described)
+        assert api.get("/apps/hello/runs/2").status_code == 404
+
+
+def test_runner_protocol_full_run(deployed: ApiServer, tmp_path: Path) -> None:
+    runner = FakeRunner(deployed)
+    assert runner.claim() is None
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {"friend": "Ada", "token": "t0ken-value"}})
+    a = runner.claim()
+    assert a is not None and a["run_number"] == 1 and a["attempt_seq"] == 1
+    assert a["parameters"] == {"friend": "Ada", "token": "t0ken-value"}
+    blob = runner.http.get(f"/runs/{a['run_id']}/package").content
+    archive = runner.keys.open_package(a, blob)
+    assert sha256(archive) == a["package_sha256"]
+    manifest = extract_package(archive, tmp_path / "unpacked")
+    assert manifest.checksum == a["content_checksum"]
+    with deployed.client() as api:
+        assert api.get("/apps/hello/runs/1").json()["run"]["status"] == "starting"
+        official = api.get("/apps/hello/runs/1", headers={"User-Agent": "Tower CLI"}).json()
+        assert official["run"]["status"] == "pending"  # the documented compatibility shim
+        assert runner.logs(a, (1, "setup", "installing"), (2, "program", "hi")).status_code == 200
+        assert runner.status(a, "running").status_code == 200
+        assert runner.logs(a, (2, "program", "hi"), (3, "program", "bye")).status_code == 200
+        assert runner.status(a, "crashed", exit_code=3).status_code == 200
+        run = api.get("/apps/hello/runs/1").json()["run"]
+        assert (run["status"], run["exit_code"], run["status_group"]) == ("crashed", 3, "failed")
+        for key in ("starting_at", "started_at", "ended_at"):
+            assert run[key] is not None
+        assert run["attempts"] == [
+            {
+                "seq": 1,
+                "status": "crashed",
+                "starting_at": run["starting_at"],
+                "started_at": run["started_at"],
+                "ended_at": run["ended_at"],
+                "exit_code": 3,
+            }
+        ]
+        lines = api.get("/apps/hello/runs/1/logs").json()["log_lines"]
+        assert [(x["line_num"], x["channel"], x["content"]) for x in lines] == [
+            (1, "setup", "installing"),
+            (2, "program", "hi"),
+            (3, "program", "bye"),
+        ]
+        assert lines[0]["reported_at"].endswith("Z")
+
+
+def test_stale_attempt_reports_are_rejected(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+    a = runner.claim()
+    assert runner.status({**a, "attempt_seq": 2}, "running").status_code == 409
+    assert runner.logs(a, (1, "program", "x"), seq=5).status_code == 409
+    assert (
+        runner.status(a, "exited", exit_code=0).status_code == 409
+    )  # starting → exited is not allowed
+    assert runner.status(a, "running").status_code == 200
+    assert runner.status(a, "exited", exit_code=0).status_code == 200
+    assert runner.status(a, "running").status_code == 409  # nothing follows a terminal status
+
+
+def test_long_poll_claim_wakes_when_a_run_is_enqueued(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    result: dict = {}
+
+    def wait_for_work() -> None:
+        started = time.monotonic()
+        result["assignment"] = runner.claim(wait=20)
+        result["waited"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=wait_for_work)
+    waiter.start()
+    time.sleep(0.5)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+    waiter.join(30)
+    assert result["assignment"] is not None
+    # Woken by the enqueue, not by the 20 s timeout.
+    assert result["waited"] < 10
+
+
+def test_each_run_is_claimed_once(deployed: ApiServer) -> None:
+    runners = [FakeRunner(deployed) for _ in range(3)]
+    with deployed.client() as api:
+        for _ in range(6):
+            api.post("/apps/hello/runs", json={"parameters": {}})
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def drain(r: FakeRunner) -> None:
+        while (a := r.claim()) is not None:
+            with lock:
+                claimed.append(a["run_id"])
+
+    threads = [threading.Thread(target=drain, args=(r,)) for r in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(claimed) == 6 and len(set(claimed)) == 6
+
+
+def test_lost_runner_ends_the_run_errored(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        a = runner.claim()
+        runner.status(a, "running")
+        deadline = time.monotonic() + 20  # lease is 2 s in tests; the sweep runs every 2 s
+        while time.monotonic() < deadline:
+            run = api.get("/apps/hello/runs/1").json()["run"]
+            if run["status"] == "errored":
+                break
+            time.sleep(0.2)
+        assert run["status"] == "errored" and "runner lost" in run["status_message"]
+        assert runner.status(a, "exited", exit_code=0).status_code == 409
+
+
+def _read_sse(client: httpx.Client, path: str) -> tuple[list[dict], str]:
+    events = []
+    with client.stream("GET", path, headers={"Accept": "text/event-stream"}) as response:
+        content_type = response.headers["content-type"]
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "log":
+                events.append(json.loads(line[6:]))
+    return events, content_type
+
+
+def test_log_stream_sends_history_then_live_then_closes(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        a = runner.claim()
+        runner.status(a, "running")
+        runner.logs(a, (1, "program", "before the stream"))
+        received: dict = {}
+        stream_path = "/apps/hello/runs/1/logs/stream"
+        reader = threading.Thread(
+            target=lambda: received.update(
+                zip(("events", "type"), _read_sse(api, stream_path), strict=True)
+            )
+        )
+        reader.start()
+        time.sleep(0.5)
+        runner.logs(a, (2, "program", "while streaming"))
+        runner.status(a, "exited", exit_code=0)
+        reader.join(30)
+        assert not reader.is_alive(), "the stream must close after the run ends"
+    assert received["type"].startswith("text/event-stream")
+    assert [e["content"] for e in received["events"]] == ["before the stream", "while streaming"]
+    assert {e["channel"] for e in received["events"]} == {"program"}
