@@ -263,4 +263,4 @@ def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
             .where(models.Run.app_id == app_id)
             .group_by(models.Run.status)
         )
-        return dict(rows)
+        return {str(status): int(count) for status, count in rows}
