@@ -1,0 +1,127 @@
+"""Typed client of the runner ↔ control plane protocol (docs/runner-protocol.md).
+
+Every call is authenticated with the runner token (`Authorization: Bearer rt-…`).
+Errors surface as :class:`tower.client.ApiError` (the server answered with an error)
+or :class:`tower.client.ConnectionFailed` (the server could not be reached).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tower.client._http import DEFAULT_TIMEOUT_S, HttpClient
+
+#: extra read time on top of the long-poll wait, so the server answers before we give up (s)
+CLAIM_READ_MARGIN_S = 15.0
+#: the longest long poll the protocol allows (s)
+MAX_CLAIM_WAIT_S = 60.0
+#: read timeout for package downloads, which may be large (s)
+DOWNLOAD_TIMEOUT_S = 300.0
+
+
+class RunnerApi:
+    """The runner's side of `/v1/runner/*`.
+
+    Args:
+        url: the control plane URL (any path is replaced by `/v1`).
+        token: the runner token (`rt-…`).
+        transport: an httpx transport, for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.timeout_s = timeout
+        self.http = HttpClient(url, token=token, timeout=timeout, transport=transport)
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    def register(
+        self,
+        *,
+        name: str,
+        hostname: str,
+        version: str,
+        public_key: str,
+        environment: str | None,
+        capacity: int,
+    ) -> dict[str, Any]:
+        """Announce this runner; the answer holds `runner_id` and `heartbeat_interval_seconds`."""
+        body = {
+            "name": name,
+            "hostname": hostname,
+            "version": version,
+            "public_key": public_key,
+            "environment": environment,
+            "capacity": capacity,
+        }
+        return self.http.post_json("/runner/register", body)
+
+    def claim(self, runner_id: str, wait_seconds: float) -> dict[str, Any] | None:
+        """Long-poll for a run: the assignment, or None when `wait_seconds` passed idle."""
+        wait = max(0.0, min(float(wait_seconds), MAX_CLAIM_WAIT_S))
+        timeout = httpx.Timeout(self.timeout_s, read=wait + CLAIM_READ_MARGIN_S)
+        response = self.http.request(
+            "POST",
+            "/runner/claim",
+            json={"runner_id": runner_id, "wait_seconds": wait},
+            timeout=timeout,
+        )
+        if response.status_code == 204 or not response.content:
+            return None
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("assignment"), dict):
+            return body["assignment"]
+        return body
+
+    def download_package(self, run_id: str) -> bytes:
+        """The run's package as stored: `nonce(12) ‖ AES-256-GCM ciphertext+tag`."""
+        timeout = httpx.Timeout(self.timeout_s, read=DOWNLOAD_TIMEOUT_S)
+        response = self.http.request("GET", f"/runner/runs/{run_id}/package", timeout=timeout)
+        return response.content
+
+    def report_status(
+        self,
+        run_id: str,
+        attempt_seq: int,
+        status: str,
+        exit_code: int | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Move the attempt to `status`; a 409 ApiError means the attempt is stale."""
+        body: dict[str, Any] = {"attempt_seq": attempt_seq, "status": str(status)}
+        if exit_code is not None:
+            body["exit_code"] = exit_code
+        if message is not None:
+            body["message"] = message
+        return self.http.post_json(f"/runner/runs/{run_id}/status", body) or {}
+
+    def send_logs(self, run_id: str, attempt_seq: int, lines: list[dict[str, Any]]) -> int:
+        """Ship a batch of log lines; returns how many the server accepted."""
+        body = {"attempt_seq": attempt_seq, "lines": lines}
+        answer = self.http.post_json(f"/runner/runs/{run_id}/logs", body) or {}
+        return int(answer.get("accepted", 0))
+
+    def heartbeat(self, runner_id: str, run_ids: list[str]) -> list[str]:
+        """Renew the leases of `run_ids`; returns the runs the runner must stop."""
+        body = {"runner_id": runner_id, "run_ids": list(run_ids)}
+        answer = self.http.post_json("/runner/heartbeat", body) or {}
+        return [str(run_id) for run_id in answer.get("cancel") or []]
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RunnerApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,484 @@
+"""The runner agent: claim runs from the control plane and execute them.
+
+Lifecycle:
+1. remove work dirs left by a crashed predecessor; generate an RSA-2048 key in
+   memory (never written to disk);
+2. register, retrying with backoff while the control plane is not up yet;
+3. long-poll claims (`CLAIM_WAIT_S`) whenever one of `capacity` slots is free; each
+   assignment runs in a worker thread: download → unwrap the package key → decrypt
+   → check sha256 and MANIFEST checksum → extract → execute (report `running` when
+   the app starts) → flush logs → report the final status → wipe the work dir;
+4. a heartbeat thread renews the leases of the runs in progress and cancels the
+   runs the control plane names;
+5. SIGTERM/SIGINT: stop claiming, let runs finish for `SHUTDOWN_GRACE_S`, then
+   cancel the rest (reported `errored`); a second signal cancels them at once.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tower.client import ApiError, ConnectionFailed
+from tower.client.runner_api import RunnerApi
+from tower.core.crypto import generate_rsa_private_key, open_sealed, public_key_pem_spki, rsa_unwrap
+from tower.core.errors import IntegrityError, InvalidInput, TowerError
+from tower.core.package import Manifest, extract_package, sha256_hex
+from tower.core.runs import RunStatus
+from tower.runner import workdirs
+from tower.runner.environment import RunContext
+from tower.runner.execute import Outcome, execute
+from tower.runner.logs import LogShipper
+from tower.runner.settings import (
+    RunnerSettings,
+    SettingsError,
+    installer_environment,
+    run_parent_environment,
+)
+from tower.runner.venvs import SETUP_CHANNEL, VenvCache
+
+logger = logging.getLogger(__name__)
+
+#: long-poll wait of one claim (s)
+CLAIM_WAIT_S = 30.0
+#: used when the control plane does not say (s)
+DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
+#: how long runs may keep going after a stop request before they are cancelled (s)
+SHUTDOWN_GRACE_S = 30.0
+#: backoff while the control plane is unreachable (register, claim, reports) (s)
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 10.0
+#: how often a worker slot is re-checked while all are busy (s)
+SLOT_POLL_S = 0.5
+#: attempts for calls that must get through (package download, status reports)
+DOWNLOAD_ATTEMPTS = 3
+REPORT_ATTEMPTS = 8
+PACKAGE_DIR_NAME = "package"
+INTEGRITY_MESSAGE = "package integrity check failed: "
+STALE_STATUS = 409
+#: statuses of a claim that mean "this runner is unknown, register again"
+UNKNOWN_RUNNER_STATUSES = frozenset({404, 410})
+
+
+class RunFailed(TowerError):
+    """A run could not be started (package download, integrity, extraction)."""
+
+
+class CancelReason:
+    SERVER = "server"
+    SHUTDOWN = "shutdown"
+    STALE = "stale"
+
+
+@dataclass
+class ActiveRun:
+    """A run this runner is responsible for."""
+
+    run_id: str
+    attempt_seq: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None
+    running_reported: bool = False
+
+
+def runner_version() -> str:
+    try:
+        return importlib.metadata.version("tower-oss")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def is_transient(exc: Exception) -> bool:
+    """A failure worth retrying: the server is unreachable, overloaded or failing."""
+    if isinstance(exc, ApiError):
+        return exc.status >= 500 or exc.status in (408, 429)
+    return isinstance(exc, ConnectionFailed)
+
+
+class Agent:
+    """One runner process. `run()` blocks until `stop()`; tests run it in a thread."""
+
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        *,
+        api: RunnerApi | None = None,
+        venvs: VenvCache | None = None,
+        claim_wait_s: float = CLAIM_WAIT_S,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    ) -> None:
+        self.settings = settings
+        self._owns_api = api is None
+        self.api = api or RunnerApi(settings.url, settings.require_token())
+        self.venvs = venvs or VenvCache(
+            settings.venvs_dir,
+            uv_cache_dir=settings.uv_cache_dir,
+            sdk_dir=settings.sdk_dir,
+            python=settings.python,
+            base_env=installer_environment(),
+        )
+        self.claim_wait_s = claim_wait_s
+        self.shutdown_grace_s = shutdown_grace_s
+        self.private_key = generate_rsa_private_key()
+        self.runner_id: str | None = None
+        self.heartbeat_interval_s = DEFAULT_HEARTBEAT_INTERVAL_S
+        self.registered = threading.Event()
+        self._parent_env = run_parent_environment()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._slots = threading.BoundedSemaphore(settings.capacity)
+        self._lock = threading.Lock()
+        self._runs: dict[str, ActiveRun] = {}
+        self._workers: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Register, then claim and execute runs until stopped; returns the exit code."""
+        try:
+            return self._serve()
+        finally:
+            if self._owns_api:
+                self.api.close()
+
+    def _serve(self) -> int:
+        workdirs.remove_leftovers(self.settings.work_dir)
+        if not self._register():
+            return 0
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            self._claim_loop()
+        finally:
+            self._drain()
+            self._done.set()
+            heartbeat.join()
+        return 0
+
+    def stop(self, *, cancel_runs: bool = False) -> None:
+        """Stop claiming; with `cancel_runs` (or when asked twice), cancel runs now."""
+        if self._stop.is_set() or cancel_runs:
+            self._cancel_all(CancelReason.SHUTDOWN)
+        self._stop.set()
+
+    def active_run_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
+
+    def _register(self) -> bool:
+        backoff = BACKOFF_START_S
+        while not self._stop.is_set():
+            try:
+                answer = self.api.register(
+                    name=self.settings.name,
+                    hostname=socket.gethostname(),
+                    version=runner_version(),
+                    public_key=public_key_pem_spki(self.private_key),
+                    environment=self.settings.environment,
+                    capacity=self.settings.capacity,
+                )
+            except (ApiError, ConnectionFailed) as exc:
+                if not is_transient(exc):
+                    raise _registration_error(exc) from exc
+                logger.info("control plane not ready (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            self._registered(answer)
+            return True
+        return False
+
+    def _registered(self, answer: dict[str, Any]) -> None:
+        self.runner_id = str(answer["runner_id"])
+        interval = answer.get("heartbeat_interval_seconds") or DEFAULT_HEARTBEAT_INTERVAL_S
+        self.heartbeat_interval_s = float(interval)
+        self.registered.set()
+        logger.info("runner %s registered as %s", self.settings.name, self.runner_id)
+
+    # ------------------------------------------------------------------ claiming
+
+    def _claim_loop(self) -> None:
+        backoff = BACKOFF_START_S
+        while not self._stop.is_set():
+            if not self._slots.acquire(timeout=SLOT_POLL_S):
+                continue
+            try:
+                assignment = self._claim()
+            except (ApiError, ConnectionFailed) as exc:
+                self._slots.release()
+                logger.warning("claim failed (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            backoff = BACKOFF_START_S
+            if assignment is None:
+                self._slots.release()
+            else:
+                self._start_worker(assignment)
+
+    def _claim(self) -> dict[str, Any] | None:
+        assert self.runner_id is not None
+        try:
+            return self.api.claim(self.runner_id, self.claim_wait_s)
+        except ApiError as exc:
+            if exc.status not in UNKNOWN_RUNNER_STATUSES:
+                raise
+            logger.warning("the control plane does not know this runner; registering again")
+            self._register()
+            return None
+
+    def _start_worker(self, assignment: dict[str, Any]) -> None:
+        try:
+            run = ActiveRun(str(assignment["run_id"]), int(assignment.get("attempt_seq") or 1))
+        except (KeyError, TypeError, ValueError):
+            logger.error("ignoring a malformed assignment: %r", assignment)
+            self._slots.release()
+            return
+        with self._lock:
+            self._runs[run.run_id] = run
+        worker = threading.Thread(
+            target=self._work, args=(assignment, run), name=f"run-{run.run_id}", daemon=True
+        )
+        self._workers = [w for w in self._workers if w.is_alive()]
+        self._workers.append(worker)
+        worker.start()
+
+    def _work(self, assignment: dict[str, Any], run: ActiveRun) -> None:
+        try:
+            self._process(assignment, run)
+        except Exception:
+            logger.exception("run %s: unexpected runner failure", run.run_id)
+        finally:
+            with self._lock:
+                self._runs.pop(run.run_id, None)
+            self._slots.release()
+
+    # ------------------------------------------------------------------ one run
+
+    def _process(self, assignment: dict[str, Any], run: ActiveRun) -> None:
+        logger.info("run %s attempt %s claimed", run.run_id, run.attempt_seq)
+        on_stale = lambda: self._cancel_run(run, CancelReason.STALE)  # noqa: E731
+        shipper = LogShipper(self.api, run.run_id, run.attempt_seq, on_stale=on_stale).start()
+        with workdirs.run_work_dir(self.settings.work_dir, run.run_id) as work:
+            try:
+                outcome = self._execute(assignment, run, work, shipper)
+            except Exception as exc:
+                logger.exception("run %s failed in the runner", run.run_id)
+                outcome = Outcome(RunStatus.ERRORED, None, f"The runner failed: {exc}")
+                shipper(SETUP_CHANNEL, outcome.message or "")
+            finally:
+                shipper.close()
+            if shipper.stale:
+                run.reason = run.reason or CancelReason.STALE
+            self._report_final(run, outcome)
+        logger.info("run %s finished: %s", run.run_id, outcome.status)
+
+    def _execute(
+        self, assignment: dict[str, Any], run: ActiveRun, work: Path, shipper: LogShipper
+    ) -> Outcome:
+        package_dir = work / PACKAGE_DIR_NAME
+        try:
+            manifest = self._fetch_package(assignment, package_dir)
+        except RunFailed as exc:
+            shipper(SETUP_CHANNEL, exc.message)
+            return Outcome(RunStatus.ERRORED, None, exc.message)
+        return execute(
+            package_dir,
+            manifest,
+            self._context(assignment),
+            self.venvs,
+            shipper,
+            work_dir=work,
+            parent_env=self._parent_env,
+            on_started=lambda: self._report_running(run),
+            cancel=run.cancel,
+            cancel_grace_s=self.settings.cancel_grace_s,
+        )
+
+    def _fetch_package(self, assignment: dict[str, Any], dest: Path) -> Manifest:
+        """Download, decrypt, verify and extract the run's package."""
+        blob = self._download(str(assignment["run_id"]))
+        try:
+            return self._open_package(assignment, blob, dest)
+        except (IntegrityError, InvalidInput) as exc:
+            raise RunFailed(INTEGRITY_MESSAGE + exc.message) from exc
+
+    def _download(self, run_id: str) -> bytes:
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            try:
+                return self.api.download_package(run_id)
+            except (ApiError, ConnectionFailed) as exc:
+                if attempt == DOWNLOAD_ATTEMPTS or not is_transient(exc):
+                    raise RunFailed(f"Could not download the package: {exc}") from exc
+                time.sleep(BACKOFF_START_S * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _open_package(self, assignment: dict[str, Any], blob: bytes, dest: Path) -> Manifest:
+        key = rsa_unwrap(self.private_key, str(assignment.get("package_key") or ""))
+        aad = str(assignment.get("package_aad") or "").encode()
+        data = open_sealed(key, blob, aad)
+        expected = str(assignment.get("package_sha256") or "").lower()
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise IntegrityError(f"the package sha256 is {actual}, expected {expected}")
+        manifest = extract_package(data, dest)
+        checksum = assignment.get("content_checksum")
+        if checksum and manifest.checksum != checksum:
+            raise IntegrityError(
+                f"the MANIFEST checksum is {manifest.checksum}, expected {checksum}"
+            )
+        return manifest
+
+    def _context(self, assignment: dict[str, Any]) -> RunContext:
+        return RunContext(
+            environment=str(assignment.get("environment") or "default"),
+            parameters={str(k): str(v) for k, v in (assignment.get("parameters") or {}).items()},
+            secrets={str(k): str(v) for k, v in (assignment.get("secrets") or {}).items()},
+            run_id=str(assignment["run_id"]),
+            run_number=assignment.get("run_number"),
+            app_name=assignment.get("app_name"),
+            team_name=assignment.get("account_name"),
+            runner_name=self.settings.name,
+            runner_id=self.runner_id,
+            is_tower_managed=True,
+            is_local=False,
+            is_manual_run=not assignment.get("is_scheduled", False),
+            schedule_id=assignment.get("schedule_id"),
+            schedule_name=assignment.get("schedule_name"),
+            tower_url=assignment.get("tower_url") or self.settings.url,
+            jwt=assignment.get("run_token"),
+        )
+
+    # ------------------------------------------------------------------ reporting
+
+    def _report_running(self, run: ActiveRun) -> None:
+        if self._report(run, RunStatus.RUNNING, None, None):
+            run.running_reported = True
+
+    def _report_final(self, run: ActiveRun, outcome: Outcome) -> None:
+        if run.reason in (CancelReason.SERVER, CancelReason.STALE):
+            return  # the control plane already decided this run's fate
+        status, message = outcome.status, outcome.message
+        if status == RunStatus.CANCELLED:
+            status = RunStatus.ERRORED
+            message = "The runner shut down before the run finished."
+        needs_running = status in (RunStatus.EXITED, RunStatus.CRASHED)
+        if needs_running and not run.running_reported:
+            self._report_running(run)
+        self._report(run, status, outcome.exit_code, message)
+
+    def _report(
+        self, run: ActiveRun, status: RunStatus, exit_code: int | None, message: str | None
+    ) -> bool:
+        """Report a status, retrying transient failures; False if it did not get through."""
+        backoff = BACKOFF_START_S
+        for attempt in range(1, REPORT_ATTEMPTS + 1):
+            try:
+                self.api.report_status(run.run_id, run.attempt_seq, str(status), exit_code, message)
+                return True
+            except (ApiError, ConnectionFailed) as exc:
+                if isinstance(exc, ApiError) and exc.status == STALE_STATUS:
+                    logger.info("run %s: %s rejected (%s); stopping it", run.run_id, status, exc)
+                    self._cancel_run(run, CancelReason.STALE)
+                    return False
+                if attempt == REPORT_ATTEMPTS or not is_transient(exc):
+                    logger.error("run %s: could not report %s: %s", run.run_id, status, exc)
+                    return False
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        return False
+
+    # ------------------------------------------------------------------ heartbeats, cancel
+
+    def _heartbeat_loop(self) -> None:
+        while not self._done.wait(self.heartbeat_interval_s):
+            assert self.runner_id is not None
+            try:
+                to_cancel = self.api.heartbeat(self.runner_id, self.active_run_ids())
+            except (ApiError, ConnectionFailed) as exc:
+                logger.warning("heartbeat failed: %s", exc)
+                continue
+            for run_id in to_cancel:
+                self.cancel(run_id, CancelReason.SERVER)
+
+    def cancel(self, run_id: str, reason: str = CancelReason.SERVER) -> bool:
+        """Stop a run in progress; False when this runner does not have it."""
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is None:
+            return False
+        self._cancel_run(run, reason)
+        return True
+
+    def _cancel_run(self, run: ActiveRun, reason: str) -> None:
+        if not run.cancel.is_set():
+            logger.info("cancelling run %s (%s)", run.run_id, reason)
+            run.reason = reason
+            run.cancel.set()
+
+    def _cancel_all(self, reason: str) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            self._cancel_run(run, reason)
+
+    def _drain(self) -> None:
+        """Let the runs in progress finish within the grace, then cancel the rest."""
+        deadline = time.monotonic() + self.shutdown_grace_s
+        for worker in list(self._workers):
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if any(worker.is_alive() for worker in self._workers):
+            logger.warning(
+                "runs still in progress after %.0fs; cancelling them", self.shutdown_grace_s
+            )
+            self._cancel_all(CancelReason.SHUTDOWN)
+        for worker in self._workers:
+            worker.join()
+
+
+def _registration_error(exc: Exception) -> TowerError:
+    if isinstance(exc, ApiError) and exc.status in (401, 403):
+        return SettingsError(
+            f"The control plane rejected the runner token ({exc.status}: {exc.detail}). "
+            "Check TOWER_RUNNER_TOKEN; mint a new one with `tower up` or "
+            "`POST /v1/runners/credentials`."
+        )
+    return TowerError(f"Could not register the runner: {exc}")
+
+
+@contextmanager
+def _signals_stop(agent: Agent) -> Iterator[None]:
+    """SIGTERM/SIGINT stop the agent (twice: cancel runs now), in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler: Callable[[int, Any], None] = lambda signum, frame: agent.stop()  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(settings: RunnerSettings | None = None) -> int:
+    """Entry point of `tower runner`: run an agent until SIGTERM/SIGINT."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings = settings or RunnerSettings.from_env()
+        agent = Agent(settings)
+        with _signals_stop(agent):
+            return agent.run()
+    except TowerError as exc:
+        logger.error("%s", exc.message)
+        return 1

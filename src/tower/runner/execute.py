@@ -1,0 +1,153 @@
+"""The one execution path, shared by the runner agent and `tower run --local`.
+
+Given an extracted package, its MANIFEST and a :class:`RunContext`: build or reuse
+the venv (its output goes to the `setup` channel), start the app in its own process
+group with a scrubbed environment, stream its output to the `program` channel, and
+map the result to a run status (contract §7.7):
+
+- exit 0 → `exited`; non-zero → `crashed` (signals as 128+N, see `process`);
+- missing script, dependency install failure, failure to start → `errored`;
+- `cancel` set → the app is terminated (SIGTERM, grace, SIGKILL) → `cancelled`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tower.core.package import Manifest
+from tower.core.runs import RunStatus, outcome_for_exit_code
+from tower.runner.environment import RunContext, RunPaths, build_environment
+from tower.runner.process import AppProcess, command_for, script_relpath
+from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, VenvCache
+
+logger = logging.getLogger(__name__)
+
+#: how often the wait loop looks at the cancel flag (s)
+CANCEL_POLL_INTERVAL_S = 0.2
+#: default SIGTERM → SIGKILL grace when a run is cancelled (s)
+DEFAULT_CANCEL_GRACE_S = 10.0
+HOME_DIR_NAME = "home"
+TMP_DIR_NAME = "tmp"
+#: MANIFEST version 1 packages are flat: the app dir is the package root
+FLAT_MANIFEST_VERSION = 1
+
+LineSink = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: `exited`, `crashed`, `errored` or `cancelled`."""
+
+    status: RunStatus
+    exit_code: int | None = None
+    message: str | None = None
+    #: True when an existing venv was reused, False when one was built, None if none was needed
+    venv_cache_hit: bool | None = None
+
+
+def app_layout(package_dir: Path, manifest: Manifest) -> tuple[Path, tuple[Path, ...]]:
+    """The app dir and the import-path dirs of an extracted package."""
+    if manifest.version <= FLAT_MANIFEST_VERSION:
+        app_dir = package_dir
+    else:
+        app_dir = package_dir / manifest.app_dir_name
+    return app_dir, tuple(package_dir / path for path in manifest.import_paths)
+
+
+def execute(
+    package_dir: Path,
+    manifest: Manifest,
+    ctx: RunContext,
+    venvs: VenvCache,
+    sink: LineSink,
+    *,
+    work_dir: Path,
+    parent_env: Mapping[str, str],
+    on_started: Callable[[], None] | None = None,
+    cancel: threading.Event | None = None,
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+) -> Outcome:
+    """Run the app of an extracted package to completion and say how it ended."""
+    app_dir, module_dirs = app_layout(package_dir, manifest)
+    script = app_dir / script_relpath(manifest.invoke)
+    if not script.is_file():
+        return _errored(sink, f"The app's script {manifest.invoke!r} is not in the package.")
+    try:
+        venv = venvs.ensure(app_dir, sink)
+    except DependencyInstallError as exc:
+        return _errored(sink, exc.message, headline=exc.message.splitlines()[0])
+    if cancel is not None and cancel.is_set():
+        message = "The run was cancelled before it started."
+        return Outcome(RunStatus.CANCELLED, None, message, venv.cache_hit)
+    paths = _run_paths(work_dir, app_dir, module_dirs, venv.path)
+    process = AppProcess(
+        command_for(manifest.invoke, app_dir, venv.path),
+        cwd=app_dir,
+        env=build_environment(ctx, paths, parent_env),
+        on_line=sink,
+    )
+    try:
+        process.start()
+    except OSError as exc:
+        return _errored(sink, f"The app could not be started: {exc}.")
+    _notify_started(on_started)
+    outcome = _wait(process, cancel, cancel_grace_s)
+    return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+
+
+def _run_paths(
+    work_dir: Path, app_dir: Path, module_dirs: tuple[Path, ...], venv_dir: Path
+) -> RunPaths:
+    home, tmp = work_dir / HOME_DIR_NAME, work_dir / TMP_DIR_NAME
+    home.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return RunPaths(app_dir, module_dirs, venv_dir, home, tmp)
+
+
+def _notify_started(on_started: Callable[[], None] | None) -> None:
+    if on_started is None:
+        return
+    try:
+        on_started()
+    except Exception:  # reporting "running" must not take the app down
+        logger.exception("on_started hook failed")
+
+
+def _wait(process: AppProcess, cancel: threading.Event | None, grace_s: float) -> Outcome:
+    try:
+        while (code := process.poll(CANCEL_POLL_INTERVAL_S)) is None:
+            if cancel is not None and cancel.is_set():
+                code = process.terminate(grace_s)
+                return Outcome(RunStatus.CANCELLED, code, "The run was cancelled.")
+    except BaseException:  # Ctrl-C or a crash of the caller: never leave the app behind
+        process.terminate(grace_s)
+        raise
+    return _finished(code, process.killed_by)
+
+
+def _finished(code: int, killed_by: int | None) -> Outcome:
+    status = outcome_for_exit_code(code)
+    if status == RunStatus.EXITED:
+        return Outcome(status, code)
+    if killed_by is not None:
+        name = _signal_name(killed_by)
+        return Outcome(status, code, f"The app was killed by {name} (exit code {code}).")
+    return Outcome(status, code, f"The app exited with code {code}.")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _errored(sink: LineSink, message: str, *, headline: str | None = None) -> Outcome:
+    sink(SETUP_CHANNEL, headline or message)
+    return Outcome(RunStatus.ERRORED, None, message)

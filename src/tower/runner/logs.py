@@ -1,0 +1,222 @@
+"""Log lines: numbering, timestamps, batching and reliable shipping to the control plane.
+
+A :class:`LogShipper` is the line sink of one run attempt. Every line it receives
+(setup and program alike) gets the next `line_num` (from 1) and a `reported_at`
+stamped when the line was read. A background thread sends batches every
+`FLUSH_INTERVAL_S` or `BATCH_MAX_LINES` lines, whichever comes first. Lines that
+could not be delivered (server unreachable, 5xx, 429) stay queued and are re-sent
+with backoff; the server de-duplicates by `line_num`, so re-sending is safe. A 409
+means the attempt is stale: shipping stops. `close()` flushes what is left within
+a bounded wait, before the final status is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from tower.client import ApiError
+from tower.client.runner_api import RunnerApi
+
+logger = logging.getLogger(__name__)
+
+#: longest time a line waits before its batch is sent (s)
+FLUSH_INTERVAL_S = 0.1
+#: a batch is sent as soon as it holds this many lines
+BATCH_MAX_LINES = 200
+#: longest time `close()` spends delivering what is left (s)
+CLOSE_TIMEOUT_S = 60.0
+#: first and longest pause between delivery retries (s)
+RETRY_BACKOFF_START_S = 0.2
+RETRY_BACKOFF_MAX_S = 5.0
+#: HTTP statuses worth retrying
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+#: the server's answer when the attempt is no longer current
+STALE_STATUS = 409
+
+LineSink = Callable[[str, str], None]
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC with a `Z`, e.g. `2024-11-20T08:00:00.123456Z`."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def format_log_line(reported_at: datetime, content: str) -> str:
+    """How the CLI prints a log line: `YYYY-MM-DD HH:MM:SS | <content>` in UTC."""
+    if reported_at.tzinfo is None:
+        reported_at = reported_at.replace(tzinfo=UTC)
+    return f"{reported_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} | {content}"
+
+
+def printing_sink(out: Callable[[str], None]) -> LineSink:
+    """A line sink that prints each line with `format_log_line`, one caller at a time."""
+    lock = threading.Lock()
+
+    def sink(channel: str, content: str) -> None:
+        line = format_log_line(datetime.now(UTC), content)
+        with lock:
+            out(line)
+
+    return sink
+
+
+def is_retryable(exc: Exception) -> bool:
+    """Whether a failed delivery should be tried again later."""
+    if isinstance(exc, ApiError):
+        return exc.status >= 500 or exc.status in RETRYABLE_STATUSES
+    return True
+
+
+class LogShipper:
+    """The log sink of one run attempt; call it as `shipper(channel, content)`."""
+
+    def __init__(
+        self,
+        api: RunnerApi,
+        run_id: str,
+        attempt_seq: int,
+        *,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        batch_max_lines: int = BATCH_MAX_LINES,
+        close_timeout_s: float = CLOSE_TIMEOUT_S,
+        on_stale: Callable[[], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.on_stale = on_stale
+        self.run_id = run_id
+        self.attempt_seq = attempt_seq
+        self.flush_interval_s = flush_interval_s
+        self.batch_max_lines = batch_max_lines
+        self.close_timeout_s = close_timeout_s
+        self.stale = False
+        self.delivered = 0
+        self.lost = 0
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._oldest_at = 0.0
+        self._next_line = 1
+        self._closing = False
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name=f"logs-{run_id}", daemon=True)
+
+    def start(self) -> LogShipper:
+        self._thread.start()
+        return self
+
+    def __call__(self, channel: str, content: str) -> None:
+        self.emit(channel, content)
+
+    def emit(self, channel: str, content: str) -> None:
+        """Queue one line, numbered and stamped now."""
+        reported_at = utc_timestamp()
+        with self._cond:
+            if self._closing or self.stale:
+                return
+            line = {"line_num": self._next_line, "channel": channel, "content": content}
+            line["reported_at"] = reported_at
+            self._next_line += 1
+            if not self._pending:
+                self._oldest_at = time.monotonic()
+                self._cond.notify_all()
+            self._pending.append(line)
+            if len(self._pending) >= self.batch_max_lines:
+                self._cond.notify_all()
+
+    def close(self) -> bool:
+        """Deliver what is queued (bounded by `close_timeout_s`); True if nothing was lost."""
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + self.close_timeout_s
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(self.close_timeout_s + 1.0)
+        return self.lost == 0 and not self._pending
+
+    def _run(self) -> None:
+        backoff = RETRY_BACKOFF_START_S
+        while (batch := self._next_batch()) is not None:
+            if self._deliver(batch):
+                backoff = RETRY_BACKOFF_START_S
+                continue
+            if not self._pause(backoff):
+                self._abandon("the control plane did not accept them in time")
+                return
+            backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+
+    def _next_batch(self) -> list[dict[str, Any]] | None:
+        with self._cond:
+            while True:
+                if self.stale:
+                    return None
+                if self._pending:
+                    due = self._oldest_at + self.flush_interval_s - time.monotonic()
+                    full = len(self._pending) >= self.batch_max_lines
+                    if full or self._closing or due <= 0:
+                        return self._pending[: self.batch_max_lines]
+                    self._cond.wait(due)
+                elif self._closing:
+                    return None
+                else:
+                    self._cond.wait()
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> bool:
+        """Send one batch; True when it need not be sent again."""
+        try:
+            self.api.send_logs(self.run_id, self.attempt_seq, batch)
+        except Exception as exc:  # ApiError, ConnectionFailed, or a surprise
+            return self._handle_failure(batch, exc)
+        self._drop_front(len(batch), delivered=True)
+        return True
+
+    def _handle_failure(self, batch: list[dict[str, Any]], exc: Exception) -> bool:
+        if isinstance(exc, ApiError) and exc.status == STALE_STATUS:
+            logger.info(
+                "run %s attempt %s is stale; stop shipping logs", self.run_id, self.attempt_seq
+            )
+            with self._cond:
+                self.stale = True
+                self._pending.clear()
+            if self.on_stale is not None:
+                self.on_stale()
+            return True
+        if is_retryable(exc):
+            logger.warning("log batch for run %s not delivered, will retry: %s", self.run_id, exc)
+            return False
+        logger.error(
+            "log batch for run %s rejected (%s); dropping %d lines", self.run_id, exc, len(batch)
+        )
+        self._drop_front(len(batch), delivered=False)
+        return True
+
+    def _drop_front(self, count: int, *, delivered: bool) -> None:
+        with self._cond:
+            del self._pending[:count]
+            if self._pending:
+                self._oldest_at = time.monotonic() - self.flush_interval_s
+            if delivered:
+                self.delivered += count
+            else:
+                self.lost += count
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep before a retry; False when the close deadline has passed."""
+        with self._cond:
+            remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(seconds, remaining))
+        return True
+
+    def _abandon(self, reason: str) -> None:
+        with self._cond:
+            self.lost += len(self._pending)
+            logger.error(
+                "dropping %d log lines of run %s: %s", len(self._pending), self.run_id, reason
+            )
+            self._pending.clear()

@@ -1,0 +1,168 @@
+"""Start a user app in its own process group and stream its output line by line.
+
+Exit codes: a process killed by signal N is reported as `128 + N` (the shell
+convention), so a run's exit code is always a non-negative integer; SIGKILL is 137.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger(__name__)
+
+#: longest chunk delivered as one line; longer lines are split (bytes)
+MAX_LINE_BYTES = 64 * 1024
+#: how long to wait for the output pipes to drain after the app exited (s)
+DRAIN_TIMEOUT_S = 5.0
+#: how long to wait for the process to die after SIGKILL (s)
+KILL_WAIT_S = 5.0
+#: exit codes for signals follow the shell convention
+SIGNAL_EXIT_BASE = 128
+
+LineCallback = Callable[[str, str], None]
+
+
+def command_for(script: str, app_dir: Path, venv_dir: Path) -> list[str]:
+    """The argv that runs `script` (a Towerfile `script`, e.g. `./main.py`)."""
+    path = app_dir / script_relpath(script)
+    if path.suffix == ".sh":
+        return ["bash", str(path)]
+    return [str(venv_dir / "bin" / "python"), str(path)]
+
+
+def script_relpath(script: str) -> str:
+    """`./main.py` → `main.py`; the script path relative to the app dir."""
+    relpath = script.strip()
+    while relpath.startswith("./"):
+        relpath = relpath[2:]
+    return relpath
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's return code as a run exit code (`-N` for signal N becomes `128 + N`)."""
+    return SIGNAL_EXIT_BASE - returncode if returncode < 0 else returncode
+
+
+def decode_line(raw: bytes) -> str:
+    """One output line as text, without its line ending."""
+    text = raw.decode("utf-8", errors="replace")
+    if text.endswith("\n"):
+        text = text[:-1]
+    if text.endswith("\r"):
+        text = text[:-1]
+    return text
+
+
+class AppProcess:
+    """One running app: its process group, its two output readers, and how to stop it."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        on_line: LineCallback,
+        channel: str = "program",
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = dict(env)
+        self.on_line = on_line
+        self.channel = channel
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._readers: list[threading.Thread] = []
+        #: the signal that ended the process, if one did
+        self.killed_by: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def _popen(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise RuntimeError("the process has not been started")
+        return self._proc
+
+    def start(self) -> None:
+        """Start the process (raises OSError when it cannot be started)."""
+        self._proc = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
+            assert stream is not None
+            reader = threading.Thread(
+                target=self._pump, args=(stream,), name=f"app-{self._proc.pid}-{name}", daemon=True
+            )
+            reader.start()
+            self._readers.append(reader)
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        try:
+            for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
+                self._emit(decode_line(raw))
+        except (OSError, ValueError):  # the pipe was closed under us
+            pass
+        finally:
+            stream.close()
+
+    def _emit(self, text: str) -> None:
+        try:
+            self.on_line(self.channel, text)
+        except Exception:  # a broken sink must not kill the reader and block the app
+            logger.exception("log sink failed for process %s", self.argv)
+
+    def poll(self, timeout: float) -> int | None:
+        """Wait up to `timeout` seconds; the exit code once finished, else None."""
+        try:
+            self._popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self._finish()
+
+    def wait(self) -> int:
+        """Wait for the process to exit and its output to drain; returns the exit code."""
+        self._popen.wait()
+        return self._finish()
+
+    def _finish(self) -> int:
+        # Whatever the app left behind in its group (background children) dies with it;
+        # output already in the pipes stays readable, so nothing is lost.
+        self._signal_group(signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(DRAIN_TIMEOUT_S)
+        returncode = self._popen.returncode
+        self.killed_by = -returncode if returncode < 0 else None
+        return exit_code_of(returncode)
+
+    def terminate(self, grace_s: float) -> int:
+        """SIGTERM the whole group, wait up to `grace_s`, then SIGKILL; returns the exit code."""
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                logger.info("pid %s ignored SIGTERM for %.1fs; killing", self.pid, grace_s)
+                self._signal_group(signal.SIGKILL)
+                self._popen.wait(timeout=KILL_WAIT_S)
+        return self._finish()
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)

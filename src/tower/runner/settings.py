@@ -1,0 +1,174 @@
+"""Runner settings: the only module of `tower.runner` that reads the process environment.
+
+Values come from real environment variables first, then from a `.env` file in the
+working directory (which never overrides a real variable), then from defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from tower.core.errors import TowerError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_CAPACITY = 4
+DEFAULT_CANCEL_GRACE_S = 10.0
+DEFAULT_HOME = "~/.tower"
+
+#: variables a child app inherits from the runner (everything else is scrubbed)
+RUN_PASSTHROUGH_VARS = ("PATH", "LANG", "LC_ALL", "TZ")
+#: variables the dependency installer (uv) inherits: network, TLS and index configuration
+INSTALLER_PASSTHROUGH_VARS = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_NATIVE_TLS",
+    "UV_INSECURE_HOST",
+    "UV_OFFLINE",
+    "UV_HTTP_TIMEOUT",
+    "UV_CONCURRENT_DOWNLOADS",
+)
+
+
+class SettingsError(TowerError):
+    """The runner is not configured correctly."""
+
+    code = "runner_settings"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Everything a runner needs to know, resolved once at start."""
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+    name: str = ""
+    environment: str | None = None
+    capacity: int = DEFAULT_CAPACITY
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
+    python: str = sys.executable
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+
+    @property
+    def runner_dir(self) -> Path:
+        return self.home / "runner"
+
+    @property
+    def venvs_dir(self) -> Path:
+        return self.runner_dir / "venvs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.runner_dir / "work"
+
+    @property
+    def uv_cache_dir(self) -> Path:
+        return self.runner_dir / "uv-cache"
+
+    @property
+    def sdk_dir(self) -> Path:
+        return self.runner_dir / "sdk"
+
+    def require_token(self) -> str:
+        """The runner token, or a clear error saying how to get one."""
+        if not self.token:
+            raise SettingsError(
+                "TOWER_RUNNER_TOKEN is not set. A runner needs its own credentials: "
+                "`tower up` mints one for the embedded runner, or create one with "
+                "`POST /v1/runners/credentials` and export it as TOWER_RUNNER_TOKEN."
+            )
+        return self.token
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = None
+    ) -> RunnerSettings:
+        """Resolve the settings from the environment (plus `.env`) and defaults."""
+        values = merged_environment(environ, dotenv_path=dotenv_path)
+        home = Path(values.get("TOWER_HOME") or DEFAULT_HOME).expanduser()
+        return cls(
+            url=values.get("TOWER_URL") or DEFAULT_URL,
+            token=values.get("TOWER_RUNNER_TOKEN") or None,
+            name=values.get("TOWER_RUNNER_NAME") or socket.gethostname(),
+            environment=values.get("TOWER_RUNNER_ENVIRONMENT") or None,
+            capacity=_positive_int(values, "TOWER_RUNNER_CAPACITY", DEFAULT_CAPACITY),
+            home=home,
+            python=values.get("TOWER_RUNNER_PYTHON") or sys.executable,
+            cancel_grace_s=_non_negative_float(
+                values, "TOWER_RUNNER_CANCEL_GRACE_SECONDS", DEFAULT_CANCEL_GRACE_S
+            ),
+        )
+
+
+def merged_environment(
+    environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = None
+) -> dict[str, str]:
+    """`.env` values overlaid by the real environment (real variables always win)."""
+    real = dict(os.environ if environ is None else environ)
+    path = dotenv_path if dotenv_path is not None else Path.cwd() / ".env"
+    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return {**from_file, **real} if path.is_file() else real
+
+
+def run_parent_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The few variables a user app inherits from the runner process."""
+    source = os.environ if environ is None else environ
+    return {name: source[name] for name in RUN_PASSTHROUGH_VARS if name in source}
+
+
+def installer_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables the dependency installer inherits (proxies, CA bundles, indexes)."""
+    source = os.environ if environ is None else environ
+    return {name: source[name] for name in INSTALLER_PASSTHROUGH_VARS if name in source}
+
+
+def _positive_int(values: Mapping[str, str], name: str, default: int) -> int:
+    raw = values.get(name)
+    if not raw:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise SettingsError(f"{name} must be a whole number of at least 1, got {raw!r}.")
+    return number
+
+
+def _non_negative_float(values: Mapping[str, str], name: str, default: float) -> float:
+    raw = values.get(name)
+    if not raw:
+        return default
+    try:
+        number = float(raw)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise SettingsError(f"{name} must be a number of seconds (0 or more), got {raw!r}.")
+    return number

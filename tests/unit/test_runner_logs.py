@@ -1,0 +1,199 @@
+"""LogShipper and RunnerApi against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tower.client.runner_api import RunnerApi
+from tower.runner.logs import LogShipper, format_log_line, printing_sink, utc_timestamp
+
+RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+class Recorder:
+    """What the fake control plane saw, and how it should answer."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
+        self.fail_first = 0
+        self.status_override: int | None = None
+        self.claim_answer: dict[str, Any] | None = None
+        self.lock = threading.Lock()
+
+
+def make_handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _body(self) -> dict[str, Any] | None:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length)) if length else None
+
+        def _send(self, status: int, body: Any = None) -> None:
+            data = json.dumps(body).encode() if body is not None else b""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            body = self._body()
+            with rec.lock:
+                rec.requests.append(("POST", self.path, body, dict(self.headers)))
+                if rec.fail_first > 0:
+                    rec.fail_first -= 1
+                    self._send(503, {"message": "busy"})
+                    return
+                if rec.status_override:
+                    self._send(rec.status_override, {"message": "nope"})
+                    return
+                if self.path.endswith("/logs"):
+                    assert body is not None
+                    rec.batches.append(body)
+                    self._send(200, {"accepted": len(body["lines"])})
+                elif self.path.endswith("/claim"):
+                    if rec.claim_answer is None:
+                        self._send(204)
+                    else:
+                        self._send(200, rec.claim_answer)
+                elif self.path.endswith("/heartbeat"):
+                    self._send(200, {"cancel": ["r-9"]})
+                else:
+                    self._send(200, {"status": "running"})
+
+        def do_GET(self) -> None:
+            with rec.lock:
+                rec.requests.append(("GET", self.path, None, dict(self.headers)))
+            data = b"\x00encrypted"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[Recorder, str]]:
+    rec = Recorder()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(rec))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield rec, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def all_lines(rec: Recorder) -> list[dict[str, Any]]:
+    return [line for batch in rec.batches for line in batch["lines"]]
+
+
+def test_lines_numbered_stamped_and_flushed_on_close(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 2).start()
+    shipper("setup", "installing")
+    for i in range(450):
+        shipper("program", f"line {i}")
+    assert shipper.close()
+    lines = all_lines(rec)
+    assert [line["line_num"] for line in lines] == list(range(1, 452))
+    assert lines[0] == {**lines[0], "channel": "setup", "content": "installing"}
+    assert lines[-1]["content"] == "line 449"
+    assert all(RFC3339_Z.match(line["reported_at"]) for line in lines)
+    assert all(len(batch["lines"]) <= 200 for batch in rec.batches)
+    assert {batch["attempt_seq"] for batch in rec.batches} == {2}
+    assert all(path == "/v1/runner/runs/r-1/logs" for _, path, _, _ in rec.requests)
+    assert rec.requests[0][3]["Authorization"] == "Bearer rt-x"
+
+
+def test_lines_ship_within_the_flush_interval(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1).start()
+    shipper("program", "hello")
+    deadline = time.monotonic() + 5
+    while not rec.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all_lines(rec)[0]["content"] == "hello"
+    shipper.close()
+
+
+def test_retries_503_without_loss_or_duplicates(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    rec.fail_first = 3
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1).start()
+    for i in range(300):
+        shipper("program", f"line {i}")
+        if i % 50 == 0:
+            time.sleep(0.05)
+    assert shipper.close()
+    nums = [line["line_num"] for line in all_lines(rec)]
+    assert nums == list(range(1, 301))
+    assert len(rec.requests) >= len(rec.batches) + 3
+
+
+def test_retries_while_server_unreachable() -> None:
+    api = RunnerApi("http://127.0.0.1:9", "rt-x")  # discard port: connection refused
+    shipper = LogShipper(api, "r-1", 1, close_timeout_s=0.5).start()
+    shipper("program", "lost in the void")
+    started = time.monotonic()
+    assert not shipper.close()
+    assert time.monotonic() - started < 5
+    assert shipper.lost == 1
+
+
+def test_409_stops_shipping(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    rec.status_override = 409
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1).start()
+    shipper("program", "a")
+    deadline = time.monotonic() + 5
+    while not shipper.stale and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert shipper.stale
+    shipper("program", "b")
+    shipper.close()
+    assert len(rec.requests) == 1
+
+
+def test_runner_api_calls(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    api = RunnerApi(url, "rt-x")
+    assert api.claim("runner-1", 0.1) is None
+    rec.claim_answer = {"assignment": {"run_id": "r-1"}}
+    assert api.claim("runner-1", 0.1) == {"run_id": "r-1"}
+    rec.claim_answer = {"run_id": "r-2"}
+    assert api.claim("runner-1", 0.1) == {"run_id": "r-2"}
+    assert api.heartbeat("runner-1", ["r-1"]) == ["r-9"]
+    assert api.download_package("r-1") == b"\x00encrypted"
+    assert api.report_status("r-1", 1, "exited", exit_code=0) == {"status": "running"}
+    assert api.send_logs("r-1", 1, [{"line_num": 1}]) == 1
+    posted = {path: body for method, path, body, _ in rec.requests if method == "POST"}
+    assert posted["/v1/runner/claim"] == {"runner_id": "runner-1", "wait_seconds": 0.1}
+    assert posted["/v1/runner/heartbeat"] == {"runner_id": "runner-1", "run_ids": ["r-1"]}
+    assert posted["/v1/runner/runs/r-1/status"] == {
+        "attempt_seq": 1,
+        "status": "exited",
+        "exit_code": 0,
+    }
+
+
+def test_formatting() -> None:
+    moment = datetime(2024, 11, 20, 8, 0, 5, 123456, tzinfo=UTC)
+    assert format_log_line(moment, "hi") == "2024-11-20 08:00:05 | hi"
+    assert utc_timestamp(moment) == "2024-11-20T08:00:05.123456Z"
+    printed: list[str] = []
+    printing_sink(printed.append)("program", "hello")
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| hello$", printed[0])

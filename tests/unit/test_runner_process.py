@@ -1,0 +1,130 @@
+"""App processes: output streaming, exit codes, termination of the whole group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tower.runner.process import AppProcess, command_for, decode_line, exit_code_of
+
+
+class Lines:
+    """A thread-safe line sink that records (channel, content)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, channel: str, content: str) -> None:
+        with self.lock:
+            self.items.append((channel, content))
+
+    def contents(self) -> list[str]:
+        return [content for _, content in self.items]
+
+
+def start(tmp_path: Path, code: str, lines: Lines, *, suffix: str = ".py") -> AppProcess:
+    script = tmp_path / f"app{suffix}"
+    script.write_text(code)
+    argv = ["bash", str(script)] if suffix == ".sh" else [sys.executable, str(script)]
+    proc = AppProcess(argv, cwd=tmp_path, env={"PATH": os.environ["PATH"]}, on_line=lines)
+    proc.start()
+    return proc
+
+
+def test_stdout_and_stderr_lines(tmp_path: Path) -> None:
+    lines = Lines()
+    code = (
+        "import sys\n"
+        "print('to stdout')\n"
+        "print('to stderr', file=sys.stderr)\n"
+        "sys.stdout.write('no newline at end')\n"
+    )
+    assert start(tmp_path, code, lines).wait() == 0
+    assert sorted(lines.contents()) == ["no newline at end", "to stderr", "to stdout"]
+    assert {channel for channel, _ in lines.items} == {"program"}
+
+
+def test_invalid_utf8_is_replaced(tmp_path: Path) -> None:
+    lines = Lines()
+    code = "import sys\nsys.stdout.buffer.write(b'caf\\xe9\\r\\n')\n"
+    start(tmp_path, code, lines).wait()
+    assert lines.contents() == ["caf\ufffd"]
+
+
+def test_exit_codes(tmp_path: Path) -> None:
+    assert start(tmp_path, "raise SystemExit(3)\n", Lines()).wait() == 3
+    assert start(tmp_path, "exit 0\n", Lines(), suffix=".sh").wait() == 0
+    killed = start(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", Lines())
+    assert killed.wait() == 128 + signal.SIGKILL
+    assert killed.killed_by == signal.SIGKILL
+
+
+def test_terminate_graceful(tmp_path: Path) -> None:
+    lines = Lines()
+    proc = start(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n", lines)
+    _wait_for(lambda: lines.contents() == ["up"])
+    assert proc.terminate(grace_s=5) == 128 + signal.SIGTERM
+
+
+def test_terminate_escalates_to_sigkill(tmp_path: Path) -> None:
+    lines = Lines()
+    code = "trap 'echo got TERM' TERM\necho ready\nwhile true; do sleep 0.1; done\n"
+    proc = start(tmp_path, code, lines, suffix=".sh")
+    _wait_for(lambda: "ready" in lines.contents())
+    started = time.monotonic()
+    assert proc.terminate(grace_s=0.5) == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 5
+    assert "got TERM" in lines.contents()
+
+
+def test_background_children_die_with_the_app(tmp_path: Path) -> None:
+    lines = Lines()
+    code = "sleep 300 &\necho $!\n"
+    proc = start(tmp_path, code, lines, suffix=".sh")
+    assert proc.wait() == 0
+    child = int(lines.contents()[0])
+    _wait_for(lambda: not _alive(child))
+
+
+def test_poll(tmp_path: Path) -> None:
+    proc = start(tmp_path, "import time\ntime.sleep(0.5)\n", Lines())
+    assert proc.poll(0.01) is None
+    assert proc.poll(10) == 0
+
+
+def test_helpers(tmp_path: Path) -> None:
+    assert command_for("./main.py", tmp_path / "app", tmp_path / "v") == [
+        str(tmp_path / "v" / "bin" / "python"),
+        str(tmp_path / "app" / "main.py"),
+    ]
+    assert command_for("./run.sh", tmp_path, tmp_path / "v") == ["bash", str(tmp_path / "run.sh")]
+    assert exit_code_of(-9) == 137
+    assert exit_code_of(2) == 2
+    assert decode_line(b"abc\r\n") == "abc"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
