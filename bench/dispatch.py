@@ -24,9 +24,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.live import LiveTower, free_port, tower_env  # noqa: E402
-from tower.core.package import build_package  # noqa: E402
-from tower.core.towerfile import load_towerfile  # noqa: E402
+from tests.live import LiveTower, free_port, tower_env
+
+from tower.core.package import build_package
+from tower.core.towerfile import load_towerfile
 
 TERMINAL = {"exited", "crashed", "errored", "cancelled"}
 POLL_S = 0.005
@@ -123,8 +124,10 @@ def _table(result: dict) -> str:
         lines.append(f"{name:<22}{p['p50_ms']:>10}{p['p95_ms']:>10}{p['max_ms']:>10}")
     rss = result["idle_rss"]
     lines.append("")
-    lines.append(f"idle RSS: control plane {rss['control_plane_mib']} MiB, "
-                 f"runner {rss['runner_mib']} MiB, total {rss['total_mib']} MiB")
+    lines.append(
+        f"idle RSS: control plane {rss['control_plane_mib']} MiB, "
+        f"runner {rss['runner_mib']} MiB, total {rss['total_mib']} MiB"
+    )
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ Imported lazily by the CLI: this is the only CLI module that loads the server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,20 +27,6 @@ def _settings(host: str | None, port: int | None, **overrides: object):  # type:
     return ServerSettings(**values)
 
 
-def _uvicorn_server(app: object, settings: object):  # type: ignore[no-untyped-def]
-    import uvicorn
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=3,
-        access_log=False,
-    )
-    return uvicorn.Server(config)
-
-
 def _print_bootstrap(boot: object, url: str) -> None:
     click.echo(f"Tower control plane: {url}")
     click.echo(f"  admin user: {boot.admin_email} (password in {boot.password_file})")
@@ -54,13 +41,14 @@ def _print_bootstrap(boot: object, url: str) -> None:
 @click.option("--port", type=int, default=None, help="Port to listen on [TOWER_PORT, 8000].")
 def server_command(host: str | None, port: int | None) -> None:
     """Start the control plane only (runners connect with `tower runner start`)."""
-    from tower.server.app import build_context, create_app
+    from tower.server.app import build_context, serve
     from tower.server.services import accounts
 
     settings = _settings(host, port)
     ctx = build_context(settings)
     _print_bootstrap(accounts.bootstrap(ctx), settings.resolved_public_url)
-    _uvicorn_server(create_app(settings, ctx), settings).run()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it: exit 0
+        serve(settings, ctx).run()
 
 
 def _start_runner(url: str, token: str, home: str) -> subprocess.Popen[bytes]:
@@ -111,7 +99,7 @@ def _log_in_cli(ctx: object, url: str, email: str) -> str:
 @click.option("--port", type=int, default=None, help="Port to listen on [TOWER_PORT, 8000].")
 def up_command(host: str | None, port: int | None) -> None:
     """Start Tower on this machine: the control plane plus one local runner."""
-    from tower.server.app import build_context, create_app
+    from tower.server.app import build_context, serve
     from tower.server.services import accounts, auth
 
     settings = _settings(host, port, health_requires_runner=True)
@@ -119,7 +107,7 @@ def up_command(host: str | None, port: int | None) -> None:
     boot = accounts.bootstrap(ctx)
     url = settings.resolved_public_url
     token = auth.rotate_embedded_runner_credential(ctx)
-    server = _uvicorn_server(create_app(settings, ctx), settings)
+    server = serve(settings, ctx)
     runner: list[subprocess.Popen[bytes]] = []
 
     def after_start() -> None:
@@ -137,7 +125,8 @@ def up_command(host: str | None, port: int | None) -> None:
 
     threading.Thread(target=after_start, name="tower-up", daemon=True).start()
     try:
-        server.run()
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it: exit 0
+            server.run()
     finally:
         for process in runner:
             _stop_runner(process)

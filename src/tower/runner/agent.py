@@ -474,6 +474,8 @@ def main(settings: RunnerSettings | None = None) -> int:
     """Entry point of `tower runner`: run an agent until SIGTERM/SIGINT."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        # Every long-poll would otherwise log a line at INFO.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = settings or RunnerSettings.from_env()
         agent = Agent(settings)

@@ -74,6 +74,8 @@ class RunnerSettings:
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
     python: str = sys.executable
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+    #: TOWER_RUNNER_UV_CACHE_DIR: share uv's download cache between runner homes
+    uv_cache_override: Path | None = None
 
     @property
     def runner_dir(self) -> Path:
@@ -89,7 +91,7 @@ class RunnerSettings:
 
     @property
     def uv_cache_dir(self) -> Path:
-        return self.runner_dir / "uv-cache"
+        return self.uv_cache_override or self.runner_dir / "uv-cache"
 
     @property
     def sdk_dir(self) -> Path:
@@ -120,10 +122,15 @@ class RunnerSettings:
             capacity=_positive_int(values, "TOWER_RUNNER_CAPACITY", DEFAULT_CAPACITY),
             home=home,
             python=values.get("TOWER_RUNNER_PYTHON") or sys.executable,
+            uv_cache_override=_optional_path(values.get("TOWER_RUNNER_UV_CACHE_DIR")),
             cancel_grace_s=_non_negative_float(
                 values, "TOWER_RUNNER_CANCEL_GRACE_SECONDS", DEFAULT_CANCEL_GRACE_S
             ),
         )
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
 
 
 def merged_environment(

@@ -7,7 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
+import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -48,6 +50,32 @@ async def _reap_lost_runs(ctx: ServerContext) -> None:
                 logger.warning("run %s lost its runner", run_id, extra={"action": "run_lost"})
         except Exception:  # a failed sweep must not stop the next one
             logger.exception("lease sweep failed")
+
+
+class TowerServer(uvicorn.Server):
+    """uvicorn, but long polls and log streams end as soon as shutdown begins, instead
+    of holding the graceful-shutdown window open until they are cancelled."""
+
+    def __init__(self, config: uvicorn.Config, context: ServerContext) -> None:
+        super().__init__(config)
+        self.context = context
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.context.notifier.close()
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: ServerSettings, context: ServerContext) -> TowerServer:
+    """A server for `create_app(settings, context)` on the configured host and port."""
+    config = uvicorn.Config(
+        create_app(settings, context),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=False,
+    )
+    return TowerServer(config, context)
 
 
 def create_app(settings: ServerSettings, context: ServerContext | None = None) -> FastAPI:

@@ -81,7 +81,7 @@ async def claim(ctx: ContextDep, who: RunnerDep, body: ClaimParams) -> dict[str,
             if assignment is not None:
                 return {"assignment": assignment}
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or ctx.notifier.closing:
                 return Response(status_code=204)
             await wait_for(woken, min(remaining, CLAIM_RECHECK_S))
         await asyncio.sleep(0)

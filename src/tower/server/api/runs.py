@@ -126,6 +126,8 @@ async def _log_events(ctx: ServerContext, run_id: Any) -> AsyncIterator[str]:
             for line in lines:
                 last_line = line.line_num
                 yield _sse("log", serializers.log_line_json(line))
+            if ctx.notifier.closing:
+                return
             if is_terminal(status):
                 ended_at = ended_at or time.monotonic()
                 linger = STREAM_LINGER_S - (time.monotonic() - ended_at)

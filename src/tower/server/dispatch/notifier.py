@@ -16,6 +16,8 @@ class Notifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        #: set when the process is shutting down: long polls and streams end early
+        self.closing = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -27,6 +29,17 @@ class Notifier:
             return
         loop.call_soon_threadsafe(self._wake, topic)
 
+    def close(self) -> None:
+        """Wake every waiter and make new waits end at once; safe from any thread."""
+        self.closing = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for topic in list(self._waiters):
+            self._wake(topic)
+
     def _wake(self, topic: str) -> None:
         for event in self._waiters.pop(topic, set()):
             event.set()
@@ -37,6 +50,8 @@ class Notifier:
         notification that lands between the check and the wait is not lost.
         Must be entered on the event loop."""
         event = asyncio.Event()
+        if self.closing:
+            event.set()
         self._waiters[topic].add(event)
         try:
             yield event

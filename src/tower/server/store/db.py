@@ -30,14 +30,17 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy emit BEGIN itself (see _on_begin) instead of pysqlite.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        # AUTOCOMMIT (e.g. for VACUUM) must stay outside any transaction.
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
         # Take the write lock up front: a read that later upgrades to a write
         # would fail with "database is locked" instead of waiting.
         connection.exec_driver_sql("BEGIN IMMEDIATE")

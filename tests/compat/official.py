@@ -1,0 +1,174 @@
+"""The official `tower` CLI from PyPI: a cached venv and a runner for the binary.
+
+The venv lives at `<repo>/.cache/official-tower-<version>` (gitignored) and is built
+once per machine; an exclusive file lock keeps pytest-xdist workers from building
+it at the same time. Each `official_cli` call runs the binary with a scrubbed
+environment: its own HOME (so no session file), TOWER_URL and TOWER_API_KEY for our
+server, the PyPI update check sent to a port that refuses at once, no stdin and a
+timeout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.live import REPO
+
+# The newest release that installs on Python 3.11 (0.3.69+ are built for 3.12+ only).
+OFFICIAL_VERSION = "0.3.67"
+VENV_DIR = REPO / ".cache" / f"official-tower-{OFFICIAL_VERSION}"
+INSTALL_TIMEOUT_S = 240.0
+CLI_TIMEOUT_S = 120.0
+# Discard port: nothing listens there, so the CLI's PyPI version check fails at once.
+UNREACHABLE_PYPI = "http://127.0.0.1:9"
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """The CLI colours its tables even with NO_COLOR; tests compare plain text."""
+    return _ANSI.sub("", text)
+
+
+def _installed_version(venv: Path) -> str | None:
+    """`tower version` prints `v0.3.67` (this release has no `--version` flag)."""
+    binary = venv / "bin" / "tower"
+    if not binary.exists():
+        return None
+    try:
+        proc = subprocess.run(
+            [str(binary), "version"],
+            env={
+                "PATH": "/usr/bin:/bin",
+                "HOME": str(venv),
+                "TOWER_PYPI_URL": UNREACHABLE_PYPI,
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"v?(\d+\.\d+\.\d+)", proc.stdout)
+    return match.group(1) if proc.returncode == 0 and match else None
+
+
+def _run_install_step(args: list[str]) -> None:
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"installing the official tower CLI failed: {' '.join(args)}\n"
+            f"{proc.stdout}\n{proc.stderr}",
+            pytrace=False,
+        )
+
+
+def ensure_official_venv(venv: Path = VENV_DIR, version: str = OFFICIAL_VERSION) -> Path:
+    """The venv's `tower` binary, installing `tower==version` under a lock if needed."""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = venv.parent / f"{venv.name}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be installing: wait for it
+        if _installed_version(venv) != version:
+            shutil.rmtree(venv, ignore_errors=True)
+            _run_install_step([sys.executable, "-m", "venv", str(venv)])
+            python = str(venv / "bin" / "python")
+            uv = Path(sys.executable).parent / "uv"
+            if uv.exists():
+                _run_install_step(
+                    [str(uv), "pip", "install", "--python", python, f"tower=={version}"]
+                )
+            else:
+                _run_install_step([python, "-m", "pip", "install", "-q", f"tower=={version}"])
+            installed = _installed_version(venv)
+            if installed != version:
+                pytest.fail(
+                    f"{venv}/bin/tower reports version {installed!r}, expected {version}",
+                    pytrace=False,
+                )
+    return venv / "bin" / "tower"
+
+
+@dataclass
+class OfficialCli:
+    """The official `tower` binary, configured for one of our servers."""
+
+    binary: Path
+    home: Path
+    url: str
+    api_key: str
+
+    def env(self) -> dict[str, str]:
+        # Built from scratch: nothing from the developer's or test process's environment
+        # (PYTHONPATH, XDG_*, TOWER_*) may change what the official CLI does.
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "NO_COLOR": "1",
+            "COLUMNS": "160",
+            "TOWER_URL": self.url,
+            "TOWER_API_KEY": self.api_key,
+            "TOWER_PYPI_URL": UNREACHABLE_PYPI,
+        }
+
+    def __call__(
+        self, *args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S
+    ) -> CliResult:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [str(self.binary), *args],
+            cwd=cwd or self.home,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        return CliResult(
+            args=list(args),
+            returncode=proc.returncode,
+            stdout=strip_ansi(proc.stdout),
+            stderr=strip_ansi(proc.stderr),
+            seconds=time.monotonic() - started,
+        )
+
+
+@dataclass
+class CliResult:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return f"{self.stdout}\n{self.stderr}"
+
+    def describe(self) -> str:
+        """Everything needed to diagnose a failure, for assertion messages."""
+        return (
+            f"`tower {' '.join(self.args)}` exited {self.returncode} "
+            f"after {self.seconds:.1f}s\n--- stdout ---\n{self.stdout}\n"
+            f"--- stderr ---\n{self.stderr}"
+        )
