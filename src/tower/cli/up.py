@@ -36,7 +36,17 @@ def _print_bootstrap(boot: object, url: str) -> None:
         click.echo("  admin API key: the TOWER_ADMIN_API_KEY given on the first start")
 
 
-@click.command("server")
+def _settings_epilog() -> str:
+    """Every TOWER_* setting of the control plane, for `--help`."""
+    from tower.server.settings import ServerSettings
+
+    lines = ["\b", "Settings (environment variables):"]
+    for name, field in ServerSettings.model_fields.items():
+        lines.append(f"  TOWER_{name.upper():<26} {field.description}")
+    return "\n".join(lines)
+
+
+@click.command("server", epilog=_settings_epilog())
 @click.option("--host", default=None, help="Address to listen on [TOWER_HOST, 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [TOWER_PORT, 8000].")
 def server_command(host: str | None, port: int | None) -> None:
@@ -94,7 +104,7 @@ def _log_in_cli(ctx: object, url: str, email: str) -> str:
     return str(path)
 
 
-@click.command("up")
+@click.command("up", epilog=_settings_epilog())
 @click.option("--host", default=None, help="Address to listen on [TOWER_HOST, 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port to listen on [TOWER_PORT, 8000].")
 def up_command(host: str | None, port: int | None) -> None:

@@ -13,8 +13,10 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from tower.core import errors
 from tower.server import keys
-from tower.server.api import apps, errors, misc, runner, runs
+from tower.server.api import apps, misc, runner, runs
+from tower.server.api import errors as api_errors
 from tower.server.blobs import LocalBlobStore
 from tower.server.services import runners as runners_service
 from tower.server.services.context import ServerContext
@@ -29,6 +31,11 @@ def build_context(settings: ServerSettings) -> ServerContext:
     """Open the database (migrated), keys and blobs; used by the app and by `tower up`."""
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
+    if settings.storage_url and not settings.storage_url.startswith("file://"):
+        raise errors.InvalidInput(
+            f"TOWER_STORAGE_URL={settings.storage_url!r} is not supported yet: "
+            "use a file:// directory (or leave it unset for $TOWER_HOME/blobs)."
+        )
     url = settings.resolved_database_url
     db.upgrade(url)
     engine = db.make_engine(url)
@@ -98,7 +105,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         lifespan=lifespan,
     )
     app.state.context = context or build_context(settings)
-    errors.install(app)
+    api_errors.install(app)
     for module in (misc, apps, runs, runner):
         app.include_router(module.router)
     return app

@@ -27,7 +27,7 @@ class ServerSettings(BaseSettings):
         None, description="SQLAlchemy URL; default SQLite at $TOWER_HOME/tower.db."
     )
     storage_url: str | None = Field(
-        None, description="Blob storage; default the directory $TOWER_HOME/blobs."
+        None, description="Blob storage as file://DIR; default the directory $TOWER_HOME/blobs."
     )
     master_key: str | None = Field(
         None,
