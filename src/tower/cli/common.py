@@ -82,3 +82,15 @@ def parse_run_ref(app: str, number: str | None) -> tuple[str, int | None]:
 
 def run_link(run: dict[str, Any]) -> str:
     return str(run.get("$link") or "")
+
+
+#: `-d/--dir`: the app directory, shared by the commands that read a Towerfile.
+directory_option = click.option(
+    "-d",
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The app directory (holding the Towerfile).",
+)

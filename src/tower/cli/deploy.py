@@ -19,7 +19,7 @@ from rich.progress import (
 )
 
 from tower.cli import output
-from tower.cli.common import api, stdin_is_tty, towerfile_in
+from tower.cli.common import api, directory_option, stdin_is_tty, towerfile_in
 from tower.client import ApiError
 from tower.client.api import TowerApi
 from tower.core.errors import AppNotFound
@@ -31,15 +31,7 @@ GIT_SHA_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
 @click.command("deploy")
-@click.option(
-    "-d",
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The app directory (holding the Towerfile).",
-)
+@directory_option
 @click.option("-e", "--environment", default=None, help="Deploy to this environment [default].")
 @click.option("--all", "all_environments", is_flag=True, help="Deploy to every environment.")
 @click.option("-f", "--create", is_flag=True, help="Create the app if it does not exist yet.")

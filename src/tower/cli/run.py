@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from tower.cli import config, output
-from tower.cli.common import api, parameters_callback, run_link, towerfile_in
+from tower.cli.common import api, directory_option, parameters_callback, run_link, towerfile_in
 from tower.cli.follow import RunFollower
 from tower.client import ApiError
 from tower.client.api import TowerApi
@@ -22,15 +22,7 @@ ERROR_REASON_KEYS = ("status_message",)
 
 @click.command("run")
 @click.argument("app", required=False)
-@click.option(
-    "-d",
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The app directory (holding the Towerfile).",
-)
+@directory_option
 @click.option("-e", "--environment", default="default", show_default=True)
 @click.option(
     "-p",

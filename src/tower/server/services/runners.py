@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -316,7 +315,3 @@ def expire_lost_runs(ctx: ServerContext) -> list[uuid.UUID]:
     for run_id in lost:
         ctx.notifier.notify(run_topic(run_id))
     return lost
-
-
-def decode_bytes(value: str) -> bytes:
-    return base64.b64decode(value)

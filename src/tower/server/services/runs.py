@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
@@ -159,14 +159,10 @@ def neighbours(ctx: ServerContext, run: models.Run) -> tuple[int | None, int | N
 def recent_runs(
     ctx: ServerContext, principal: Principal, app_name: str, *, limit: int, environment: str | None
 ) -> list[RunView]:
-    with ctx.sessions.begin() as session:
-        app = apps_service.get_app(session, principal, app_name)
-        stmt = select(models.Run).where(models.Run.app_id == app.id)
-        if environment:
-            env = apps_service.get_environment(session, principal, environment)
-            stmt = stmt.where(models.Run.environment_id == env.id)
-        rows = session.scalars(stmt.order_by(models.Run.number.desc()).limit(limit))
-        return [_view(session, run) for run in rows]
+    views, _total = list_runs(
+        ctx, principal, app_name, environment=environment, offset=0, limit=limit
+    )
+    return views
 
 
 def list_runs(
@@ -184,9 +180,11 @@ def list_runs(
         if environment:
             env = apps_service.get_environment(session, principal, environment)
             stmt = stmt.where(models.Run.environment_id == env.id)
-        all_rows = list(session.scalars(stmt.order_by(models.Run.number.desc())))
-        page = all_rows[offset : offset + limit] if limit else all_rows
-        return [_view(session, run) for run in page], len(all_rows)
+        total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        stmt = stmt.order_by(models.Run.number.desc()).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [_view(session, run) for run in session.scalars(stmt)], total
 
 
 def last_runs_by_app(ctx: ServerContext, app_ids: list[uuid.UUID]) -> dict[uuid.UUID, RunView]:
@@ -255,8 +253,6 @@ __all__ = ["RunView", "create_run", "describe_run", "run_topic"]
 
 def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
     """How many runs of the app are in each status (the contract's `run_results`)."""
-    from sqlalchemy import func
-
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(models.Run.status, func.count())
