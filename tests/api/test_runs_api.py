@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -100,6 +101,7 @@ def test_runner_protocol_full_run(deployed: ApiServer, tmp_path: Path) -> None:
     assert a is not None and a["run_number"] == 1 and a["attempt_seq"] == 1
     assert a["parameters"] == {"friend": "Ada", "token": "t0ken-value"}
     blob = runner.http.get(f"/runs/{a['run_id']}/package").content
+    assert base64.b64decode(a["package_inline"]) == blob  # small packages ride along
     archive = runner.keys.open_package(a, blob)
     assert sha256(archive) == a["package_sha256"]
     manifest = extract_package(archive, tmp_path / "unpacked")

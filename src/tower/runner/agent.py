@@ -16,6 +16,7 @@ Lifecycle:
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import logging
 import signal
@@ -306,7 +307,8 @@ class Agent:
 
     def _fetch_package(self, assignment: dict[str, Any], dest: Path) -> Manifest:
         """Download, decrypt, verify and extract the run's package."""
-        blob = self._download(str(assignment["run_id"]))
+        inline = assignment.get("package_inline")
+        blob = _decode_inline(inline) if inline else self._download(str(assignment["run_id"]))
         try:
             return self._open_package(assignment, blob, dest)
         except (IntegrityError, InvalidInput) as exc:
@@ -443,6 +445,13 @@ class Agent:
             self._cancel_all(CancelReason.SHUTDOWN)
         for worker in self._workers:
             worker.join()
+
+
+def _decode_inline(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise RunFailed(f"The inline package is not valid base64: {exc}") from exc
 
 
 def _registration_error(exc: Exception) -> TowerError:

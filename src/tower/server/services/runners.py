@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from tower.server.store.types import utcnow
 HEARTBEAT_INTERVAL_S = 5.0
 MAX_LOG_LINES_PER_BATCH = 5000
 MAX_LINE_CHARS = 64 * 1024
+# Packages up to this size ride along in the claim answer, saving the runner a round trip.
+INLINE_PACKAGE_MAX_BYTES = 256 * 1024
 RUNNER_REPORTS = {RunStatus.RUNNING, RunStatus.EXITED, RunStatus.CRASHED, RunStatus.ERRORED}
 
 
@@ -129,6 +132,11 @@ def _assignment(
         account_key, version.wrapped_data_key, deploys.package_aad(version.id)
     )
     runner_key = crypto.load_public_key(runner.public_key)
+    inline = (
+        base64.b64encode(ctx.blobs.get(version.blob_key)).decode()
+        if version.package_size <= INLINE_PACKAGE_MAX_BYTES
+        else None
+    )
     return {
         "run_id": str(run.id),
         "attempt_seq": attempt.seq,
@@ -141,6 +149,7 @@ def _assignment(
         "secrets": {},
         "invoke": version.invoke,
         "package_url": f"/v1/runner/runs/{run.id}/package",
+        "package_inline": inline,
         "package_sha256": version.package_sha256,
         "package_key": crypto.rsa_wrap(runner_key, data_key),
         "package_aad": deploys.package_aad(version.id).decode(),
