@@ -175,16 +175,20 @@ def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> mode
     return run
 
 
+def _attempt(session: Session, run_id: uuid.UUID, seq: int) -> models.RunAttempt | None:
+    return session.scalar(
+        select(models.RunAttempt).where(
+            models.RunAttempt.run_id == run_id, models.RunAttempt.seq == seq
+        )
+    )
+
+
 def _current_attempt(session: Session, run: models.Run, attempt_seq: int) -> models.RunAttempt:
     if attempt_seq != run.num_attempts:
         raise errors.StaleAttempt(
             f"Attempt {attempt_seq} of run {run.id} is superseded by attempt {run.num_attempts}."
         )
-    attempt = session.scalar(
-        select(models.RunAttempt).where(
-            models.RunAttempt.run_id == run.id, models.RunAttempt.seq == attempt_seq
-        )
-    )
+    attempt = _attempt(session, run.id, attempt_seq)
     if attempt is None:
         raise errors.StaleAttempt(f"Run {run.id} has no attempt {attempt_seq}.")
     return attempt
@@ -312,12 +316,7 @@ def expire_lost_runs(ctx: ServerContext) -> list[uuid.UUID]:
             )
         )
         for run in rows:
-            attempt = session.scalar(
-                select(models.RunAttempt).where(
-                    models.RunAttempt.run_id == run.id,
-                    models.RunAttempt.seq == run.num_attempts,
-                )
-            )
+            attempt = _attempt(session, run.id, run.num_attempts)
             transition(session, run, RunStatus.ERRORED, attempt=attempt)
             run.status_message = "runner lost: no heartbeat before the lease expired"
             lost.append(run.id)
