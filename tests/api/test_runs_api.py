@@ -245,3 +245,27 @@ def test_log_stream_sends_history_then_live_then_closes(deployed: ApiServer) -> 
     assert received["type"].startswith("text/event-stream")
     assert [e["content"] for e in received["events"]] == ["before the stream", "while streaming"]
     assert {e["channel"] for e in received["events"]} == {"program"}
+
+
+def test_cancel_active_runs_and_tell_the_runner(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        a = runner.claim()
+        runner.status(a, "running")
+        cancelled = api.post(f"/apps/hello/runs/{a['run_number']}")
+        assert cancelled.status_code == 200
+        body = cancelled.json()
+        assert body["cancelled_child_runs"] == 0
+        assert body["run"]["status"] == "cancelled" and body["run"]["cancelled_at"] is not None
+        beat = runner.http.post(
+            "/heartbeat", json={"runner_id": runner.runner_id, "run_ids": [a["run_id"]]}
+        )
+        assert beat.json()["cancel"] == [a["run_id"]]
+        assert runner.status(a, "exited", exit_code=0).status_code == 409
+        pending = api.post("/apps/hello/runs/2").json()["run"]
+        assert pending["status"] == "cancelled"
+        assert runner.claim() is None  # a cancelled run is never handed out
+        again = api.post("/apps/hello/runs/2")
+        assert again.status_code == 409 and "already cancelled" in again.json()["detail"]

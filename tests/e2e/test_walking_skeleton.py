@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -155,3 +156,30 @@ def test_restart_keeps_data_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert live.tower("apps", "list").stdout.strip().startswith("* survivor")
     finally:
         live.stop()
+
+
+def test_cancel_stops_the_app_on_the_runner(tower: LiveTower, tmp_path: Path) -> None:
+    marker = tmp_path / "still-running"
+    body = (
+        "import pathlib, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "for i in range(600):\n"
+        "    marker.write_text(str(i))\n"
+        "    print('tick', i, flush=True)\n"
+        "    time.sleep(0.1)\n"
+    )
+    app = write_app(tmp_path, "long-runner", "main.py", body)
+    assert tower.tower("deploy", "--create", cwd=app).returncode == 0
+    assert tower.tower("run", "--detached", cwd=app).returncode == 0
+    deadline = time.monotonic() + 60
+    while _run_status(tower, "long-runner", 1)["status"] != "running":
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    cancelled = tower.tower("apps", "cancel", "long-runner#1")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert _run_status(tower, "long-runner", 1)["status"] == "cancelled"
+    # The runner learns of it at its next heartbeat and stops the process group.
+    time.sleep(8)
+    last = marker.read_text()
+    time.sleep(1)
+    assert marker.read_text() == last, "the app kept running after it was cancelled"

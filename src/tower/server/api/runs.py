@@ -103,6 +103,19 @@ def describe_run(
     }
 
 
+@router.post("/apps/{name}/runs/{number}")
+def cancel_run(
+    request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, number: int
+) -> dict[str, Any]:
+    view = runs_service.cancel_run(ctx, principal, name, number)
+    base = ctx.settings.resolved_public_url
+    run = serializers.run_json(
+        view, base, with_attempts=True, official_cli=is_official_cli(request)
+    )
+    # Child runs (fan-out) do not exist yet, so there are none to cancel with it.
+    return {"run": run, "cancelled_child_runs": 0}
+
+
 @router.get("/apps/{name}/runs/{number}/logs")
 def describe_run_logs(
     ctx: ContextDep, principal: PrincipalDep, name: str, number: int

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
-from tower.core.runs import RunStatus
+from tower.core.runs import RunStatus, is_active
 from tower.server.dispatch.notifier import QUEUE_TOPIC, run_topic
 from tower.server.services import apps as apps_service
 from tower.server.services.context import Principal, ServerContext, owned
@@ -260,3 +260,26 @@ def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
             .group_by(models.Run.status)
         )
         return {str(status): int(count) for status, count in rows}
+
+
+def cancel_run(ctx: ServerContext, principal: Principal, app_name: str, number: int) -> RunView:
+    """Cancel an active run; its runner stops the app when its next heartbeat says so."""
+
+    with ctx.sessions.begin() as session:
+        run = get_run(session, principal, app_name, number)
+        session.refresh(run, with_for_update=True)
+        if not is_active(RunStatus(run.status)):
+            raise errors.Conflict(
+                f"Run #{number} of app '{app_name}' is already {run.status}; only active runs "
+                "(scheduled, pending, starting, running, retrying) can be cancelled.",
+                value=run.status,
+            )
+        attempt = session.scalar(
+            select(models.RunAttempt).where(
+                models.RunAttempt.run_id == run.id, models.RunAttempt.seq == run.num_attempts
+            )
+        )
+        transition(session, run, RunStatus.CANCELLED, attempt=attempt)
+        view = _view(session, run, with_attempts=True)
+    ctx.notifier.notify(run_topic(run.id))
+    return view
