@@ -140,7 +140,7 @@ def run_locally(
 
     # Building first shows packaging mistakes (missing script, bad globs) exactly as a
     # deploy would, before any dependency is installed.
-    build(towerfile)
+    package = build(towerfile)
     settings = config.load_config()
     # Secrets: `POST /secrets/export` is not available yet. When it is, fetch them here
     # (re-encrypted to a throwaway key pair) and pass them instead of {}.
@@ -154,6 +154,7 @@ def run_locally(
         tower_url=settings.url if settings.has_credentials else None,
         jwt=settings.jwt,
         out=output.print_local_line,
+        package=package,
     )
     if code == 0:
         output.success("Your app exited cleanly.")

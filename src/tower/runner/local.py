@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tower.core.errors import UnknownParameter
-from tower.core.package import build_package, extract_package
+from tower.core.package import BuiltPackage, build_package, extract_package
 from tower.core.runs import RunStatus
 from tower.core.towerfile import Towerfile, load_towerfile
 from tower.runner.environment import RunContext
@@ -72,14 +72,18 @@ def run_local(
     jwt: str | None,
     out: Callable[[str], None],
     venvs: VenvCache | None = None,
+    package: BuiltPackage | None = None,
 ) -> int:
     """Run the app in `directory` locally; 0 when it exited cleanly, else 1.
+
+    `package` is the app already built from `directory` (the CLI builds it first to
+    report packaging mistakes); without it the package is built here.
 
     Raises TowerfileError, PackageError or UnknownParameter before anything runs.
     """
     towerfile = load_towerfile(Path(directory))
     merged = merge_parameters(towerfile, parameters)
-    built = build_package(towerfile)
+    built = package or build_package(towerfile)
     ctx = RunContext(
         environment=environment,
         parameters=merged,

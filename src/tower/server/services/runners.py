@@ -18,7 +18,7 @@ from tower.server.dispatch import queue
 from tower.server.dispatch.notifier import run_topic
 from tower.server.services import auth, deploys
 from tower.server.services.context import RunnerPrincipal, ServerContext
-from tower.server.services.transitions import transition
+from tower.server.services.transitions import find_attempt, transition
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -175,20 +175,12 @@ def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> mode
     return run
 
 
-def _attempt(session: Session, run_id: uuid.UUID, seq: int) -> models.RunAttempt | None:
-    return session.scalar(
-        select(models.RunAttempt).where(
-            models.RunAttempt.run_id == run_id, models.RunAttempt.seq == seq
-        )
-    )
-
-
 def _current_attempt(session: Session, run: models.Run, attempt_seq: int) -> models.RunAttempt:
     if attempt_seq != run.num_attempts:
         raise errors.StaleAttempt(
             f"Attempt {attempt_seq} of run {run.id} is superseded by attempt {run.num_attempts}."
         )
-    attempt = _attempt(session, run.id, attempt_seq)
+    attempt = find_attempt(session, run.id, attempt_seq)
     if attempt is None:
         raise errors.StaleAttempt(f"Run {run.id} has no attempt {attempt_seq}.")
     return attempt
@@ -316,7 +308,7 @@ def expire_lost_runs(ctx: ServerContext) -> list[uuid.UUID]:
             )
         )
         for run in rows:
-            attempt = _attempt(session, run.id, run.num_attempts)
+            attempt = find_attempt(session, run.id, run.num_attempts)
             transition(session, run, RunStatus.ERRORED, attempt=attempt)
             run.status_message = "runner lost: no heartbeat before the lease expired"
             lost.append(run.id)

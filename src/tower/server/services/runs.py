@@ -14,7 +14,7 @@ from tower.core.runs import RunStatus, is_active
 from tower.server.dispatch.notifier import QUEUE_TOPIC, run_topic
 from tower.server.services import apps as apps_service
 from tower.server.services.context import Principal, ServerContext, owned
-from tower.server.services.transitions import transition
+from tower.server.services.transitions import find_attempt, transition
 from tower.server.store import models
 
 DEFAULT_RECENT_RUNS = 20
@@ -274,11 +274,7 @@ def cancel_run(ctx: ServerContext, principal: Principal, app_name: str, number: 
                 "(scheduled, pending, starting, running, retrying) can be cancelled.",
                 value=run.status,
             )
-        attempt = session.scalar(
-            select(models.RunAttempt).where(
-                models.RunAttempt.run_id == run.id, models.RunAttempt.seq == run.num_attempts
-            )
-        )
+        attempt = find_attempt(session, run.id, run.num_attempts)
         transition(session, run, RunStatus.CANCELLED, attempt=attempt)
         view = _view(session, run, with_attempts=True)
     ctx.notifier.notify(run_topic(run.id))

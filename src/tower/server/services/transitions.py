@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tower.core.runs import RunStatus, check_transition, is_terminal
@@ -59,3 +61,12 @@ def _update_attempt(attempt: models.RunAttempt, target: RunStatus, at: datetime)
         attempt.started_at = at
     elif is_terminal(target):
         attempt.ended_at = at
+
+
+def find_attempt(session: Session, run_id: uuid.UUID, seq: int) -> models.RunAttempt | None:
+    """Attempt `seq` of a run (the current one is `run.num_attempts`)."""
+    return session.scalar(
+        select(models.RunAttempt).where(
+            models.RunAttempt.run_id == run_id, models.RunAttempt.seq == seq
+        )
+    )
