@@ -674,7 +674,7 @@ def test_run_local_crash_and_credentials(app_dir: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("TOWER_URL", "http://srv:9")
     result = tower("run", "--local", "-d", str(app_dir))
     assert result.exit_code == 1
-    assert "Your local run crashed with exit code: 1" in result.stderr
+    assert "Your local run did not exit cleanly." in result.stderr
     assert calls[0]["tower_url"] == "http://srv:9"
     assert calls[0]["jwt"] == "jwt-1"
 

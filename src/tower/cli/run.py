@@ -159,5 +159,6 @@ def run_locally(
     if code == 0:
         output.success("Your app exited cleanly.")
         return 0
-    output.error(f"Your local run crashed with exit code: {code}")
+    # `code` is 0/1 from run_local; the app's own exit code is in the line above.
+    output.error("Your local run did not exit cleanly.")
     return 1
