@@ -139,6 +139,10 @@ class App(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     pending_timeout: Mapped[int] = mapped_column(Integer, default=600)
     running_timeout: Mapped[int] = mapped_column(Integer, default=0)
+    # The retry policy every new run of the app gets (a run request may override it).
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    use_exponential_backoff: Mapped[bool] = mapped_column(Boolean, default=False)
     # Counters handed out under the app row's lock so numbers never repeat.
     last_run_number: Mapped[int] = mapped_column(Integer, default=0)
     last_version_number: Mapped[int] = mapped_column(Integer, default=0)
@@ -199,6 +203,8 @@ class Run(Base):
         UniqueConstraint("app_id", "number"),
         Index("ix_runs__queue", "status", "created_at"),
     )
+    # Deadlines and retry times are stored, not computed, so the sweeps that act on
+    # them are plain indexed comparisons on both databases.
     id: Mapped[uuid.UUID] = _id()
     account_id: Mapped[uuid.UUID] = _account_fk()
     app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
@@ -219,6 +225,19 @@ class Run(Base):
     num_attempts: Mapped[int] = mapped_column(Integer, default=0)
     runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     lease_expires_at: Mapped[datetime | None]
+    # The run that started this one with run_app (no foreign key: a parent may live in
+    # another app and be deleted with it; the graph tolerates a missing parent).
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    # The retry policy of this run: the app's at creation, or the run request's override.
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    retry_delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    use_exponential_backoff: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: while `retrying`: when the next attempt is queued
+    retry_at: Mapped[datetime | None]
+    #: while `pending`: when the run gives up waiting for a runner (pending_timeout)
+    pending_deadline_at: Mapped[datetime | None]
+    #: while `running`: when the attempt is stopped (running_timeout; null = no limit)
+    running_deadline_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created()
     scheduled_at: Mapped[datetime] = _created()
     pending_at: Mapped[datetime | None]
@@ -237,6 +256,9 @@ class RunAttempt(Base):
     seq: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     runner_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Opaque token every report of this attempt must carry: a superseded attempt's
+    # runner cannot forge the current one's (fencing).
+    fencing_token: Mapped[str] = mapped_column(String(64), default="")
     exit_code: Mapped[int | None]
     starting_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
