@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -65,3 +66,54 @@ def sha256(data: bytes) -> str:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+class FakeRunner:
+    """Drives the runner protocol by hand, as a runner on another host would."""
+
+    def __init__(self, server: Any) -> None:
+        self.keys = FakeRunnerKeys()
+        self.http = httpx.Client(
+            base_url=f"{server.url}/v1/runner",
+            headers={"Authorization": f"Bearer {server.runner_token()}"},
+            timeout=60,
+        )
+        registered = self.http.post(
+            "/register", json={"name": "fake", "public_key": self.keys.public_pem, "capacity": 1}
+        )
+        registered.raise_for_status()
+        self.runner_id = registered.json()["runner_id"]
+
+    def claim(self, wait: float = 0) -> dict | None:
+        response = self.http.post(
+            "/claim", json={"runner_id": self.runner_id, "wait_seconds": wait}
+        )
+        if response.status_code == 204:
+            return None
+        response.raise_for_status()
+        return response.json()["assignment"]
+
+    def status(self, a: dict, status: str, **extra: object) -> httpx.Response:
+        body = {
+            "attempt_seq": a["attempt_seq"],
+            "fencing_token": a["fencing_token"],
+            "status": status,
+            **extra,
+        }
+        return self.http.post(f"/runs/{a['run_id']}/status", json=body)
+
+    def logs(self, a: dict, *lines: tuple[int, str, str], seq: int | None = None) -> httpx.Response:
+        body = {
+            "attempt_seq": seq or a["attempt_seq"],
+            "fencing_token": a["fencing_token"],
+            "lines": [
+                {
+                    "line_num": n,
+                    "channel": ch,
+                    "content": text,
+                    "reported_at": "2026-01-01T00:00:00Z",
+                }
+                for n, ch, text in lines
+            ],
+        }
+        return self.http.post(f"/runs/{a['run_id']}/logs", json=body)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ApiServer
-from tests.api.helpers import FakeRunnerKeys, deploy, make_package, sha256
+from tests.api.helpers import FakeRunner, deploy, make_package, sha256
 from tower.core.package import extract_package
 
 
@@ -22,51 +22,6 @@ def deployed(api_server: ApiServer, tmp_path: Path) -> ApiServer:
         api.post("/apps", json={"name": "hello"})
         assert deploy(api, "hello", make_package(tmp_path / "pkg")).status_code == 201
     return api_server
-
-
-class FakeRunner:
-    """Drives the runner protocol by hand, as a runner on another host would."""
-
-    def __init__(self, server: ApiServer) -> None:
-        self.keys = FakeRunnerKeys()
-        self.http = httpx.Client(
-            base_url=f"{server.url}/v1/runner",
-            headers={"Authorization": f"Bearer {server.runner_token()}"},
-            timeout=60,
-        )
-        registered = self.http.post(
-            "/register", json={"name": "fake", "public_key": self.keys.public_pem, "capacity": 1}
-        )
-        registered.raise_for_status()
-        self.runner_id = registered.json()["runner_id"]
-
-    def claim(self, wait: float = 0) -> dict | None:
-        response = self.http.post(
-            "/claim", json={"runner_id": self.runner_id, "wait_seconds": wait}
-        )
-        if response.status_code == 204:
-            return None
-        response.raise_for_status()
-        return response.json()["assignment"]
-
-    def status(self, a: dict, status: str, **extra: object) -> httpx.Response:
-        body = {"attempt_seq": a["attempt_seq"], "status": status, **extra}
-        return self.http.post(f"/runs/{a['run_id']}/status", json=body)
-
-    def logs(self, a: dict, *lines: tuple[int, str, str], seq: int | None = None) -> httpx.Response:
-        body = {
-            "attempt_seq": seq or a["attempt_seq"],
-            "lines": [
-                {
-                    "line_num": n,
-                    "channel": ch,
-                    "content": text,
-                    "reported_at": "2026-01-01T00:00:00Z",
-                }
-                for n, ch, text in lines
-            ],
-        }
-        return self.http.post(f"/runs/{a['run_id']}/logs", json=body)
 
 
 def test_run_applies_defaults_masks_hidden_and_rejects_unknown(deployed: ApiServer) -> None:

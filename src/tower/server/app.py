@@ -18,13 +18,14 @@ from tower.server import keys
 from tower.server.api import apps, misc, runner, runs
 from tower.server.api import errors as api_errors
 from tower.server.blobs import LocalBlobStore
-from tower.server.services import runners as runners_service
+from tower.server.dispatch.notifier import wait_for
+from tower.server.services import lifecycle
 from tower.server.services.context import ServerContext
 from tower.server.settings import ServerSettings
 from tower.server.store import db
+from tower.server.store.types import utcnow
 
 logger = logging.getLogger(__name__)
-REAPER_INTERVAL_S = 2.0
 
 
 def build_context(settings: ServerSettings) -> ServerContext:
@@ -48,15 +49,38 @@ def build_context(settings: ServerSettings) -> ServerContext:
     )
 
 
-async def _reap_lost_runs(ctx: ServerContext) -> None:
+def _sweep_once(ctx: ServerContext) -> float:
+    """Act on due deadlines; the seconds until the next one (capped)."""
+    wake = lifecycle.Wakeups()
+    with ctx.sessions.begin() as session:
+        next_due = lifecycle.sweep(session, wake)
+    wake.fire(ctx.notifier)
+    if next_due is None:
+        return lifecycle.CLOCK_MAX_SLEEP_S
+    wait = (next_due - utcnow()).total_seconds()
+    return min(max(wait, 0.0), lifecycle.CLOCK_MAX_SLEEP_S)
+
+
+async def _run_clock(ctx: ServerContext) -> None:
+    """Retries come due, pending and running timeouts pass, leases expire: act on each
+    at its moment. Sleeps until the next deadline; a new one (e.g. a retry scheduled)
+    wakes it early."""
     while True:
-        await asyncio.sleep(REAPER_INTERVAL_S)
-        try:
-            lost = await run_in_threadpool(runners_service.expire_lost_runs, ctx)
-            for run_id in lost:
-                logger.warning("run %s lost its runner", run_id, extra={"action": "run_lost"})
-        except Exception:  # a failed sweep must not stop the next one
-            logger.exception("lease sweep failed")
+        with ctx.notifier.listen(lifecycle.CLOCK_TOPIC) as woken:
+            try:
+                wait = await run_in_threadpool(_sweep_once, ctx)
+            except Exception:  # a failed sweep must not stop the next one
+                logger.exception("run clock sweep failed")
+                wait = lifecycle.CLOCK_MAX_SLEEP_S
+            # Deadlines are stored at sub-second precision; don't spin on one just due.
+            await wait_for(woken, max(wait, 0.01))
+
+
+def _extend_leases(ctx: ServerContext) -> None:
+    with ctx.sessions.begin() as session:
+        renewed = lifecycle.extend_leases_after_restart(session, ctx.settings.lease_ttl_seconds)
+    if renewed:
+        logger.info("gave %d runs in progress a fresh lease after the restart", renewed)
 
 
 class TowerServer(uvicorn.Server):
@@ -90,11 +114,12 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = app.state.context
         ctx.notifier.bind(asyncio.get_running_loop())
-        reaper = asyncio.create_task(_reap_lost_runs(ctx))
+        await run_in_threadpool(_extend_leases, ctx)
+        clock = asyncio.create_task(_run_clock(ctx))
         yield
-        reaper.cancel()
+        clock.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+            await clock
 
     app = FastAPI(
         title="Tower",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
@@ -10,12 +10,15 @@ from pydantic import BaseModel, Field
 from tower.core import errors, package
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.params import RetryPolicyParams
 from tower.server.api.presenters import present_app, present_runs
 from tower.server.services import apps as apps_service
 from tower.server.services import deploys
 from tower.server.services import runs as runs_service
 
 router = APIRouter(prefix="/v1", tags=["apps"])
+#: the longest pending or running timeout an app may set: a week (s)
+MAX_TIMEOUT_S = 7 * 24 * 3600
 
 
 class CreateAppParams(BaseModel):
@@ -49,6 +52,34 @@ def create_app(ctx: ContextDep, principal: PrincipalDep, body: CreateAppParams) 
     app = apps_service.create_app(
         ctx, principal, name=body.name, short_description=body.short_description or ""
     )
+    return {"app": present_app(ctx, principal, app)}
+
+
+class UpdateAppParams(BaseModel):
+    """Every field optional: only what is sent changes."""
+
+    short_description: str | None = Field(default=None, max_length=4096)
+    status: Literal["active", "disabled"] | None = None
+    #: seconds a run may wait for a runner before it ends `errored` (0 = forever)
+    pending_timeout: int | None = Field(default=None, ge=0, le=MAX_TIMEOUT_S)
+    #: seconds a run may run before it is stopped and ends `errored` (0 = no limit)
+    running_timeout: int | None = Field(default=None, ge=0, le=MAX_TIMEOUT_S)
+    retry_policy: RetryPolicyParams | None = None
+
+
+@router.put("/apps/{name}")
+@router.patch("/apps/{name}", operation_id="patch_app")
+def update_app(
+    ctx: ContextDep, principal: PrincipalDep, name: str, body: UpdateAppParams
+) -> dict[str, Any]:
+    changes = apps_service.AppChanges(
+        short_description=body.short_description,
+        status=body.status,
+        pending_timeout=body.pending_timeout,
+        running_timeout=body.running_timeout,
+        retry_policy=body.retry_policy.to_policy() if body.retry_policy else None,
+    )
+    app = apps_service.update_app(ctx, principal, name, changes)
     return {"app": present_app(ctx, principal, app)}
 
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tower.core.runs import RunStatus
 from tower.server.api.deps import ContextDep, RunnerDep
-from tower.server.dispatch.notifier import QUEUE_TOPIC, wait_for
+from tower.server.dispatch.notifier import QUEUE_TOPIC, runner_topic, wait_for
 from tower.server.services import runners as runners_service
 
 router = APIRouter(prefix="/v1/runner", tags=["runner"])
@@ -38,6 +38,7 @@ class ClaimParams(BaseModel):
 
 class StatusParams(BaseModel):
     attempt_seq: int = Field(ge=1)
+    fencing_token: str = Field(max_length=64)
     status: Literal["running", "exited", "crashed", "errored"]
     exit_code: int | None = None
     message: str | None = Field(default=None, max_length=10_000)
@@ -52,12 +53,15 @@ class LogLineParams(BaseModel):
 
 class LogsParams(BaseModel):
     attempt_seq: int = Field(ge=1)
+    fencing_token: str = Field(max_length=64)
     lines: list[LogLineParams]
 
 
 class HeartbeatParams(BaseModel):
     runner_id: uuid.UUID
-    run_ids: list[uuid.UUID] = Field(default_factory=list)
+    run_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+    #: hold the answer up to this long unless a run must stop (0 = answer at once)
+    wait_seconds: float = Field(default=0.0, ge=0, le=60)
 
 
 @router.post("/register")
@@ -102,6 +106,7 @@ def report_status(
         who,
         run_id,
         attempt_seq=body.attempt_seq,
+        fencing_token=body.fencing_token,
         status=RunStatus(body.status),
         exit_code=body.exit_code,
         message=body.message,
@@ -118,12 +123,25 @@ def ship_logs(
         who,
         run_id,
         attempt_seq=body.attempt_seq,
+        fencing_token=body.fencing_token,
         lines=[line.model_dump() for line in body.lines],
     )
     return {"accepted": accepted}
 
 
 @router.post("/heartbeat")
-def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> dict[str, Any]:
-    cancel = runners_service.heartbeat(ctx, who, body.runner_id, body.run_ids)
-    return {"cancel": [str(run_id) for run_id in cancel]}
+async def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> dict[str, Any]:
+    """Renew leases at once; then, if no run must stop, wait for one to (a long poll),
+    so a cancel reaches the runner in milliseconds rather than at its next beat."""
+    deadline = time.monotonic() + body.wait_seconds
+    renew = True
+    while True:
+        with ctx.notifier.listen(runner_topic(body.runner_id)) as woken:
+            cancel = await run_in_threadpool(
+                runners_service.heartbeat, ctx, who, body.runner_id, body.run_ids, renew=renew
+            )
+            renew = False
+            remaining = deadline - time.monotonic()
+            if cancel or not body.run_ids or remaining <= 0 or ctx.notifier.closing:
+                return {"cancel": [str(run_id) for run_id in cancel]}
+            await wait_for(woken, min(remaining, CLAIM_RECHECK_S))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from tower.core.runs import is_terminal
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.params import RetryPolicyParams
 from tower.server.api.presenters import present_runs
 from tower.server.dispatch.notifier import run_topic, wait_for
 from tower.server.services import runs as runs_service
@@ -36,8 +38,10 @@ class RunInitiator(BaseModel):
 class RunAppParams(BaseModel):
     environment: str = Field(default="default", max_length=128)
     parameters: dict[str, str] = Field(default_factory=dict)
-    parent_run_id: str | None = None
+    parent_run_id: uuid.UUID | None = None
     initiator: RunInitiator | None = None
+    #: this run only; the app's policy is left as it is
+    retry_policy: RetryPolicyParams | None = None
 
 
 @router.post("/apps/{name}/runs", status_code=201)
@@ -52,6 +56,8 @@ def run_app(
         environment=body.environment or "default",
         parameters=body.parameters,
         initiator=initiator,
+        retry_policy=body.retry_policy.to_policy() if body.retry_policy else None,
+        parent_run_id=body.parent_run_id,
     )
     base = ctx.settings.resolved_public_url
     return {"run": serializers.run_json(view, base, official_cli=is_official_cli(request))}
@@ -107,13 +113,31 @@ def describe_run(
 def cancel_run(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, number: int
 ) -> dict[str, Any]:
-    view = runs_service.cancel_run(ctx, principal, name, number)
+    view, children = runs_service.cancel_run(ctx, principal, name, number)
     base = ctx.settings.resolved_public_url
     run = serializers.run_json(
         view, base, with_attempts=True, official_cli=is_official_cli(request)
     )
-    # Child runs (fan-out) do not exist yet, so there are none to cancel with it.
-    return {"run": run, "cancelled_child_runs": 0}
+    return {"run": run, "cancelled_child_runs": children}
+
+
+@router.get("/apps/{name}/runs/{number}/graph")
+def describe_run_graph(
+    ctx: ContextDep, principal: PrincipalDep, name: str, number: int
+) -> dict[str, Any]:
+    """The run's family as edges (child, parent): from its root run down to every run
+    started below it. A run that neither started nor was started by another has none."""
+    edges = runs_service.run_graph(ctx, principal, name, number)
+    return {
+        "runs": [
+            {"id": _graph_id(child), "parent_id": _graph_id(parent)} for child, parent in edges
+        ]
+    }
+
+
+def _graph_id(node: tuple[str, int]) -> dict[str, Any]:
+    app_name, number = node
+    return {"app_name": app_name, "number": number}
 
 
 @router.get("/apps/{name}/runs/{number}/logs")

@@ -11,7 +11,6 @@ from tower.server.services.runs import RunView
 from tower.server.store import models
 
 HIDDEN_VALUE = "[hidden]"
-NO_RETRIES = {"max_retries": 0, "retry_delay_seconds": 0, "use_exponential_backoff": False}
 RESULT_KEYS = (
     "cancelled",
     "crashed",
@@ -71,12 +70,22 @@ def run_json(
         "status": status,
         "status_group": status_group(RunStatus(run.status)),
         "status_message": run.status_message,
-        "retry_policy": dict(NO_RETRIES),
+        "retry_policy": retry_policy_json(run),
+        "parent_run_id": str(run.parent_run_id) if run.parent_run_id else None,
         "subdomain": None,
     }
     if with_attempts:
         body["attempts"] = [attempt_json(a) for a in view.attempts]
     return body
+
+
+def retry_policy_json(owner: models.App | models.Run) -> dict[str, Any]:
+    """The contract's RunRetryPolicy of an app (its default) or of a run (in force)."""
+    return {
+        "max_retries": owner.max_retries,
+        "retry_delay_seconds": owner.retry_delay_seconds,
+        "use_exponential_backoff": owner.use_exponential_backoff,
+    }
 
 
 def _parameter_json(param: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +131,7 @@ def app_json(
         "schedule": None,
         "short_description": app.short_description,
         "version": version,
-        "retry_policy": dict(NO_RETRIES),
+        "retry_policy": retry_policy_json(app),
         "run_results": {key: results.get(key, 0) for key in RESULT_KEYS},
         "slug": app.name,
         "status": app.status,

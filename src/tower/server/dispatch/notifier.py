@@ -77,3 +77,8 @@ QUEUE_TOPIC = "queue"
 
 def run_topic(run_id: object) -> str:
     return f"run:{run_id}"
+
+
+def runner_topic(runner_id: object) -> str:
+    """Woken when a runner must stop one of its runs (its heartbeat long-poll waits here)."""
+    return f"runner:{runner_id}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tower.core.runs import RunStatus
@@ -47,7 +47,9 @@ def claim_next_run(
         .where(models.Run.status == RunStatus.PENDING.value)
         .values(
             status=RunStatus.STARTING.value,
-            starting_at=now,
+            # A retried run keeps its first attempt's start (see services.transitions).
+            starting_at=func.coalesce(models.Run.starting_at, now),
+            pending_deadline_at=None,
             runner_id=runner_id,
             lease_expires_at=lease_until,
             num_attempts=models.Run.num_attempts + 1,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
+from tower.core.retries import RetryPolicy
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 
@@ -69,6 +71,35 @@ def create_app(
             created_by_id=principal.user_id,
         )
         session.add(app)
+        session.flush()
+        return app
+
+
+@dataclass(frozen=True)
+class AppChanges:
+    """Fields of an app a user may change; None leaves a field as it is."""
+
+    short_description: str | None = None
+    status: str | None = None
+    pending_timeout: int | None = None
+    running_timeout: int | None = None
+    retry_policy: RetryPolicy | None = None
+
+
+def update_app(
+    ctx: ServerContext, principal: Principal, name: str, changes: AppChanges
+) -> models.App:
+    """Apply `changes`; they affect runs created from now on (a run keeps its policy)."""
+    with ctx.sessions.begin() as session:
+        app = get_app(session, principal, name, lock=True)
+        for field in ("short_description", "status", "pending_timeout", "running_timeout"):
+            value = getattr(changes, field)
+            if value is not None:
+                setattr(app, field, value)
+        if changes.retry_policy is not None:
+            app.max_retries = changes.retry_policy.max_retries
+            app.retry_delay_seconds = changes.retry_policy.retry_delay_seconds
+            app.use_exponential_backoff = changes.retry_policy.use_exponential_backoff
         session.flush()
         return app
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,7 @@ from tower.core import crypto, errors
 from tower.core.runs import ACTIVE, TERMINAL, RunStatus, check_transition
 from tower.server.dispatch import queue
 from tower.server.dispatch.notifier import run_topic
-from tower.server.services import auth, deploys
+from tower.server.services import auth, deploys, lifecycle
 from tower.server.services.context import RunnerPrincipal, ServerContext
 from tower.server.services.transitions import find_attempt, transition
 from tower.server.store import models
@@ -100,6 +101,7 @@ def _open_attempt(
         seq=run.num_attempts,
         status=RunStatus.STARTING.value,
         runner_id=runner.id,
+        fencing_token=lifecycle.new_fencing_token(),
         starting_at=now,
     )
     session.add(attempt)
@@ -137,9 +139,15 @@ def _assignment(
         if version.package_size <= INLINE_PACKAGE_MAX_BYTES
         else None
     )
+    last_line = session.scalar(
+        select(func.max(models.RunLogLine.line_num)).where(models.RunLogLine.run_id == run.id)
+    )
     return {
         "run_id": str(run.id),
         "attempt_seq": attempt.seq,
+        "fencing_token": attempt.fencing_token,
+        # A retry numbers its lines after the earlier attempts' (line_num is per run).
+        "first_line_num": (last_line or 0) + 1,
         "run_number": run.number,
         "app_name": app.name,
         "app_version": version.version,
@@ -175,7 +183,10 @@ def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> mode
     return run
 
 
-def _current_attempt(session: Session, run: models.Run, attempt_seq: int) -> models.RunAttempt:
+def _current_attempt(
+    session: Session, run: models.Run, attempt_seq: int, fencing_token: str
+) -> models.RunAttempt:
+    """The attempt a runner reports for, if it is still the run's current one (fencing)."""
     if attempt_seq != run.num_attempts:
         raise errors.StaleAttempt(
             f"Attempt {attempt_seq} of run {run.id} is superseded by attempt {run.num_attempts}."
@@ -183,6 +194,10 @@ def _current_attempt(session: Session, run: models.Run, attempt_seq: int) -> mod
     attempt = find_attempt(session, run.id, attempt_seq)
     if attempt is None:
         raise errors.StaleAttempt(f"Run {run.id} has no attempt {attempt_seq}.")
+    if not secrets.compare_digest(attempt.fencing_token, fencing_token):
+        raise errors.StaleAttempt(
+            f"The fencing token does not match attempt {attempt_seq} of run {run.id}."
+        )
     return attempt
 
 
@@ -202,27 +217,48 @@ def report_status(
     run_id: uuid.UUID,
     *,
     attempt_seq: int,
+    fencing_token: str,
     status: RunStatus,
     exit_code: int | None,
     message: str | None,
 ) -> RunStatus:
+    """Apply a runner's report on its attempt; answers the run's status afterwards."""
     if status not in RUNNER_REPORTS:
         raise errors.InvalidInput(
             f"A runner may report {sorted(s.value for s in RUNNER_REPORTS)}, not '{status}'."
         )
+    wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         run = _held_run(session, who, run_id)
-        attempt = _current_attempt(session, run, attempt_seq)
-        if RunStatus(run.status) == status:
-            return status  # a re-sent report after a lost answer
-        transition(session, run, status, attempt=attempt)
+        attempt = _current_attempt(session, run, attempt_seq, fencing_token)
+        if RunStatus(attempt.status) == status:
+            return RunStatus(run.status)  # a re-sent report after a lost answer
+        if RunStatus(attempt.status) in TERMINAL:
+            # The control plane ended this attempt first (cancel, timeout, lost lease).
+            raise errors.StaleAttempt(
+                f"Attempt {attempt_seq} of run {run_id} already ended {attempt.status}."
+            )
+        now = utcnow()
         if status in TERMINAL:
-            run.exit_code = attempt.exit_code = exit_code
-            run.status_message = message
+            lifecycle.end_attempt(
+                session,
+                run,
+                attempt,
+                status,
+                exit_code=exit_code,
+                message=message,
+                now=now,
+                wake=wake,
+            )
         else:
-            run.lease_expires_at = utcnow() + timedelta(seconds=ctx.settings.lease_ttl_seconds)
-    ctx.notifier.notify(run_topic(run_id))
-    return status
+            transition(session, run, status, at=now, attempt=attempt)
+            run.lease_expires_at = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
+            lifecycle.mark_running(run, session.get(models.App, run.app_id), now)
+            wake.run_changed(run)
+            wake.clock_changed()
+        answer = RunStatus(run.status)
+    wake.fire(ctx.notifier)
+    return answer
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -238,6 +274,7 @@ def ingest_logs(
     run_id: uuid.UUID,
     *,
     attempt_seq: int,
+    fencing_token: str,
     lines: list[dict[str, Any]],
 ) -> int:
     if len(lines) > MAX_LOG_LINES_PER_BATCH:
@@ -246,7 +283,7 @@ def ingest_logs(
         return 0
     with ctx.sessions.begin() as session:
         run = _held_run(session, who, run_id)
-        _current_attempt(session, run, attempt_seq)
+        _current_attempt(session, run, attempt_seq, fencing_token)
         rows = [
             {
                 "account_id": run.account_id,
@@ -265,9 +302,15 @@ def ingest_logs(
 
 
 def heartbeat(
-    ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID, run_ids: list[uuid.UUID]
+    ctx: ServerContext,
+    who: RunnerPrincipal,
+    runner_id: uuid.UUID,
+    run_ids: list[uuid.UUID],
+    *,
+    renew: bool = True,
 ) -> list[uuid.UUID]:
-    """Renew leases of the runner's runs; answer those it must stop."""
+    """Renew leases of the runner's runs (unless `renew` is off); answer those it must
+    stop: cancelled, timed out, lost and retried elsewhere, or unknown."""
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
     with ctx.sessions.begin() as session:
@@ -275,43 +318,17 @@ def heartbeat(
         runner.last_heartbeat_at = now
         if not run_ids:
             return []
-        session.execute(
-            update(models.Run)
-            .where(
-                models.Run.id.in_(run_ids),
-                models.Run.runner_id == runner.id,
-                models.Run.status.in_([s.value for s in ACTIVE]),
-            )
-            .values(lease_expires_at=lease)
+        mine = (
+            models.Run.id.in_(run_ids),
+            models.Run.runner_id == runner.id,
+            models.Run.status.in_(lifecycle.HELD),
         )
-        still_mine = set(
-            session.scalars(
-                select(models.Run.id).where(
-                    models.Run.id.in_(run_ids),
-                    models.Run.runner_id == runner.id,
-                    models.Run.status.in_([s.value for s in ACTIVE]),
-                )
+        if renew:
+            session.execute(
+                update(models.Run)
+                .where(*mine)
+                .values(lease_expires_at=lease)
+                .execution_options(synchronize_session=False)
             )
-        )
+        still_mine = set(session.scalars(select(models.Run.id).where(*mine)))
     return [run_id for run_id in run_ids if run_id not in still_mine]
-
-
-def expire_lost_runs(ctx: ServerContext) -> list[uuid.UUID]:
-    """Runs whose runner stopped renewing the lease end `errored` ("runner lost")."""
-    now = utcnow()
-    lost: list[uuid.UUID] = []
-    with ctx.sessions.begin() as session:
-        rows = session.scalars(
-            select(models.Run).where(
-                models.Run.status.in_([RunStatus.STARTING.value, RunStatus.RUNNING.value]),
-                models.Run.lease_expires_at < now,
-            )
-        )
-        for run in rows:
-            attempt = find_attempt(session, run.id, run.num_attempts)
-            transition(session, run, RunStatus.ERRORED, attempt=attempt)
-            run.status_message = "runner lost: no heartbeat before the lease expired"
-            lost.append(run.id)
-    for run_id in lost:
-        ctx.notifier.notify(run_topic(run_id))
-    return lost

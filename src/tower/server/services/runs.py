@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
+from tower.core.retries import RetryPolicy
 from tower.core.runs import RunStatus, is_active
-from tower.server.dispatch.notifier import QUEUE_TOPIC, run_topic
+from tower.server.dispatch.notifier import run_topic
 from tower.server.services import apps as apps_service
+from tower.server.services import lifecycle
 from tower.server.services.context import Principal, ServerContext, owned
-from tower.server.services.transitions import find_attempt, transition
 from tower.server.store import models
+from tower.server.store.types import utcnow
 
 DEFAULT_RECENT_RUNS = 20
 
@@ -80,7 +82,15 @@ def create_run(
     environment: str,
     parameters: dict[str, str],
     initiator: dict[str, Any] | None = None,
+    retry_policy: RetryPolicy | None = None,
+    parent_run_id: uuid.UUID | None = None,
 ) -> RunView:
+    """Queue a run of the version pinned to `environment`.
+
+    `retry_policy` overrides the app's for this run only. The parent is the run that
+    started this one (`run_app` inside an app): given, or the run whose token calls."""
+    parent_run_id = parent_run_id or principal.run_id
+    wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, app_name, lock=True)
         if app.status == "disabled":
@@ -90,6 +100,7 @@ def create_run(
         resolved = resolve_parameters(
             version.parameters, parameters, app=app.name, version=version.version
         )
+        parent = _parent_run(session, principal, parent_run_id) if parent_run_id else None
         app.last_run_number += 1
         run = models.Run(
             account_id=app.account_id,
@@ -99,15 +110,45 @@ def create_run(
             number=app.last_run_number,
             status=RunStatus.SCHEDULED.value,
             parameters=resolved,
-            initiator=initiator or {"type": "tower_cli", "details": {}},
+            initiator=initiator or _initiator_for(session, parent),
             created_by_id=principal.user_id,
+            parent_run_id=parent.id if parent else None,
         )
+        lifecycle.apply_policy(run, retry_policy or lifecycle.policy_of(app))
         session.add(run)
         session.flush()
-        transition(session, run, RunStatus.PENDING)
+        lifecycle.enqueue(session, run, app, utcnow())
+        wake.queue_changed()
+        wake.clock_changed()
         view = RunView(run, app.name, version.version, env.name)
-    ctx.notifier.notify(QUEUE_TOPIC)
+    wake.fire(ctx.notifier)
     return view
+
+
+def _parent_run(session: Session, principal: Principal, run_id: uuid.UUID) -> models.Run:
+    parent = session.scalar(
+        owned(select(models.Run), models.Run, principal).where(models.Run.id == run_id)
+    )
+    if parent is None:
+        raise errors.InvalidInput(
+            f"parent_run_id {run_id} names no run of account '{principal.account_name}'.",
+            location="body.parent_run_id",
+            value=str(run_id),
+        )
+    return parent
+
+
+def _initiator_for(session: Session, parent: models.Run | None) -> dict[str, Any]:
+    if parent is None:
+        return {"type": "tower_cli", "details": {}}
+    parent_app = session.get(models.App, parent.app_id)
+    return {
+        "type": "tower_run",
+        "details": {
+            "run_app_name": parent_app.name if parent_app else None,
+            "run_number": parent.number,
+        },
+    }
 
 
 def _view(session: Session, run: models.Run, *, with_attempts: bool = False) -> RunView:
@@ -262,9 +303,12 @@ def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
         return {str(status): int(count) for status, count in rows}
 
 
-def cancel_run(ctx: ServerContext, principal: Principal, app_name: str, number: int) -> RunView:
-    """Cancel an active run; its runner stops the app when its next heartbeat says so."""
-
+def cancel_run(
+    ctx: ServerContext, principal: Principal, app_name: str, number: int
+) -> tuple[RunView, int]:
+    """Cancel an active run and every active run it started (children, grandchildren…);
+    runners holding them are told at once. Returns the run and how many children ended."""
+    wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         run = get_run(session, principal, app_name, number)
         session.refresh(run, with_for_update=True)
@@ -274,8 +318,52 @@ def cancel_run(ctx: ServerContext, principal: Principal, app_name: str, number: 
                 "(scheduled, pending, starting, running, retrying) can be cancelled.",
                 value=run.status,
             )
-        attempt = find_attempt(session, run.id, run.num_attempts)
-        transition(session, run, RunStatus.CANCELLED, attempt=attempt)
+        now = utcnow()
+        lifecycle.cancel(session, run, now=now, wake=wake)
+        children = [
+            child
+            for child in lifecycle.descendants(session, run.id)
+            if is_active(RunStatus(child.status))
+        ]
+        for child in children:
+            lifecycle.cancel(session, child, now=now, wake=wake)
         view = _view(session, run, with_attempts=True)
-    ctx.notifier.notify(run_topic(run.id))
-    return view
+    wake.fire(ctx.notifier)
+    return view, len(children)
+
+
+GraphNode = tuple[str, int]
+
+
+def run_graph(
+    ctx: ServerContext, principal: Principal, app_name: str, number: int
+) -> list[tuple[GraphNode, GraphNode]]:
+    """(child, parent) edges of the tree the run belongs to, root first."""
+    with ctx.sessions.begin() as session:
+        run = get_run(session, principal, app_name, number)
+        root = run
+        seen = {run.id}
+        while root.parent_run_id is not None and root.parent_run_id not in seen:
+            parent = session.get(models.Run, root.parent_run_id)
+            if parent is None or parent.account_id != run.account_id:
+                break
+            seen.add(parent.id)
+            root = parent
+        family = [root, *lifecycle.descendants(session, root.id, lock=False)]
+        by_id = {member.id: member for member in family}
+        app_names = dict(
+            session.execute(
+                select(models.App.id, models.App.name).where(
+                    models.App.id.in_({member.app_id for member in family})
+                )
+            ).all()
+        )
+
+        def node(member: models.Run) -> GraphNode:
+            return (app_names[member.app_id], member.number)
+
+        return [
+            (node(member), node(by_id[member.parent_run_id]))
+            for member in family
+            if member.parent_run_id in by_id
+        ]

@@ -19,6 +19,8 @@ _TIMESTAMP_FIELD = {
     RunStatus.CANCELLED: "cancelled_at",
 }
 
+_LATEST_WINS = frozenset({"pending_at", "cancelled_at"})
+
 
 def transition(
     session: Session,
@@ -44,11 +46,18 @@ def transition(
     )
     run.status = str(target)
     field = _TIMESTAMP_FIELD.get(target)
-    if field:
+    # A retried run keeps the times of its first attempt (its duration spans them all);
+    # each attempt has its own in run_attempts.
+    if field and (field in _LATEST_WINS or getattr(run, field) is None):
         setattr(run, field, at)
     if is_terminal(target):
         run.ended_at = at
         run.lease_expires_at = None
+    elif target == RunStatus.RETRYING:
+        # The run is active again: the failed attempt's end and exit code live on its
+        # attempt row, not on the run.
+        run.ended_at = None
+        run.exit_code = None
     if attempt is not None:
         _update_attempt(attempt, target, at)
 
