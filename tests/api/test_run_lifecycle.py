@@ -1,0 +1,368 @@
+"""Retries, timeouts, fencing, cancel (incl. children) and the run graph, through HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import ApiServer
+from tests.api.helpers import FakeRunner, deploy, make_package
+from tower.server.services import lifecycle
+from tower.server.store import models
+from tower.server.store.types import utcnow
+
+
+@pytest.fixture
+def deployed(api_server: ApiServer, tmp_path: Path) -> ApiServer:
+    with api_server.client() as api:
+        for name in ("hello", "child"):
+            api.post("/apps", json={"name": name})
+            assert deploy(api, name, make_package(tmp_path / name, name)).status_code == 201
+    return api_server
+
+
+def _policy(max_retries: int, delay: int = 0, backoff: bool = False) -> dict[str, Any]:
+    return {
+        "max_retries": max_retries,
+        "retry_delay_seconds": delay,
+        "use_exponential_backoff": backoff,
+    }
+
+
+def _run(api: httpx.Client, app: str = "hello", **body: Any) -> dict[str, Any]:
+    response = api.post(f"/apps/{app}/runs", json={"parameters": {}, **body})
+    assert response.status_code == 201, response.text
+    return response.json()["run"]
+
+
+def _describe(api: httpx.Client, number: int, app: str = "hello") -> dict[str, Any]:
+    return api.get(f"/apps/{app}/runs/{number}").json()["run"]
+
+
+def _wait_status(
+    api: httpx.Client, number: int, status: str, timeout: float = 10, app: str = "hello"
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _describe(api, number, app)
+        if run["status"] == status or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
+
+
+def _attempt(runner: FakeRunner, exit_code: int, line: str) -> dict[str, Any]:
+    a = runner.claim(wait=5)
+    assert a is not None
+    assert runner.status(a, "running").status_code == 200
+    n = a["first_line_num"]
+    assert runner.logs(a, (n, "program", line)).status_code == 200
+    final = "exited" if exit_code == 0 else "crashed"
+    assert runner.status(a, final, exit_code=exit_code).status_code == 200
+    return a
+
+
+def test_app_retry_policy_gives_three_attempts_with_their_own_lines(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        updated = api.put("/apps/hello", json={"retry_policy": _policy(2)})
+        assert updated.status_code == 200
+        assert updated.json()["app"]["retry_policy"] == _policy(2)
+        run = _run(api)
+        assert run["retry_policy"] == _policy(2)
+        seqs = [_attempt(runner, 1, f"attempt {i}")["attempt_seq"] for i in (1, 2, 3)]
+        assert seqs == [1, 2, 3]
+        assert runner.claim() is None  # retries used up: nothing left in the queue
+        final = _describe(api, run["number"])
+        assert final["status"] == "crashed" and final["num_attempts"] == 3
+        assert final["exit_code"] == 1 and final["status_group"] == "failed"
+        assert [(a["seq"], a["status"], a["exit_code"]) for a in final["attempts"]] == [
+            (1, "crashed", 1),
+            (2, "crashed", 1),
+            (3, "crashed", 1),
+        ]
+        assert all(a["started_at"] and a["ended_at"] for a in final["attempts"])
+        lines = api.get(f"/apps/hello/runs/{run['number']}/logs").json()["log_lines"]
+        assert [(line["attempt_seq"], line["content"]) for line in lines] == [
+            (1, "attempt 1"),
+            (2, "attempt 2"),
+            (3, "attempt 3"),
+        ]
+        listed = api.get("/apps/hello").json()["runs"][0]
+        assert listed["num_attempts"] == 3 and "attempts" not in listed
+
+
+def test_a_retry_that_succeeds_ends_exited(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api, retry_policy=_policy(3))
+        _attempt(runner, 1, "first")
+        _attempt(runner, 0, "second")
+        final = _describe(api, run["number"])
+        assert final["status"] == "exited" and final["exit_code"] == 0
+        assert final["num_attempts"] == 2 and runner.claim() is None
+        # The override was for that run only.
+        assert api.get("/apps/hello").json()["app"]["retry_policy"] == _policy(0)
+
+
+def test_backoff_delays_are_respected(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api, retry_policy=_policy(2, delay=1, backoff=True))
+        _attempt(runner, 1, "first")
+        retrying = _describe(api, run["number"])
+        assert retrying["status"] == "retrying" and retrying["ended_at"] is None
+        waits = []
+        for _retry in (1, 2):
+            crashed_at = time.monotonic()
+            assert _describe(api, run["number"])["status"] == "retrying"
+            a = runner.claim(wait=10)
+            assert a is not None
+            waits.append(time.monotonic() - crashed_at)
+            runner.status(a, "running")
+            runner.status(a, "crashed", exit_code=3)
+        # 1 s before the first retry, 2 s before the second (the clock acts on time).
+        assert 0.8 <= waits[0] < 2.0, waits
+        assert 1.8 <= waits[1] < 3.0, waits
+        assert _describe(api, run["number"])["status"] == "crashed"
+
+
+def test_exited_and_cancelled_runs_are_not_retried(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        ok = _run(api, retry_policy=_policy(3))
+        _attempt(runner, 0, "fine")
+        assert _describe(api, ok["number"])["num_attempts"] == 1
+        cancelled = _run(api, retry_policy=_policy(3))
+        a = runner.claim()
+        runner.status(a, "running")
+        assert api.post(f"/apps/hello/runs/{cancelled['number']}").status_code == 200
+        assert runner.claim() is None
+        assert _describe(api, cancelled["number"])["status"] == "cancelled"
+
+
+def test_a_retrying_run_can_be_cancelled(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api, retry_policy=_policy(2, delay=60))
+        _attempt(runner, 1, "first")
+        assert _describe(api, run["number"])["status"] == "retrying"
+        answer = api.post(f"/apps/hello/runs/{run['number']}")
+        assert answer.json()["run"]["status"] == "cancelled"
+        assert runner.claim() is None
+
+
+def test_a_disabled_app_is_not_retried(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api, retry_policy=_policy(2, delay=1))
+        a = runner.claim()
+        runner.status(a, "running")
+        assert api.patch("/apps/hello", json={"status": "disabled"}).status_code == 200
+        runner.status(a, "crashed", exit_code=1)
+        final = _wait_status(api, run["number"], "crashed", timeout=3)
+        assert final["status"] == "crashed" and final["num_attempts"] == 1
+
+
+def test_retry_policy_ranges_are_enforced(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        for bad in (_policy(11), _policy(1, delay=3601), _policy(-1)):
+            answer = api.put("/apps/hello", json={"retry_policy": bad})
+            assert answer.status_code == 422, bad
+        too_many = api.post("/apps/hello/runs", json={"retry_policy": _policy(99)})
+        assert too_many.status_code == 422
+        assert api.put("/apps/nope", json={"status": "disabled"}).status_code == 404
+
+
+def test_pending_timeout_errors_a_run_no_runner_takes(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        assert (
+            api.put("/apps/hello", json={"pending_timeout": 1}).json()["app"]["pending_timeout"]
+            == 1
+        )
+        run = _run(api, retry_policy=_policy(3))
+        final = _wait_status(api, run["number"], "errored", timeout=5)
+        assert final["status"] == "errored" and "pending timeout" in final["status_message"]
+        assert final["num_attempts"] == 0  # never attempted, so never retried
+
+
+def test_running_timeout_stops_the_run_through_the_heartbeat(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.put("/apps/hello", json={"running_timeout": 1})
+        run = _run(api)
+        a = runner.claim()
+        runner.status(a, "running")
+        started = time.monotonic()
+        beat = runner.http.post(
+            "/heartbeat",
+            json={"runner_id": runner.runner_id, "run_ids": [a["run_id"]], "wait_seconds": 10},
+        )
+        assert beat.json()["cancel"] == [a["run_id"]]
+        assert time.monotonic() - started < 3
+        final = _describe(api, run["number"])
+        assert final["status"] == "errored" and "running timeout" in final["status_message"]
+
+
+def test_heartbeat_long_poll_answers_the_moment_a_run_is_cancelled(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api)
+        a = runner.claim()
+        runner.status(a, "running")
+        quiet = time.monotonic()
+        beat = runner.http.post(
+            "/heartbeat",
+            json={"runner_id": runner.runner_id, "run_ids": [a["run_id"]], "wait_seconds": 0.5},
+        )
+        assert beat.json()["cancel"] == [] and time.monotonic() - quiet >= 0.45
+        timer = threading.Timer(0.5, lambda: api.post(f"/apps/hello/runs/{run['number']}"))
+        timer.start()
+        started = time.monotonic()
+        beat = runner.http.post(
+            "/heartbeat",
+            json={"runner_id": runner.runner_id, "run_ids": [a["run_id"]], "wait_seconds": 30},
+        )
+        elapsed = time.monotonic() - started
+        timer.join()
+        assert beat.json()["cancel"] == [a["run_id"]]
+        assert elapsed < 1.5, elapsed
+
+
+def test_fencing_rejects_superseded_attempts(deployed: ApiServer) -> None:
+    first, second = FakeRunner(deployed), FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api, retry_policy=_policy(1))
+        old = first.claim()
+        first.status(old, "running")
+        forged = {**old, "fencing_token": "not-the-token"}
+        assert first.status(forged, "exited", exit_code=0).status_code == 409
+        assert first.logs(forged, (1, "program", "x")).status_code == 409
+        # The first runner goes silent: its lease (2 s in tests) expires, the run is retried.
+        new = second.claim(wait=10)
+        assert new is not None and new["attempt_seq"] == 2
+        assert new["fencing_token"] != old["fencing_token"]
+        late = first.status(old, "exited", exit_code=0)
+        assert late.status_code == 409
+        assert first.logs(old, (50, "program", "late line")).status_code == 409
+        second.status(new, "running")
+        second.logs(new, (new["first_line_num"], "program", "second attempt"))
+        second.status(new, "exited", exit_code=0)
+        final = _describe(api, run["number"])
+        assert final["status"] == "exited"
+        assert [a["status"] for a in final["attempts"]] == ["errored", "exited"]
+        contents = [
+            line["content"]
+            for line in api.get(f"/apps/hello/runs/{run['number']}/logs").json()["log_lines"]
+        ]
+        assert contents == ["second attempt"]
+
+
+def test_cancel_from_each_active_status(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        _run(api)
+        _run(api)
+        a_starting = runner.claim()
+        a_running = runner.claim()
+        runner.status(a_running, "running")
+        retrying = _run(api, retry_policy=_policy(1, delay=60))
+        a_retry = runner.claim()
+        runner.status(a_retry, "running")
+        runner.status(a_retry, "crashed", exit_code=1)
+        queued = _run(api)
+        expectations = {
+            a_starting["run_number"]: "starting",
+            a_running["run_number"]: "running",
+            retrying["number"]: "retrying",
+            queued["number"]: "pending",
+        }
+        for number, before in expectations.items():
+            assert _describe(api, number)["status"] == before
+            answer = api.post(f"/apps/hello/runs/{number}")
+            assert answer.status_code == 200 and answer.json()["run"]["status"] == "cancelled"
+
+
+def test_scheduled_runs_can_be_cancelled(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        run = _run(api)
+    with deployed.ctx.sessions.begin() as session:
+        row = session.get(models.Run, uuid.UUID(run["run_id"]))
+        row.status = "scheduled"  # a schedule's future run (issue 6 creates these)
+    with deployed.client() as api:
+        assert api.post(f"/apps/hello/runs/{run['number']}").json()["run"]["status"] == "cancelled"
+
+
+def test_cancelling_a_parent_cancels_its_active_children(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        parent = _run(api)
+        children = [_run(api, "child", parent_run_id=parent["run_id"]) for _ in range(3)]
+        grandchild = _run(api, "child", parent_run_id=children[0]["run_id"])
+        assert grandchild["initiator"] == {
+            "type": "tower_run",
+            "details": {"run_app_name": "child", "run_number": children[0]["number"]},
+        }
+        claimed = [runner.claim() for _ in range(2)]  # oldest first: parent, first child
+        for a in claimed:
+            runner.status(a, "running")
+        finished = children[1]
+        a = runner.claim()
+        assert a["run_number"] == finished["number"]
+        runner.status(a, "running")
+        runner.status(a, "exited", exit_code=0)
+        answer = api.post(f"/apps/hello/runs/{parent['number']}").json()
+        assert answer["run"]["status"] == "cancelled"
+        # children[0] (running), children[2] (pending) and the grandchild (pending)
+        statuses = {c["number"]: _describe(api, c["number"], "child")["status"] for c in children}
+        assert answer["cancelled_child_runs"] == 3, statuses
+        assert _describe(api, grandchild["number"], "child")["status"] == "cancelled"
+        assert list(statuses.values()).count("cancelled") == 2
+        assert _describe(api, finished["number"], "child")["status"] == "exited"
+
+
+def test_run_graph_lists_the_family(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        root = _run(api)
+        child = _run(api, "child", parent_run_id=root["run_id"])
+        grandchild = _run(api, "child", parent_run_id=child["run_id"])
+        alone = _run(api)
+        graph = api.get(f"/apps/child/runs/{grandchild['number']}/graph").json()["runs"]
+        assert graph == [
+            {
+                "id": {"app_name": "child", "number": child["number"]},
+                "parent_id": {"app_name": "hello", "number": root["number"]},
+            },
+            {
+                "id": {"app_name": "child", "number": grandchild["number"]},
+                "parent_id": {"app_name": "child", "number": child["number"]},
+            },
+        ]
+        assert api.get(f"/apps/hello/runs/{alone['number']}/graph").json() == {"runs": []}
+        bad_parent = api.post(
+            "/apps/hello/runs", json={"parent_run_id": "00000000-0000-0000-0000-000000000000"}
+        )
+        assert bad_parent.status_code == 422 and "parent_run_id" in bad_parent.json()["detail"]
+
+
+def test_leases_survive_a_control_plane_restart(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api)
+        a = runner.claim()
+        runner.status(a, "running")
+    # As if the control plane had been down past the lease: the next start renews it.
+    with deployed.ctx.sessions.begin() as session:
+        row = session.get(models.Run, uuid.UUID(a["run_id"]))
+        row.lease_expires_at = datetime(2000, 1, 1, tzinfo=utcnow().tzinfo)
+        renewed = lifecycle.extend_leases_after_restart(session, 30)
+    assert renewed == 1
+    with deployed.client() as api:
+        time.sleep(1.5)
+        assert _describe(api, run["number"])["status"] == "running"
