@@ -224,20 +224,23 @@ def test_apps_show_table(fake: FakeTower) -> None:
             "crashed",
             started_at="2024-11-20T08:46:11Z",
             ended_at="2024-11-20T08:47:14Z",
+            num_attempts=3,
         ),
-        run_obj(13, "pending"),
+        run_obj(13, "pending", num_attempts=0),
     ]
     result = tower("apps", "show", "hello", "-e", "prod")
     assert result.exit_code == 0, result.output
     out = result.stdout.splitlines()
     assert out[:4] == ["Name: hello", "Description:", "Says hello", "Recent runs:"]
     table = "\n".join(out[4:])
-    assert re.search(r"#\s+Status\s+Start Time\s+Elapsed Time", table)
+    # The official columns first, in their order; the attempts count is added last.
+    assert re.search(r"#\s+Status\s+Start Time\s+Elapsed Time\s+Attempts", table)
     rows = [line.split() for line in out[4:] if line.strip()[:2].strip().isdigit()]
     assert rows == [
-        ["13", "pending", "-", "-"],
-        ["12", "crashed", "2024-11-20", "08:46:11", "1m", "3s"],
-        ["11", "exited", "2024-11-19", "20:14:46", "9s"],
+        ["13", "pending", "-", "-", "0"],
+        ["12", "crashed", "2024-11-20", "08:46:11", "1m", "3s", "3"],
+        # a server that leaves num_attempts out gets a dash, not a crash
+        ["11", "exited", "2024-11-19", "20:14:46", "9s", "-"],
     ]
     assert fake.requests[0].url.params["environment"] == "prod"
 

@@ -149,6 +149,112 @@ def test_list_environments() -> None:
     assert make_api(handler).list_environments() == [{"name": "default", "is_deletable": False}]
 
 
+# -- run lifecycle -----------------------------------------------------------------------
+
+
+def recording(body: object, seen: list[httpx.Request]) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return json_response(body)
+
+    return handler
+
+
+PAGE = {
+    "runs": [{"number": 2}, {"number": 1}],
+    "pages": {"page": 0, "page_size": 100, "num_pages": 1, "total": 2},
+}
+
+
+def test_list_runs_defaults_to_every_run_and_returns_the_page() -> None:
+    seen: list[httpx.Request] = []
+    body = make_api(recording(PAGE, seen)).list_runs("my app")
+    # The whole answer: callers need `pages` to offer the next page.
+    assert body == PAGE
+    assert seen[0].method == "GET"
+    assert seen[0].url.raw_path.decode() == "/v1/apps/my%20app/runs?page=0&page_size=100"
+
+
+def test_list_runs_sends_every_filter_with_status_repeated() -> None:
+    seen: list[httpx.Request] = []
+    make_api(recording(PAGE, seen)).list_runs(
+        "x",
+        page=3,
+        page_size=10,
+        statuses=["crashed", "errored"],
+        environment="prod",
+        start_at="2025-01-01T00:00:00Z",
+        end_at="2025-02-01T00:00:00Z",
+    )
+    assert sorted(seen[0].url.params.multi_items()) == [
+        ("end_at", "2025-02-01T00:00:00Z"),
+        ("environment", "prod"),
+        ("page", "3"),
+        ("page_size", "10"),
+        ("start_at", "2025-01-01T00:00:00Z"),
+        ("status", "crashed"),
+        ("status", "errored"),
+    ]
+
+
+def test_search_runs_lists_across_apps() -> None:
+    seen: list[httpx.Request] = []
+    body = make_api(recording(PAGE, seen)).search_runs(page=1, page_size=5, statuses=("running",))
+    assert body == PAGE
+    assert seen[0].url.path == "/v1/runs"
+    assert list(seen[0].url.params.multi_items()) == [
+        ("page", "1"),
+        ("page_size", "5"),
+        ("status", "running"),
+    ]
+
+
+def test_update_app_puts_only_the_fields_given() -> None:
+    seen: list[httpx.Request] = []
+    api = make_api(recording({"app": {"name": "x"}}, seen))
+    policy = {"max_retries": 2, "retry_delay_seconds": 5, "use_exponential_backoff": False}
+
+    assert api.update_app("x", status="disabled") == {"app": {"name": "x"}}
+    api.update_app("x", short_description="", running_timeout=0, retry_policy=policy)
+
+    assert [(r.method, r.url.path) for r in seen] == [("PUT", "/v1/apps/x"), ("PUT", "/v1/apps/x")]
+    assert json.loads(seen[0].content) == {"status": "disabled"}
+    # Falsy values are real changes (clear the description, no time limit), not omissions.
+    assert json.loads(seen[1].content) == {
+        "short_description": "",
+        "running_timeout": 0,
+        "retry_policy": policy,
+    }
+
+
+def test_update_app_error_is_api_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return json_response({"status": 404, "title": "Not Found", "detail": "No app x"}, 404)
+
+    with pytest.raises(ApiError) as raised:
+        make_api(handler).update_app("x", status="active")
+    assert raised.value.status == 404
+    assert raised.value.detail == "No app x"
+
+
+def test_run_graph_returns_the_edges() -> None:
+    edges = [
+        {"id": {"app_name": "a", "number": 1}, "parent_id": None},
+        {"id": {"app_name": "b", "number": 4}, "parent_id": {"app_name": "a", "number": 1}},
+    ]
+    seen: list[httpx.Request] = []
+    assert make_api(recording({"runs": edges}, seen)).run_graph("a", 1) == edges
+    assert seen[0].method == "GET"
+    assert seen[0].url.path == "/v1/apps/a/runs/1/graph"
+
+
+def test_cancel_run_posts_without_a_body() -> None:
+    seen: list[httpx.Request] = []
+    body = {"run": {"number": 3, "status": "cancelled"}, "cancelled_child_runs": 2}
+    assert make_api(recording(body, seen)).cancel_run("x", 3) == body
+    assert (seen[0].method, seen[0].url.path, seen[0].content) == ("POST", "/v1/apps/x/runs/3", b"")
+
+
 # -- errors ------------------------------------------------------------------------------
 
 

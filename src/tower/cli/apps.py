@@ -1,27 +1,25 @@
-"""`tower apps ...`: list, create, show, logs, cancel and delete apps and their runs."""
+"""`tower apps ...`: list, create, show, update, logs, cancel and delete apps and their
+runs."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 from rich import box
 from rich.table import Table
-from rich.text import Text
 
 from tower.cli import output
 from tower.cli.common import api, parse_run_ref, stdin_is_tty
 from tower.cli.follow import RunFollower
+from tower.cli.runs import RunQuery, describe_retry_policy, run_list_options, show_runs
+from tower.client.api import TowerApi
+from tower.core.retries import MAX_RETRIES_LIMIT, MAX_RETRY_DELAY_SECONDS, RetryPolicy
 
-STATUS_STYLES = {
-    "exited": "green",
-    "crashed": "red",
-    "errored": "red",
-    "cancelled": "dim",
-    "running": "cyan",
-    "retrying": "yellow",
-}
+#: What an app without a stored retry policy does: never retry.
+NO_RETRIES = asdict(RetryPolicy())
 
 
 @click.group("apps")
@@ -69,25 +67,159 @@ def show_command(name: str, environment: str | None) -> None:
     if not runs:
         output.stdout.print("No runs yet.")
         return
-    output.stdout.print(runs_table(runs, now=datetime.now(UTC)))
+    output.print_table(runs_table(runs, now=datetime.now(UTC)))
 
 
 def runs_table(runs: list[dict[str, Any]], *, now: datetime) -> Table:
-    """The `#  Status  Start Time  Elapsed Time` table, newest run first."""
+    """The official `#  Status  Start Time  Elapsed Time` table, newest run first, with
+    how many attempts each run has had added as a last column."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("Status")
     table.add_column("Start Time")
     table.add_column("Elapsed Time")
+    table.add_column("Attempts", justify="right")
     for run in sorted(runs, key=lambda r: r.get("number") or 0, reverse=True):
-        status = str(run.get("status", ""))
+        attempts = run.get("num_attempts")
         table.add_row(
             str(run.get("number", "")),
-            Text(status, style=STATUS_STYLES.get(status, "")),
+            output.status_text(run.get("status")),
             output.format_timestamp(run.get("started_at")),
             output.run_elapsed(run, now),
+            str(attempts) if isinstance(attempts, int) else "-",
         )
     return table
+
+
+@apps_group.command("runs")
+@click.argument("name")
+@run_list_options
+def runs_command(
+    name: str,
+    statuses: tuple[str, ...],
+    environment: str | None,
+    page: int,
+    page_size: int,
+    as_json: bool,
+) -> None:
+    """List the runs of an app, newest first.
+
+    The same as `tower runs list NAME`.
+    """
+    show_runs(name, RunQuery(tuple(statuses), environment, page, page_size), as_json=as_json)
+
+
+@apps_group.command("update")
+@click.argument("name")
+@click.option("--description", default=None, help="A new short description.")
+@click.option(
+    "--disable/--enable",
+    "disabled",
+    default=None,
+    help="A disabled app starts no new runs and retries none.",
+)
+@click.option(
+    "--pending-timeout",
+    type=click.IntRange(min=0),
+    metavar="SECONDS",
+    help="How long a run may wait for a runner before it errors; 0 = no limit.",
+)
+@click.option(
+    "--running-timeout",
+    type=click.IntRange(min=0),
+    metavar="SECONDS",
+    help="How long an attempt may run before it is stopped; 0 = no limit.",
+)
+@click.option(
+    "--max-retries",
+    # The ranges are the server's: checked here too so a typo fails before any request.
+    type=click.IntRange(0, MAX_RETRIES_LIMIT),
+    metavar="N",
+    help="Retries after a crashed or errored attempt; 0 = never retry.",
+)
+@click.option(
+    "--retry-delay",
+    type=click.IntRange(0, MAX_RETRY_DELAY_SECONDS),
+    metavar="SECONDS",
+    help="Wait before each retry.",
+)
+@click.option(
+    "--exponential-backoff/--no-exponential-backoff",
+    default=None,
+    help="Double the wait after every retry (never beyond an hour).",
+)
+def update_command(
+    name: str,
+    description: str | None,
+    disabled: bool | None,
+    pending_timeout: int | None,
+    running_timeout: int | None,
+    max_retries: int | None,
+    retry_delay: int | None,
+    exponential_backoff: bool | None,
+) -> None:
+    """Change an app's description, status, timeouts or retry policy.
+
+    Only the settings given change; retry settings not given keep their current value.
+    """
+    retry_changes = {
+        "max_retries": max_retries,
+        "retry_delay_seconds": retry_delay,
+        "use_exponential_backoff": exponential_backoff,
+    }
+    retry_changes = {key: value for key, value in retry_changes.items() if value is not None}
+    status = None if disabled is None else ("disabled" if disabled else "active")
+    plain_changes = (description, status, pending_timeout, running_timeout)
+    if all(value is None for value in plain_changes) and not retry_changes:
+        raise click.UsageError(
+            "Nothing to update. Give at least one of --description, --disable/--enable, "
+            "--pending-timeout, --running-timeout, --max-retries, --retry-delay, "
+            "--exponential-backoff/--no-exponential-backoff."
+        )
+    client = api()
+    with output.spinner("Updating app..."):
+        policy = merged_retry_policy(client, name, retry_changes) if retry_changes else None
+        body = client.update_app(
+            name,
+            short_description=description,
+            status=status,
+            pending_timeout=pending_timeout,
+            running_timeout=running_timeout,
+            retry_policy=policy,
+        )
+    output.success(f'App "{name}" was updated')
+    output.print_details(app_settings(body.get("app") or {}))
+
+
+def merged_retry_policy(client: TowerApi, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """The app's current retry policy with `changes` applied.
+
+    The API replaces the policy as a whole, so fields the user did not mention must be
+    sent with their current values or they would be reset.
+    """
+    current = client.describe_app(name).get("app", {}).get("retry_policy")
+    policy = dict(NO_RETRIES)
+    if isinstance(current, dict):
+        policy.update({key: current[key] for key in NO_RETRIES if key in current})
+    policy.update(changes)
+    return policy
+
+
+def app_settings(app: dict[str, Any]) -> list[tuple[str, str]]:
+    """The settings `apps update` can change, as the server now has them."""
+    return [
+        ("Status", str(app.get("status") or "active")),
+        ("Description", str(app.get("short_description") or "No description")),
+        ("Pending timeout", _timeout(app.get("pending_timeout"))),
+        ("Running timeout", _timeout(app.get("running_timeout"))),
+        ("Retry policy", describe_retry_policy(app.get("retry_policy"))),
+    ]
+
+
+def _timeout(seconds: Any) -> str:
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        return "-"
+    return output.format_elapsed(seconds) if seconds > 0 else "no limit"
 
 
 @apps_group.command("logs")
@@ -130,6 +262,10 @@ def cancel_command(app: str, number: str | None) -> None:
         body = client.cancel_run(name, run_number)
     status = body.get("run", {}).get("status", "cancelled")
     output.success(f"Run #{run_number} of app `{name}` is now {status}")
+    children = body.get("cancelled_child_runs")
+    if isinstance(children, int) and children > 0:
+        noun = "run" if children == 1 else "runs"
+        output.info(f"Also cancelled {children} child {noun} it started.")
 
 
 @apps_group.command("delete")

@@ -19,6 +19,7 @@ from tower.cli import output
 from tower.cli.apps import apps_group
 from tower.cli.deploy import deploy_command
 from tower.cli.run import run_command
+from tower.cli.runs import runs_group
 from tower.client import ApiError, ConnectionFailed
 from tower.core.errors import TowerError
 
@@ -144,6 +145,7 @@ def runner_start_command() -> None:
 cli.add_command(apps_group)
 cli.add_command(deploy_command)
 cli.add_command(run_command)
+cli.add_command(runs_group)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,12 +6,14 @@ decoration (spinners, progress bars, "✔ ... Done!") and errors go to stderr.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 # soft_wrap: never re-wrap log lines or URLs; highlight: never recolour user data.
@@ -19,6 +21,17 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: No table of ours is wider; a cap keeps a runaway cell from producing absurd lines.
+MAX_TABLE_WIDTH = 1000
+
+STATUS_STYLES = {
+    "exited": "green",
+    "crashed": "red",
+    "errored": "red",
+    "cancelled": "dim",
+    "running": "cyan",
+    "retrying": "yellow",
+}
 
 
 def success(message: str) -> None:
@@ -37,6 +50,55 @@ def error(message: str) -> None:
 
 def warning(message: str) -> None:
     stderr.print(Text(message, style="yellow"))
+
+
+def note(message: str) -> None:
+    """A hint beside the data (e.g. "more on the next page"), dimmed on stderr."""
+    stderr.print(Text(message, style="dim"))
+
+
+def print_json(value: Any) -> None:
+    """`value` as indented JSON on stdout, untouched by Rich markup or emoji codes."""
+    stdout.out(json.dumps(value, indent=2, ensure_ascii=False), highlight=False)
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout; whole values even when stdout is a pipe or a file.
+
+    Rich assumes 80 columns when it cannot ask a terminal and squeezes wider tables
+    into `…`-cut cells, which would break `grep` and scripts, so off a terminal the
+    table gets its natural width.
+    """
+    if stdout.is_terminal:
+        stdout.print(table)
+        return
+    natural = stdout.measure(table, options=stdout.options.update_width(MAX_TABLE_WIDTH))
+    wide = Console(file=stdout.file, width=max(natural.maximum, 1), highlight=False, soft_wrap=True)
+    wide.print(table)
+
+
+def status_text(status: Any) -> Text:
+    """A run or attempt status, coloured the way every command colours it."""
+    value = str(status or "")
+    return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def print_details(rows: Iterable[tuple[str, str | Text]]) -> None:
+    """`Label:  value` lines on stdout with the values aligned, for one object's details.
+
+    Plain strings are shown as they are (never parsed as Rich markup): they are user
+    data such as names, messages and links. Written line by line rather than as a Rich
+    grid, which would pad every line with trailing spaces.
+    """
+    rows = list(rows)
+    width = max((len(label) for label, _ in rows), default=0) + 3  # "label:" and 2 spaces
+    for label, value in rows:
+        text = value if isinstance(value, Text) else Text(value)
+        first, *more = text.split("\n", allow_blank=True)
+        stdout.print(Text.assemble((f"{label}:".ljust(width), "bold"), first))
+        # A multi-line value (a long error message) stays in the value column.
+        for line in more:
+            stdout.print(Text.assemble(" " * width, line))
 
 
 def done(step: str) -> None:

@@ -1,7 +1,8 @@
 """The typed Tower API client: one method per endpoint the CLI, SDK and MCP server call.
 
 Methods return the decoded JSON bodies as the contract names them (`{app, runs}`,
-`{version}`, `{run}`, `{run, $links}`), or the item list for list endpoints. Errors
+`{version}`, `{run}`, `{run, $links}`), or the item list for list endpoints that are
+fetched whole; paged run listings return `{runs, pages}` so callers can page on. Errors
 arrive as :class:`ApiError` (the server answered) or :class:`ConnectionFailed` (it
 did not), both raised by :class:`HttpClient`.
 """
@@ -9,7 +10,7 @@ did not), both raised by :class:`HttpClient`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -122,7 +123,8 @@ class TowerApi:
         self.close()
 
     def _get(self, path: str, **params: Any) -> JsonDict:
-        query = {k: v for k, v in params.items() if v is not None}
+        # None means "not given"; an empty list (no repeated filter) is left out too.
+        query = {k: v for k, v in params.items() if v is not None and v != []}
         return self._http.get_json(path, params=query)
 
     # -- session and environments ------------------------------------------------------
@@ -154,6 +156,32 @@ class TowerApi:
     def delete_app(self, name: str) -> JsonDict:
         """`DELETE /apps/{name}` → `{app}`."""
         return self._http.request("DELETE", f"/apps/{_seg(name)}").json()
+
+    def update_app(
+        self,
+        name: str,
+        *,
+        short_description: str | None = None,
+        status: str | None = None,
+        pending_timeout: int | None = None,
+        running_timeout: int | None = None,
+        retry_policy: JsonDict | None = None,
+    ) -> JsonDict:
+        """`PUT /apps/{name}` with only the fields given → `{app}`.
+
+        `status` is `"active"` or `"disabled"`; timeouts are seconds (0 = no limit);
+        `retry_policy` is a whole RunRetryPolicy (`max_retries`, `retry_delay_seconds`,
+        `use_exponential_backoff`), since the server replaces it as one value.
+        """
+        fields = {
+            "short_description": short_description,
+            "status": status,
+            "pending_timeout": pending_timeout,
+            "running_timeout": running_timeout,
+            "retry_policy": retry_policy,
+        }
+        body = {key: value for key, value in fields.items() if value is not None}
+        return self._http.request("PUT", f"/apps/{_seg(name)}", json=body).json()
 
     def deploy(
         self,
@@ -206,6 +234,43 @@ class TowerApi:
         body = {"environment": environment, "parameters": dict(parameters or {})}
         return self._http.post_json(f"/apps/{_seg(name)}/runs", body)
 
+    def list_runs(
+        self,
+        name: str,
+        *,
+        page: int = 0,
+        page_size: int = 100,
+        statuses: Sequence[str] = (),
+        environment: str | None = None,
+        start_at: str | None = None,
+        end_at: str | None = None,
+    ) -> JsonDict:
+        """`GET /apps/{name}/runs` → `{runs, pages}`, newest first.
+
+        `page=0` asks for every run at once; `statuses` becomes a repeated `status`
+        query parameter (a run matches any of them); `start_at`/`end_at` are RFC 3339.
+        """
+        return self._get(
+            f"/apps/{_seg(name)}/runs",
+            **_run_filters(page, page_size, statuses, environment, start_at, end_at),
+        )
+
+    def search_runs(
+        self,
+        *,
+        page: int = 0,
+        page_size: int = 100,
+        statuses: Sequence[str] = (),
+        environment: str | None = None,
+        start_at: str | None = None,
+        end_at: str | None = None,
+    ) -> JsonDict:
+        """`GET /runs` → `{runs, pages}`: the runs of every app, with the filters of
+        :meth:`list_runs`."""
+        return self._get(
+            "/runs", **_run_filters(page, page_size, statuses, environment, start_at, end_at)
+        )
+
     def describe_run(self, name: str, number: int) -> JsonDict:
         """`GET /apps/{name}/runs/{number}` → `{run, $links}`."""
         return self._get(f"/apps/{_seg(name)}/runs/{_seg(number)}")
@@ -214,6 +279,13 @@ class TowerApi:
         """`POST /apps/{name}/runs/{number}` (no body) → `{run, cancelled_child_runs}`."""
         response = self._http.request("POST", f"/apps/{_seg(name)}/runs/{_seg(number)}")
         return response.json()
+
+    def run_graph(self, name: str, number: int) -> list[JsonDict]:
+        """`GET /apps/{name}/runs/{number}/graph` → the run graph this run is part of
+        (runs started from other runs with `run_app`), as `{id, parent_id}` edges whose
+        ids are `{app_name, number}`; `parent_id` is null for a run no run started."""
+        body = self._get(f"/apps/{_seg(name)}/runs/{_seg(number)}/graph")
+        return list(body.get("runs", []))
 
     def run_logs(self, name: str, number: int) -> list[JsonDict]:
         """`GET /apps/{name}/runs/{number}/logs` → the run's log lines so far."""
@@ -251,6 +323,25 @@ class TowerApi:
             raise ConnectionFailed(
                 f"The log stream from {self._http.url} was interrupted ({exc})."
             ) from exc
+
+
+def _run_filters(
+    page: int,
+    page_size: int,
+    statuses: Sequence[str],
+    environment: str | None,
+    start_at: str | None,
+    end_at: str | None,
+) -> dict[str, Any]:
+    """The query both run listings share (None values are dropped by `_get`)."""
+    return {
+        "page": page,
+        "page_size": page_size,
+        "status": list(statuses),
+        "environment": environment,
+        "start_at": start_at,
+        "end_at": end_at,
+    }
 
 
 def _log_line(event: SseEvent) -> JsonDict | None:
