@@ -8,6 +8,12 @@ Inside a Tower run, secrets and parameters arrive as environment variables::
     batch_size = int(tower.parameter("batch_size", default="100"))
     print(tower.info.run_id(), tower.info.environment())
 
+and apps start other apps and wait for them::
+
+    run = tower.run_app("child", parameters={"n": "1"})
+    final = tower.wait_for_run(run, timeout=3600)
+    ok, failed = tower.wait_for_runs([run, tower.run_app("other")])
+
 Importing `tower` must stay light (standard library only): it runs at the start of
 every app, in a venv that may not even have the server dependencies installed.
 """
@@ -16,7 +22,24 @@ from __future__ import annotations
 
 from tower import _env, info
 
-__all__ = ["__version__", "info", "param", "parameter", "secret"]
+# `typing` is not imported at run time (it would be the heaviest module here); type
+# checkers treat a module-level TYPE_CHECKING like typing.TYPE_CHECKING.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from tower._orchestration import run_app, wait_for_run, wait_for_runs
+
+__all__ = [
+    "__version__",
+    "info",
+    "param",
+    "parameter",
+    "run_app",
+    "secret",
+    "wait_for_run",
+    "wait_for_runs",
+]
 
 _DISTRIBUTION = "tower-oss"
 _UNKNOWN_VERSION = "0.0.0"
@@ -53,12 +76,22 @@ def _read_version() -> str:
         return _UNKNOWN_VERSION
 
 
-def __getattr__(name: str) -> str:
-    # Lazy attributes of the package. The orchestration and data helpers (run_app,
-    # wait_for_run, wait_for_runs, tables, llms) will plug in here once their modules
-    # exist, imported on first use so that `import tower` never pulls in httpx/pydantic.
+_ORCHESTRATION = frozenset({"run_app", "wait_for_run", "wait_for_runs"})
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy attributes of the package, imported on first use: an app that never starts
+    # another app does not pay for the HTTP and JSON modules. The data helpers
+    # (tables, llms) will plug in here the same way.
     if name == "__version__":
-        value = _read_version()
-        globals()["__version__"] = value  # cache: later lookups skip __getattr__
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value: Any = _read_version()
+    elif name in _ORCHESTRATION:
+        from tower import _orchestration
+
+        value = getattr(_orchestration, name)
+    elif name == "exceptions":
+        from tower import exceptions as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value

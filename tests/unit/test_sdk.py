@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import subprocess
 import sys
@@ -33,6 +32,8 @@ RUNTIME_VARS = [
 ] + ["TOWER__HOST", "TOWER__PORT", "TOWER_ENVIRONMENT"]
 
 HEAVY_MODULES = ["fastapi", "sqlalchemy", "httpx", "pydantic", "starlette", "uvicorn"]
+# What `import tower` alone must not load: the orchestration helpers are paid on use.
+LAZY_MODULES = ["tower._orchestration", "tower._http", "tower.exceptions"]
 
 
 @pytest.fixture(autouse=True)
@@ -92,11 +93,47 @@ def test_param_name_is_used_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_public_surface() -> None:
-    assert set(tower.__all__) == {"__version__", "info", "param", "parameter", "secret"}
+    assert set(tower.__all__) == {
+        "__version__",
+        "info",
+        "param",
+        "parameter",
+        "secret",
+        "run_app",
+        "wait_for_run",
+        "wait_for_runs",
+    }
     assert tower.info is info
     assert tower.__version__ == importlib.metadata.version("tower-oss")
     with pytest.raises(AttributeError):
         _ = tower.no_such_thing  # type: ignore[attr-defined]
+
+
+def test_orchestration_names_resolve_lazily() -> None:
+    from tower import _orchestration, exceptions
+
+    assert tower.run_app is _orchestration.run_app
+    assert tower.wait_for_run is _orchestration.wait_for_run
+    assert tower.wait_for_runs is _orchestration.wait_for_runs
+    assert tower.exceptions is exceptions
+    from tower import run_app  # `from tower import …` goes through the same hook
+
+    assert run_app is _orchestration.run_app
+
+
+def test_exceptions_match_the_official_sdk() -> None:
+    from tower import exceptions as exc
+
+    # Base classes decide which `except` clauses catch them: keep the official ones.
+    assert issubclass(exc.RunFailedError, RuntimeError)
+    assert issubclass(exc.AppNotFoundError, RuntimeError)
+    for name in ("NotFoundException", "UnauthorizedException", "UnknownException"):
+        cls = getattr(exc, name)
+        assert not issubclass(cls, RuntimeError) and str(cls("m")) == "m"
+    assert str(exc.RunFailedError("etl", 4, "crashed")) == "Run etl#4 failed with status 'crashed'"
+    assert str(exc.AppNotFoundError("etl")) == "App 'etl' not found in the Tower."
+    assert str(exc.TimeoutException(2.5)) == "A timeout occurred after 2.5 seconds."
+    assert "'paused' was unexpected" in str(exc.UnhandledRunStateException("paused"))
 
 
 # ------------------------------------------------------------------------ booleans
@@ -241,14 +278,21 @@ def test_info_bad_run_number_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 # -------------------------------------------------------------------- import weight
 
 
-def test_import_tower_stays_light() -> None:
+def _loaded_after(code: str, modules: list[str]) -> list[str]:
     # A fresh interpreter: this test process has already imported pytest plugins etc.
-    code = (
-        "import sys, json, tower; "
-        "tower.secret('X'); tower.param('X'); tower.info.run_id(); tower.__version__; "
-        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))"
-    )
+    probe = f"{code}\nimport sys\nprint(','.join(m for m in {modules!r} if m in sys.modules))"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
-    assert json.loads(result.stdout) == []
+    return [m for m in result.stdout.strip().split(",") if m]
+
+
+def test_import_tower_stays_light() -> None:
+    code = "import tower; tower.secret('X'); tower.param('X'); tower.info.run_id()"
+    assert _loaded_after(code, HEAVY_MODULES + LAZY_MODULES) == []
+    assert _loaded_after(code + "; tower.__version__", HEAVY_MODULES) == []
+
+
+def test_orchestration_helpers_stay_light() -> None:
+    code = "import tower; tower.run_app; tower.wait_for_runs; tower.exceptions"
+    assert _loaded_after(code, [*HEAVY_MODULES, "dataclasses", "urllib.request"]) == []
