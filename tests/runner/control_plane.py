@@ -1,8 +1,12 @@
 """A small fake of the control plane's runner protocol (docs/runner-protocol.md).
 
 It speaks real HTTP on 127.0.0.1, encrypts each package to the registered
-runner's public key exactly as the protocol describes, and records what the
-runner reports, so agent tests can assert on the wire traffic.
+runner's public key exactly as the protocol describes, fences reports by the
+attempt's `fencing_token`, long-polls heartbeats, and records what the runner
+reports (with the order things arrived in), so agent tests can assert on the wire
+traffic. It can also fail like a real one: answer 503 to everything
+(`unavailable`), or go away and come back on the same port (`go_down`,
+`come_back`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +24,7 @@ from tower.core.crypto import generate_data_key, load_public_key, rsa_wrap, seal
 from tower.core.package import BuiltPackage
 
 TERMINAL = {"exited", "crashed", "errored"}
+STALE = 409, {"message": "not the current attempt", "code": "stale_attempt"}
 
 
 @dataclass
@@ -27,9 +33,20 @@ class FakeRun:
     package: BuiltPackage
     fields: dict[str, Any]
     blob: bytes = b""
+    attempt_seq: int = 1
+    #: the current attempt's fencing token; `supersede` and `retry` replace it
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     lines: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: how many times each line_num was received (re-sends are allowed)
+    deliveries: Counter[int] = field(default_factory=Counter)
+    #: arrival order (the plane's event counter) of each line's first delivery
+    line_order: dict[int, int] = field(default_factory=dict)
+    #: arrival order of each accepted status
+    status_order: list[int] = field(default_factory=list)
     cancelled: bool = False
+    #: monotonic time of `cancel`
+    cancelled_at: float | None = None
 
     @property
     def status_names(self) -> list[str]:
@@ -47,14 +64,35 @@ class FakeControlPlane:
         self.public_key_pem: str | None = None
         self.registrations: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
+        #: monotonic time each heartbeat arrived
+        self.heartbeat_times: list[float] = []
         self.to_cancel: set[str] = set()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        #: reports answered 409 (stale): ("status" | "logs", body)
+        self.rejected: list[tuple[str, dict[str, Any]]] = []
+        self.heartbeat_interval_s = 0.2
+        #: False: answer heartbeats at once, like a server without long-poll
+        self.long_poll = True
+        #: True: answer every request 503
+        self.unavailable = False
+        self.events = 0
+        self.httpd = self._serve(port)
+        self.thread = self._thread()
+
+    def _serve(self, port: int) -> ThreadingHTTPServer:
+        httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        httpd.daemon_threads = True
+        return httpd
+
+    def _thread(self) -> threading.Thread:
+        return threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
 
     def start(self) -> FakeControlPlane:
         self.thread.start()
@@ -63,6 +101,16 @@ class FakeControlPlane:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def go_down(self) -> None:
+        """Stop listening (connections are refused); the state survives."""
+        self.stop()
+
+    def come_back(self) -> None:
+        """Listen again on the same port, with the state from before."""
+        self.httpd = self._serve(self.port)
+        self.thread = self._thread()
+        self.start()
 
     def enqueue(self, package: BuiltPackage, **fields: Any) -> FakeRun:
         run = FakeRun(str(uuid.uuid4()), package, fields)
@@ -74,8 +122,28 @@ class FakeControlPlane:
 
     def cancel(self, run_id: str) -> None:
         with self.lock:
-            self.runs[run_id].cancelled = True
+            run = self.runs[run_id]
+            run.cancelled = True
+            run.cancelled_at = time.monotonic()
             self.to_cancel.add(run_id)
+            self.lock.notify_all()  # wakes the runner's heartbeat long-poll
+
+    def supersede(self, run_id: str) -> None:
+        """The attempt loses its lease and the run is retried elsewhere: new token.
+
+        Unlike the real server, heartbeats do not name the run, so tests see the
+        runner react to the 409 alone."""
+        with self.lock:
+            self.runs[run_id].token = uuid.uuid4().hex
+
+    def retry(self, run_id: str) -> None:
+        """The attempt's lease expired: queue the run's next attempt (new token)."""
+        with self.lock:
+            run = self.runs[run_id]
+            run.attempt_seq += 1
+            run.token = uuid.uuid4().hex
+            self.queue.append(run_id)
+            self.lock.notify_all()
 
     def wait_for(self, condition: Any, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -86,12 +154,17 @@ class FakeControlPlane:
                     raise AssertionError("the fake control plane did not see it in time")
                 self.lock.wait(min(remaining, 0.1))
 
+    def _next_event(self) -> int:
+        self.events += 1
+        return self.events
+
     # ------------------------------------------------------------------ protocol
 
     def register(self, body: dict[str, Any]) -> tuple[int, Any]:
         self.registrations.append(body)
         self.public_key_pem = body["public_key"]
-        return 200, {"runner_id": "runner-1", "heartbeat_interval_seconds": 0.2}
+        interval = self.heartbeat_interval_s
+        return 200, {"runner_id": "runner-1", "heartbeat_interval_seconds": interval}
 
     def claim(self, body: dict[str, Any]) -> tuple[int, Any]:
         deadline = time.monotonic() + float(body["wait_seconds"])
@@ -109,7 +182,9 @@ class FakeControlPlane:
         run.blob = seal(key, run.package.data, aad.encode())
         assignment = {
             "run_id": run.run_id,
-            "attempt_seq": 1,
+            "attempt_seq": run.attempt_seq,
+            "fencing_token": run.token,
+            "first_line_num": max(run.lines, default=0) + 1,
             "run_number": 7,
             "app_name": "demo",
             "app_version": "v1",
@@ -132,23 +207,52 @@ class FakeControlPlane:
         assignment.update(run.fields)
         return assignment
 
+    def _fenced(self, run: FakeRun, body: dict[str, Any]) -> tuple[int, Any] | None:
+        """The error answer for a report that is not about the current attempt."""
+        if not isinstance(body.get("fencing_token"), str):
+            return 422, {"message": "fencing_token is required", "code": "invalid_input"}
+        return STALE if body["fencing_token"] != run.token else None
+
     def status(self, run_id: str, body: dict[str, Any]) -> tuple[int, Any]:
         run = self.runs[run_id]
-        if run.cancelled or run.finished():
-            return 409, {"message": "not the current attempt", "code": "stale_attempt"}
+        rejected = self._fenced(run, body)
+        if rejected is None and (run.cancelled or run.finished()):
+            rejected = STALE  # the control plane ended the attempt first
+        if rejected is not None:
+            self.rejected.append(("status", body))
+            return rejected
         run.statuses.append(body)
+        run.status_order.append(self._next_event())
         return 200, {"status": body["status"]}
 
     def logs(self, run_id: str, body: dict[str, Any]) -> tuple[int, Any]:
         run = self.runs[run_id]
+        rejected = self._fenced(run, body)
+        if rejected is not None:
+            self.rejected.append(("logs", body))
+            return rejected
         for line in body["lines"]:
-            run.lines[line["line_num"]] = line
+            num = line["line_num"]
+            run.deliveries[num] += 1
+            if num not in run.lines:
+                run.lines[num] = line
+                run.line_order[num] = self._next_event()
         return 200, {"accepted": len(body["lines"])}
 
     def heartbeat(self, body: dict[str, Any]) -> tuple[int, Any]:
+        if "wait_seconds" not in body:
+            return 422, {"message": "wait_seconds is required", "code": "invalid_input"}
         self.heartbeats.append(body)
-        cancel = sorted(self.to_cancel & set(body["run_ids"]))
-        return 200, {"cancel": cancel}
+        self.heartbeat_times.append(time.monotonic())
+        run_ids = set(body["run_ids"])
+        wait = float(body["wait_seconds"]) if self.long_poll and run_ids else 0.0
+        deadline = time.monotonic() + wait
+        while True:  # like the real server: answer at once when a run must stop
+            cancel = sorted(self.to_cancel & run_ids)
+            remaining = deadline - time.monotonic()
+            if cancel or remaining <= 0:
+                return 200, {"cancel": cancel}
+            self.lock.wait(remaining)
 
 
 def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
@@ -165,6 +269,9 @@ def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            if plane.unavailable:
+                self._send(503, {"message": "down for maintenance"})
+                return
             run_id = self.path.split("/")[4]
             with plane.lock:
                 blob = plane.runs[run_id].blob
@@ -176,6 +283,9 @@ def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
                 return
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else {}
+            if plane.unavailable:
+                self._send(503, {"message": "down for maintenance"})
+                return
             parts = self.path.split("/")
             with plane.lock:
                 status, answer = self._route(parts, body)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from control_plane import FakeControlPlane, FakeRun
+from procs import group_members, wait_until
 
 from tower.core.package import BuiltPackage, build_package
 from tower.core.towerfile import load_towerfile
@@ -200,3 +201,174 @@ def test_main_finishes_runs_on_sigterm(
     threading.Thread(target=terminate_when_running, daemon=True).start()
     assert main(settings) == 0
     assert run.status_names == ["running", "exited"]
+
+
+# ---------------------------------------------------------------- runs that never get stuck
+
+#: the grace between SIGTERM and SIGKILL that `make_agent` configures (s)
+GRACE_S = 1.0
+IGNORES_SIGTERM_APP = """\
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("pgid", os.getpgid(0), flush=True)
+time.sleep(120)
+"""
+TICKING_APP = """\
+import os, time
+print("pgid", os.getpgid(0), flush=True)
+for i in range(1200):
+    print("tick", i, flush=True)
+    time.sleep(0.1)
+"""
+COUNTING_APP = """\
+import time
+for i in range(40):
+    print("line", i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+def app_pgid(run: FakeRun) -> int:
+    return int(next(line for line in program(run) if line.startswith("pgid ")).split()[1])
+
+
+def test_cancel_kills_an_app_ignoring_sigterm_within_grace_plus_one_second(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    # The real default interval: the cancel must not wait for the next heartbeat.
+    plane.heartbeat_interval_s = 5.0
+    run = plane.enqueue(package_of(IGNORES_SIGTERM_APP))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
+        plane.wait_for(lambda: any(line.startswith("pgid ") for line in program(run)))
+        pgid = app_pgid(run)
+        assert group_members(pgid)
+        beats_before = len(plane.heartbeats)
+        plane.cancel(run.run_id)
+        assert run.cancelled_at is not None
+        wait_until(lambda: not group_members(pgid), timeout=20)
+        gone_after = time.monotonic() - run.cancelled_at
+        assert gone_after <= GRACE_S + 1.0
+        assert gone_after >= GRACE_S - 0.1, "the app ignored SIGTERM, so only SIGKILL ended it"
+        wait_until(lambda: not agent.active_run_ids())
+        # While the run was being stopped the server named it again at once on every
+        # call; the runner must not have spun on that.
+        assert len(plane.heartbeats) - beats_before <= 4
+    assert run.status_names == ["running"], "a cancelled run gets no final report"
+
+
+def test_superseded_attempt_is_stopped_and_reports_nothing_more(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    run = plane.enqueue(package_of(TICKING_APP))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
+        plane.wait_for(lambda: "tick 3" in program(run))
+        pgid = app_pgid(run)
+        plane.supersede(run.run_id)  # lease lost, retried elsewhere: the token changed
+        wait_until(lambda: not agent.active_run_ids(), timeout=20)
+        assert not group_members(pgid)
+    assert run.status_names == ["running"]
+    assert [kind for kind, _ in plane.rejected] == ["logs"], "one 409 on logs, then silence"
+
+
+def test_retried_attempt_continues_line_numbers_and_carries_its_token(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    run = plane.enqueue(package_of("print('second try')\n"), attempt_seq=2, first_line_num=41)
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        plane.wait_for(run.finished)
+    assert run.status_names == ["running", "exited"]
+    assert sorted(run.lines) == list(range(41, 41 + len(run.lines)))
+    assert program(run) == ["second try"]
+    assert {(s["attempt_seq"], s["fencing_token"]) for s in run.statuses} == {(2, run.token)}
+    assert plane.rejected == []
+
+
+def test_a_retry_claimed_by_the_same_runner_supersedes_the_older_attempt(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    quiet_app = "import os, time\nprint('pgid', os.getpgid(0), flush=True)\ntime.sleep(5)\n"
+    run = plane.enqueue(package_of(quiet_app))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        plane.wait_for(lambda: any(line.startswith("pgid ") for line in program(run)))
+        first_pgid = app_pgid(run)
+        # Attempt 1 lost its lease (say, a network split) and attempt 2 lands here too.
+        # Attempt 1 prints nothing more, so only the new claim can tell it to stop.
+        plane.retry(run.run_id)
+        wait_until(lambda: not group_members(first_pgid), timeout=2.0)
+        plane.wait_for(lambda: len([ln for ln in program(run) if ln.startswith("pgid ")]) == 2)
+        time.sleep(0.5)
+        assert plane.heartbeats[-1]["run_ids"] == [run.run_id], "attempt 2 keeps its lease"
+        plane.wait_for(run.finished, timeout=30)
+    assert [(s["attempt_seq"], s["status"]) for s in run.statuses] == [
+        (1, "running"),
+        (2, "running"),
+        (2, "exited"),
+    ]
+    assert [kind for kind, _ in plane.rejected] == [], "attempt 1 reported nothing more"
+    assert sorted(run.lines) == list(range(1, len(run.lines) + 1)), "numbering continued"
+
+
+@pytest.mark.parametrize("outage", ["answers-503", "restarts"])
+def test_nothing_is_lost_while_the_control_plane_is_down(
+    outage: str,
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    run = plane.enqueue(package_of(COUNTING_APP))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        plane.wait_for(lambda: "line 5" in program(run))
+        if outage == "restarts":
+            plane.go_down()
+        else:
+            plane.unavailable = True
+        try:
+            time.sleep(3.0)  # the app finishes (after ~2 s) while the plane is away
+            assert not run.finished()
+        finally:
+            back = time.monotonic()
+            if outage == "restarts":
+                plane.come_back()
+            else:
+                plane.unavailable = False
+        plane.wait_for(run.finished, timeout=30)
+        resumed_in = time.monotonic() - back
+    assert program(run) == [f"line {i}" for i in range(40)], "every line, each once"
+    assert sorted(run.lines) == list(range(1, len(run.lines) + 1))
+    assert run.status_names == ["running", "exited"]
+    assert max(run.line_order.values()) < run.status_order[-1], "lines before the final status"
+    assert resumed_in < 5.0, "retries back off at most ~2 s"
+
+
+@pytest.mark.parametrize("long_poll", [True, False], ids=["long-poll", "old-server"])
+def test_heartbeats_renew_about_every_interval_without_spinning(
+    long_poll: bool,
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    plane.long_poll = long_poll
+    run = plane.enqueue(package_of(SLEEPY_APP))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        plane.wait_for(lambda: "sleeping" in program(run))
+        start = len(plane.heartbeats)
+        time.sleep(2.0)
+        beats = plane.heartbeats[start:]
+    interval = plane.heartbeat_interval_s
+    assert 2.0 / interval - 4 <= len(beats) <= 2.0 / interval + 3
+    assert all(beat["run_ids"] == [run.run_id] for beat in beats)
+    assert all(beat["wait_seconds"] == interval for beat in beats)

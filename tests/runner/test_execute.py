@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from procs import alive, wait_until
 
 from tower.core.runs import RunStatus
 from tower.runner.environment import RunContext
@@ -242,4 +244,77 @@ def test_concurrent_builds_of_one_key(venv_cache: VenvCache, tmp_path: Path) -> 
     assert sorted(results) == [False, True]
     key = venv_cache.key_for(apps[0])
     assert (venv_cache.root / key / "pyvenv.cfg").is_file()
+    assert not list(venv_cache.root.glob(f"{TEMP_PREFIX}{key}-*"))
+
+
+#: a local package whose in-tree build backend (no build requirements, so no index
+#: is needed) writes its pid to a marker file and then takes two minutes
+SLOW_PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "slowpkg"
+version = "0.1"
+"""
+SLOW_BACKEND = """\
+import os, time
+
+def _hold(*args, **kwargs):
+    with open({marker!r} + ".tmp", "w") as out:
+        out.write(str(os.getpid()))
+    os.replace({marker!r} + ".tmp", {marker!r})
+    time.sleep(120)
+    raise SystemExit(1)
+
+build_wheel = build_editable = _hold
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+"""
+
+
+def test_cancel_during_the_venv_build_stops_uv_and_never_starts_the_app(
+    make_app: Callable[..., Path],
+    extract: Callable[[Path], tuple[Path, object]],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "building"
+    app = make_app(
+        {
+            "requirements.txt": "./slowpkg\n",
+            "slowpkg/pyproject.toml": SLOW_PYPROJECT,
+            "slowpkg/backend.py": SLOW_BACKEND.format(marker=str(marker)),
+            "main.py": "print('the app ran')\n",
+        }
+    )
+    cancel = threading.Event()
+    cancelled_at: list[float] = []
+
+    def cancel_once_uv_builds() -> None:
+        wait_until(marker.exists, timeout=120)
+        cancelled_at.append(time.monotonic())
+        cancel.set()
+
+    threading.Thread(target=cancel_once_uv_builds, daemon=True).start()
+    started: list[bool] = []
+    package = extract(app)
+    outcome, sink = run(
+        package, venv_cache, tmp_path / "w", on_started=lambda: started.append(True), cancel=cancel
+    )
+    returned_after = time.monotonic() - cancelled_at[0]
+    assert (outcome.status, outcome.message) == (
+        RunStatus.CANCELLED,
+        "The run was cancelled before it started.",
+    )
+    assert started == []
+    assert sink.channel("program") == []
+    assert any("slowpkg" in line for line in sink.channel("setup")), "uv was building it"
+    assert returned_after < 5.0, "not after the two-minute build"
+    wait_until(lambda: not alive(int(marker.read_text())))  # uv's build backend died too
+    key = venv_cache.key_for(package[0] / "app")
+    assert not (venv_cache.root / key).exists()
     assert not list(venv_cache.root.glob(f"{TEMP_PREFIX}{key}-*"))

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from tower.client.runner_api import RunnerApi
-from tower.runner.logs import LogShipper, format_log_line, printing_sink, utc_timestamp
+from tower.runner.logs import (
+    RETRY_BACKOFF_MAX_S,
+    LogShipper,
+    format_log_line,
+    printing_sink,
+    utc_timestamp,
+)
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -144,9 +150,43 @@ def test_retries_503_without_loss_or_duplicates(server: tuple[Recorder, str]) ->
     assert len(rec.requests) >= len(rec.batches) + 3
 
 
+def test_numbers_from_first_line_num_and_carries_the_fencing_token(
+    server: tuple[Recorder, str],
+) -> None:
+    rec, url = server
+    api = RunnerApi(url, "rt-x")
+    shipper = LogShipper(api, "r-1", 2, fencing_token="f-2", first_line_num=101).start()
+    for i in range(5):
+        shipper("program", f"line {i}")
+    assert shipper.close()
+    assert [line["line_num"] for line in all_lines(rec)] == list(range(101, 106))
+    assert {(batch["attempt_seq"], batch["fencing_token"]) for batch in rec.batches} == {(2, "f-2")}
+
+
+def test_close_waits_out_an_outage_and_delivers_soon_after(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    rec.status_override = 503
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1, deadline_s=60).start()
+    for i in range(300):
+        shipper("program", f"line {i}")
+    time.sleep(3.0)  # long enough for the backoff to reach its cap
+    closed: list[bool] = []
+    closing = threading.Thread(target=lambda: closed.append(shipper.close()))
+    closing.start()
+    closing.join(0.5)
+    assert closing.is_alive(), "close() waits for the backlog"
+    with rec.lock:
+        rec.status_override = None
+    back = time.monotonic()
+    closing.join(30)
+    assert closed == [True]
+    assert time.monotonic() - back < RETRY_BACKOFF_MAX_S + 1.0
+    assert [line["line_num"] for line in all_lines(rec)] == list(range(1, 301))
+
+
 def test_retries_while_server_unreachable() -> None:
     api = RunnerApi("http://127.0.0.1:9", "rt-x")  # discard port: connection refused
-    shipper = LogShipper(api, "r-1", 1, close_timeout_s=0.5).start()
+    shipper = LogShipper(api, "r-1", 1, deadline_s=0.5).start()
     shipper("program", "lost in the void")
     started = time.monotonic()
     assert not shipper.close()
@@ -176,17 +216,28 @@ def test_runner_api_calls(server: tuple[Recorder, str]) -> None:
     assert api.claim("runner-1", 0.1) == {"run_id": "r-1"}
     rec.claim_answer = {"run_id": "r-2"}
     assert api.claim("runner-1", 0.1) == {"run_id": "r-2"}
-    assert api.heartbeat("runner-1", ["r-1"]) == ["r-9"]
+    assert api.heartbeat("runner-1", ["r-1"], wait_seconds=90) == ["r-9"]
     assert api.download_package("r-1") == b"\x00encrypted"
-    assert api.report_status("r-1", 1, "exited", exit_code=0) == {"status": "running"}
-    assert api.send_logs("r-1", 1, [{"line_num": 1}]) == 1
+    status = api.report_status("r-1", 1, "exited", exit_code=0, fencing_token="f-1")
+    assert status == {"status": "running"}
+    assert api.send_logs("r-1", 1, [{"line_num": 1}], fencing_token="f-1") == 1
     posted = {path: body for method, path, body, _ in rec.requests if method == "POST"}
     assert posted["/v1/runner/claim"] == {"runner_id": "runner-1", "wait_seconds": 0.1}
-    assert posted["/v1/runner/heartbeat"] == {"runner_id": "runner-1", "run_ids": ["r-1"]}
+    assert posted["/v1/runner/heartbeat"] == {
+        "runner_id": "runner-1",
+        "run_ids": ["r-1"],
+        "wait_seconds": 60.0,  # the protocol's longest long poll
+    }
     assert posted["/v1/runner/runs/r-1/status"] == {
         "attempt_seq": 1,
+        "fencing_token": "f-1",
         "status": "exited",
         "exit_code": 0,
+    }
+    assert posted["/v1/runner/runs/r-1/logs"] == {
+        "attempt_seq": 1,
+        "fencing_token": "f-1",
+        "lines": [{"line_num": 1}],
     }
 
 

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tower.runner.process import AppProcess, command_for, decode_line, exit_code_of
+from tower.runner.process import (
+    AppProcess,
+    command_for,
+    decode_line,
+    exit_code_of,
+)
+
+#: a stand-in runner: starts an app (`sleep 60`) the way the runner does, prints its pid
+MINI_RUNNER = """
+import os, time
+from pathlib import Path
+from tower.runner.process import AppProcess
+app = AppProcess(["sleep", "60"], cwd=Path("."), env={"PATH": os.environ["PATH"]},
+                 on_line=lambda channel, text: None)
+app.start()
+print(app.pid, flush=True)
+time.sleep(60)
+"""
 
 
 class Lines:
@@ -90,6 +108,22 @@ def test_background_children_die_with_the_app(tmp_path: Path) -> None:
     assert proc.wait() == 0
     child = int(lines.contents()[0])
     _wait_for(lambda: not _alive(child))
+
+
+def test_app_dies_when_the_runner_is_killed(tmp_path: Path) -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", MINI_RUNNER], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stdout is not None
+        app_pid = int(runner.stdout.readline())
+        assert _alive(app_pid)
+        runner.kill()  # kill -9: the runner gets no chance to clean up
+        runner.wait()
+        _wait_for(lambda: not _alive(app_pid))
+    finally:
+        runner.kill()
+        runner.wait()
 
 
 def test_poll(tmp_path: Path) -> None:

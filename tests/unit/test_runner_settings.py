@@ -26,6 +26,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.home == Path("~/.tower").expanduser()
     assert settings.python == sys.executable
     assert settings.cancel_grace_s == 10.0
+    assert settings.report_deadline_s == 900.0
 
 
 def test_values_and_dirs(tmp_path: Path) -> None:
@@ -38,6 +39,7 @@ def test_values_and_dirs(tmp_path: Path) -> None:
         "TOWER_HOME": str(tmp_path),
         "TOWER_RUNNER_PYTHON": "/usr/bin/python3",
         "TOWER_RUNNER_CANCEL_GRACE_SECONDS": "2.5",
+        "TOWER_RUNNER_REPORT_DEADLINE_SECONDS": "120",
     }
     s = RunnerSettings.from_env(env, dotenv_path=tmp_path / "none")
     assert (s.url, s.token, s.name, s.environment) == (
@@ -47,6 +49,7 @@ def test_values_and_dirs(tmp_path: Path) -> None:
         "prod",
     )
     assert (s.capacity, s.python, s.cancel_grace_s) == (2, "/usr/bin/python3", 2.5)
+    assert s.report_deadline_s == 120.0
     assert s.venvs_dir == tmp_path / "runner" / "venvs"
     assert s.work_dir == tmp_path / "runner" / "work"
     assert s.uv_cache_dir == tmp_path / "runner" / "uv-cache"
@@ -83,6 +86,7 @@ def test_missing_token_names_the_variable(tmp_path: Path) -> None:
         ("TOWER_RUNNER_CAPACITY", "0"),
         ("TOWER_RUNNER_CAPACITY", "many"),
         ("TOWER_RUNNER_CANCEL_GRACE_SECONDS", "-1"),
+        ("TOWER_RUNNER_REPORT_DEADLINE_SECONDS", "soon"),
     ],
 )
 def test_bad_numbers(tmp_path: Path, name: str, value: str) -> None:

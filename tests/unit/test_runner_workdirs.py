@@ -1,13 +1,21 @@
-"""Per-run work dirs: wiped afterwards, leftovers of a crash removed, live ones kept."""
+"""Per-run work dirs: wiped afterwards, leftovers of a crash removed (with the app
+processes a killed runner left running), live ones kept."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tower.runner.workdirs import remove_leftovers, run_work_dir
+import pytest
+
+from tower.runner.workdirs import APP_GROUP_FILE, record_app_group, remove_leftovers, run_work_dir
 
 HOLD_LOCK = """
 import fcntl, sys, time
@@ -59,3 +67,85 @@ def test_leftovers_removed_but_live_runs_kept(tmp_path: Path) -> None:
 
 def test_missing_root(tmp_path: Path) -> None:
     assert remove_leftovers(tmp_path / "nope") == []
+
+
+def test_leftover_app_group_is_killed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "crashed"
+    run_dir.mkdir()
+    app = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record_app_group(run_dir, app.pid)
+        assert remove_leftovers(tmp_path) == ["crashed"]
+        assert app.wait(5) == -signal.SIGKILL
+        assert _group_members(app.pid) == []
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        _kill_group(app)
+
+
+def test_group_outliving_its_leader_is_killed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "crashed"
+    run_dir.mkdir()
+    app = subprocess.Popen(
+        ["bash", "-c", "sleep 60 & echo $!; sleep 60"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None
+        child = int(app.stdout.readline())
+        record_app_group(run_dir, app.pid)
+        app.kill()  # the leader dies first (as PR_SET_PDEATHSIG has it); its child stays
+        app.wait()
+        assert _group_members(app.pid) == [child]
+        assert remove_leftovers(tmp_path) == ["crashed"]
+        _wait_for(lambda: _group_members(app.pid) == [])
+    finally:
+        _kill_group(app)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("leader_start", 1), ("boot_id", "another-boot")], ids=["reused", "reboot"]
+)
+def test_a_group_id_now_used_by_someone_else_is_spared(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    run_dir = tmp_path / "crashed"
+    run_dir.mkdir()
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record_app_group(run_dir, stranger.pid)
+        record = json.loads((run_dir / APP_GROUP_FILE).read_text())
+        (run_dir / APP_GROUP_FILE).write_text(json.dumps({**record, field: value}))
+        assert remove_leftovers(tmp_path) == ["crashed"]
+        time.sleep(0.1)
+        assert stranger.poll() is None
+    finally:
+        _kill_group(stranger)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of group `pgid`."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
+
+
+def _kill_group(leader: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

@@ -13,9 +13,9 @@ import httpx
 
 from tower.client._http import DEFAULT_TIMEOUT_S, HttpClient
 
-#: extra read time on top of the long-poll wait, so the server answers before we give up (s)
+#: extra read time on top of a long-poll wait, so the server answers before we give up (s)
 CLAIM_READ_MARGIN_S = 15.0
-#: the longest long poll the protocol allows (s)
+#: the longest long poll the protocol allows, for claims and heartbeats (s)
 MAX_CLAIM_WAIT_S = 60.0
 #: read timeout for package downloads, which may be large (s)
 DOWNLOAD_TIMEOUT_S = 300.0
@@ -68,13 +68,12 @@ class RunnerApi:
 
     def claim(self, runner_id: str, wait_seconds: float) -> dict[str, Any] | None:
         """Long-poll for a run: the assignment, or None when `wait_seconds` passed idle."""
-        wait = max(0.0, min(float(wait_seconds), MAX_CLAIM_WAIT_S))
-        timeout = httpx.Timeout(self.timeout_s, read=wait + CLAIM_READ_MARGIN_S)
+        wait = _long_poll_wait(wait_seconds)
         response = self.http.request(
             "POST",
             "/runner/claim",
             json={"runner_id": runner_id, "wait_seconds": wait},
-            timeout=timeout,
+            timeout=self._long_poll_timeout(wait),
         )
         if response.status_code == 204 or not response.content:
             return None
@@ -96,26 +95,49 @@ class RunnerApi:
         status: str,
         exit_code: int | None = None,
         message: str | None = None,
+        *,
+        fencing_token: str | None,
     ) -> dict[str, Any]:
         """Move the attempt to `status`; a 409 ApiError means the attempt is stale."""
-        body: dict[str, Any] = {"attempt_seq": attempt_seq, "status": str(status)}
+        body: dict[str, Any] = {
+            "attempt_seq": attempt_seq,
+            "fencing_token": fencing_token,
+            "status": str(status),
+        }
         if exit_code is not None:
             body["exit_code"] = exit_code
         if message is not None:
             body["message"] = message
         return self.http.post_json(f"/runner/runs/{run_id}/status", body) or {}
 
-    def send_logs(self, run_id: str, attempt_seq: int, lines: list[dict[str, Any]]) -> int:
-        """Ship a batch of log lines; returns how many the server accepted."""
-        body = {"attempt_seq": attempt_seq, "lines": lines}
+    def send_logs(
+        self,
+        run_id: str,
+        attempt_seq: int,
+        lines: list[dict[str, Any]],
+        *,
+        fencing_token: str | None,
+    ) -> int:
+        """Ship a batch of log lines; returns how many the server accepted (409: stale)."""
+        body = {"attempt_seq": attempt_seq, "fencing_token": fencing_token, "lines": lines}
         answer = self.http.post_json(f"/runner/runs/{run_id}/logs", body) or {}
         return int(answer.get("accepted", 0))
 
-    def heartbeat(self, runner_id: str, run_ids: list[str]) -> list[str]:
-        """Renew the leases of `run_ids`; returns the runs the runner must stop."""
-        body = {"runner_id": runner_id, "run_ids": list(run_ids)}
-        answer = self.http.post_json("/runner/heartbeat", body) or {}
-        return [str(run_id) for run_id in answer.get("cancel") or []]
+    def heartbeat(self, runner_id: str, run_ids: list[str], wait_seconds: float = 0.0) -> list[str]:
+        """Renew the leases of `run_ids`, then wait up to `wait_seconds` for a run to stop.
+
+        The server answers as soon as one of this runner's runs must stop; the answer
+        lists the runs to stop (empty when `wait_seconds` passed quietly).
+        """
+        wait = _long_poll_wait(wait_seconds)
+        body = {"runner_id": runner_id, "run_ids": list(run_ids), "wait_seconds": wait}
+        answer = self.http.post_json(
+            "/runner/heartbeat", body, timeout=self._long_poll_timeout(wait)
+        )
+        return [str(run_id) for run_id in (answer or {}).get("cancel") or []]
+
+    def _long_poll_timeout(self, wait: float) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout_s, read=wait + CLAIM_READ_MARGIN_S)
 
     def close(self) -> None:
         self.http.close()
@@ -125,3 +147,7 @@ class RunnerApi:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _long_poll_wait(wait_seconds: float) -> float:
+    return max(0.0, min(float(wait_seconds), MAX_CLAIM_WAIT_S))

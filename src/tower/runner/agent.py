@@ -8,10 +8,17 @@ Lifecycle:
    assignment runs in a worker thread: download → unwrap the package key → decrypt
    → check sha256 and MANIFEST checksum → extract → execute (report `running` when
    the app starts) → flush logs → report the final status → wipe the work dir;
-4. a heartbeat thread renews the leases of the runs in progress and cancels the
-   runs the control plane names;
+4. a heartbeat thread long-polls `heartbeat` back to back: each call renews the
+   leases of the runs in progress at once, and the answer comes early when a run
+   must stop, so a cancel reaches the app within milliseconds;
 5. SIGTERM/SIGINT: stop claiming, let runs finish for `SHUTDOWN_GRACE_S`, then
    cancel the rest (reported `errored`); a second signal cancels them at once.
+
+Every report about a run carries its attempt's `fencing_token`; a 409 means the
+attempt was superseded (e.g. its lease expired and the run was retried elsewhere),
+and the runner stops the run without reporting anything more about it. Reports that
+fail because the control plane is down are retried, with a short backoff, until
+`report_deadline_s`; the log lines of an attempt always go before its final status.
 """
 
 from __future__ import annotations
@@ -55,14 +62,18 @@ CLAIM_WAIT_S = 30.0
 DEFAULT_HEARTBEAT_INTERVAL_S = 5.0
 #: how long runs may keep going after a stop request before they are cancelled (s)
 SHUTDOWN_GRACE_S = 30.0
-#: backoff while the control plane is unreachable (register, claim, reports) (s)
+#: backoff while the control plane is unreachable (register, claim, heartbeat) (s)
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 10.0
+#: longest pause between status report retries: a report gets through within about
+#: this long after the control plane is back (s)
+REPORT_BACKOFF_MAX_S = 2.0
+#: how long stopping waits for a heartbeat call in flight (the thread is a daemon) (s)
+HEARTBEAT_JOIN_S = 1.0
 #: how often a worker slot is re-checked while all are busy (s)
 SLOT_POLL_S = 0.5
-#: attempts for calls that must get through (package download, status reports)
+#: attempts for package downloads
 DOWNLOAD_ATTEMPTS = 3
-REPORT_ATTEMPTS = 8
 PACKAGE_DIR_NAME = "package"
 INTEGRITY_MESSAGE = "package integrity check failed: "
 STALE_STATUS = 409
@@ -86,9 +97,24 @@ class ActiveRun:
 
     run_id: str
     attempt_seq: int
+    #: proves to the control plane that this attempt is still the run's current one
+    fencing_token: str = ""
+    #: the attempt's first log line number (line numbers continue across attempts)
+    first_line_num: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None
     running_reported: bool = False
+    running_report: threading.Thread | None = None
+
+    @classmethod
+    def from_assignment(cls, assignment: dict[str, Any]) -> ActiveRun:
+        """The run of a claim answer (KeyError, TypeError, ValueError when malformed)."""
+        return cls(
+            run_id=str(assignment["run_id"]),
+            attempt_seq=int(assignment.get("attempt_seq") or 1),
+            fencing_token=str(assignment.get("fencing_token") or ""),
+            first_line_num=max(1, int(assignment.get("first_line_num") or 1)),
+        )
 
 
 def runner_version() -> str:
@@ -138,8 +164,12 @@ class Agent:
         self._done = threading.Event()
         self._slots = threading.BoundedSemaphore(settings.capacity)
         self._lock = threading.Lock()
-        self._runs: dict[str, ActiveRun] = {}
+        #: by (run_id, attempt_seq): a lost attempt may still be winding down here when
+        #: this runner claims the run's next attempt
+        self._runs: dict[tuple[str, int], ActiveRun] = {}
         self._workers: list[threading.Thread] = []
+        #: cuts a heartbeat pause short: a run was claimed, or the agent is done
+        self._heartbeat_wake = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,7 +192,8 @@ class Agent:
         finally:
             self._drain()
             self._done.set()
-            heartbeat.join()
+            self._heartbeat_wake.set()
+            heartbeat.join(HEARTBEAT_JOIN_S)
         return 0
 
     def stop(self, *, cancel_runs: bool = False) -> None:
@@ -173,7 +204,7 @@ class Agent:
 
     def active_run_ids(self) -> list[str]:
         with self._lock:
-            return list(self._runs)
+            return sorted({run_id for run_id, _ in self._runs})
 
     def _register(self) -> bool:
         backoff = BACKOFF_START_S
@@ -239,19 +270,29 @@ class Agent:
 
     def _start_worker(self, assignment: dict[str, Any]) -> None:
         try:
-            run = ActiveRun(str(assignment["run_id"]), int(assignment.get("attempt_seq") or 1))
+            run = ActiveRun.from_assignment(assignment)
         except (KeyError, TypeError, ValueError):
             logger.error("ignoring a malformed assignment: %r", assignment)
             self._slots.release()
             return
         with self._lock:
-            self._runs[run.run_id] = run
+            older = [
+                held
+                for (run_id, seq), held in self._runs.items()
+                if run_id == run.run_id and seq < run.attempt_seq
+            ]
+            self._runs[(run.run_id, run.attempt_seq)] = run
+        for stale in older:
+            # The server names runs, not attempts, and this runner still holds the run,
+            # so no heartbeat would tell the older attempt that it was superseded.
+            self._cancel_run(stale, CancelReason.STALE)
         worker = threading.Thread(
             target=self._work, args=(assignment, run), name=f"run-{run.run_id}", daemon=True
         )
         self._workers = [w for w in self._workers if w.is_alive()]
         self._workers.append(worker)
         worker.start()
+        self._heartbeat_wake.set()  # renew its lease, and hear of its cancel, from now on
 
     def _work(self, assignment: dict[str, Any], run: ActiveRun) -> None:
         try:
@@ -260,7 +301,7 @@ class Agent:
             logger.exception("run %s: unexpected runner failure", run.run_id)
         finally:
             with self._lock:
-                self._runs.pop(run.run_id, None)
+                self._runs.pop((run.run_id, run.attempt_seq), None)
             self._slots.release()
 
     # ------------------------------------------------------------------ one run
@@ -268,7 +309,15 @@ class Agent:
     def _process(self, assignment: dict[str, Any], run: ActiveRun) -> None:
         logger.info("run %s attempt %s claimed", run.run_id, run.attempt_seq)
         on_stale = lambda: self._cancel_run(run, CancelReason.STALE)  # noqa: E731
-        shipper = LogShipper(self.api, run.run_id, run.attempt_seq, on_stale=on_stale).start()
+        shipper = LogShipper(
+            self.api,
+            run.run_id,
+            run.attempt_seq,
+            fencing_token=run.fencing_token,
+            first_line_num=run.first_line_num,
+            deadline_s=self.settings.report_deadline_s,
+            on_stale=on_stale,
+        ).start()
         with workdirs.run_work_dir(self.settings.work_dir, run.run_id) as work:
             try:
                 outcome = self._execute(assignment, run, work, shipper)
@@ -279,7 +328,7 @@ class Agent:
             finally:
                 shipper.close()
             if shipper.stale:
-                run.reason = run.reason or CancelReason.STALE
+                self._cancel_run(run, CancelReason.STALE)
             self._report_final(run, outcome)
         logger.info("run %s finished: %s", run.run_id, outcome.status)
 
@@ -287,6 +336,8 @@ class Agent:
         self, assignment: dict[str, Any], run: ActiveRun, work: Path, shipper: LogShipper
     ) -> Outcome:
         package_dir = work / PACKAGE_DIR_NAME
+        if run.cancel.is_set():
+            return Outcome(RunStatus.CANCELLED, None, "The run was cancelled before it started.")
         try:
             manifest = self._fetch_package(assignment, package_dir)
         except RunFailed as exc:
@@ -300,7 +351,7 @@ class Agent:
             shipper,
             work_dir=work,
             parent_env=self._parent_env,
-            on_started=lambda: self._report_running(run),
+            on_started=lambda: self._report_running_soon(run),
             cancel=run.cancel,
             cancel_grace_s=self.settings.cancel_grace_s,
         )
@@ -362,11 +413,21 @@ class Agent:
 
     # ------------------------------------------------------------------ reporting
 
+    def _report_running_soon(self, run: ActiveRun) -> None:
+        """Report `running` in the background: while the control plane is down the
+        report is retried for minutes, and the worker must keep watching the app."""
+        run.running_report = threading.Thread(
+            target=self._report_running, args=(run,), name=f"running-{run.run_id}", daemon=True
+        )
+        run.running_report.start()
+
     def _report_running(self, run: ActiveRun) -> None:
         if self._report(run, RunStatus.RUNNING, None, None):
             run.running_reported = True
 
     def _report_final(self, run: ActiveRun, outcome: Outcome) -> None:
+        if run.running_report is not None:
+            run.running_report.join()  # `running` must not arrive after the final status
         if run.reason in (CancelReason.SERVER, CancelReason.STALE):
             return  # the control plane already decided this run's fate
         status, message = outcome.status, outcome.message
@@ -381,51 +442,99 @@ class Agent:
     def _report(
         self, run: ActiveRun, status: RunStatus, exit_code: int | None, message: str | None
     ) -> bool:
-        """Report a status, retrying transient failures; False if it did not get through."""
+        """Report a status, retrying transient failures for up to `report_deadline_s`;
+        False if it did not get through."""
+        deadline = time.monotonic() + self.settings.report_deadline_s
         backoff = BACKOFF_START_S
-        for attempt in range(1, REPORT_ATTEMPTS + 1):
+        while True:
             try:
-                self.api.report_status(run.run_id, run.attempt_seq, str(status), exit_code, message)
+                self.api.report_status(
+                    run.run_id,
+                    run.attempt_seq,
+                    str(status),
+                    exit_code,
+                    message,
+                    fencing_token=run.fencing_token,
+                )
                 return True
             except (ApiError, ConnectionFailed) as exc:
                 if isinstance(exc, ApiError) and exc.status == STALE_STATUS:
                     logger.info("run %s: %s rejected (%s); stopping it", run.run_id, status, exc)
                     self._cancel_run(run, CancelReason.STALE)
                     return False
-                if attempt == REPORT_ATTEMPTS or not is_transient(exc):
+                if not is_transient(exc) or time.monotonic() >= deadline:
                     logger.error("run %s: could not report %s: %s", run.run_id, status, exc)
                     return False
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-        return False
+                logger.warning("run %s: %s not reported yet (%s)", run.run_id, status, exc)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, REPORT_BACKOFF_MAX_S)
 
     # ------------------------------------------------------------------ heartbeats, cancel
 
     def _heartbeat_loop(self) -> None:
-        while not self._done.wait(self.heartbeat_interval_s):
-            assert self.runner_id is not None
+        """Long-poll heartbeats back to back, each with the runs in progress right then.
+
+        The server renews the leases at once and holds the answer up to the interval
+        unless a run must stop, so leases are renewed about every interval and a
+        cancel arrives in milliseconds.
+        """
+        backoff = BACKOFF_START_S
+        while not self._done.is_set():
+            self._heartbeat_wake.clear()
+            started = time.monotonic()
             try:
-                to_cancel = self.api.heartbeat(self.runner_id, self.active_run_ids())
+                to_cancel = self._beat()
             except (ApiError, ConnectionFailed) as exc:
-                logger.warning("heartbeat failed: %s", exc)
+                logger.warning("heartbeat failed (%s); retrying in %.1fs", exc, backoff)
+                self._done.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
-            for run_id in to_cancel:
-                self.cancel(run_id, CancelReason.SERVER)
+            backoff = BACKOFF_START_S
+            if not self._cancel_named(to_cancel):
+                self._pace_heartbeat(started)
+
+    def _beat(self) -> list[str]:
+        assert self.runner_id is not None
+        return self.api.heartbeat(
+            self.runner_id, self.active_run_ids(), wait_seconds=self.heartbeat_interval_s
+        )
+
+    def _cancel_named(self, run_ids: list[str]) -> bool:
+        """Cancel the runs the control plane named; True if that stopped a run."""
+        stopped = [run_id for run_id in run_ids if self.cancel(run_id, CancelReason.SERVER)]
+        return bool(stopped)
+
+    def _pace_heartbeat(self, started: float) -> None:
+        """After an answer that stopped nothing, keep about an interval between calls.
+
+        A server answers early and empty when it does not long-poll (an older one),
+        when this runner has no run, or — again and again — while a cancelled run is
+        still in its grace period. Calling again at once would spin. A run claimed
+        meanwhile cuts the pause short, so its lease is renewed from the start.
+        """
+        remaining = self.heartbeat_interval_s - (time.monotonic() - started)
+        if remaining > 0:
+            self._heartbeat_wake.wait(remaining)
 
     def cancel(self, run_id: str, reason: str = CancelReason.SERVER) -> bool:
-        """Stop a run in progress; False when this runner does not have it."""
+        """Stop a run in progress (every attempt of it here); False when this runner
+        does not have it, or it is already being stopped."""
         with self._lock:
-            run = self._runs.get(run_id)
-        if run is None:
-            return False
-        self._cancel_run(run, reason)
-        return True
+            attempts = [run for (held, _), run in self._runs.items() if held == run_id]
+        stopped = [self._cancel_run(run, reason) for run in attempts]
+        return any(stopped)
 
-    def _cancel_run(self, run: ActiveRun, reason: str) -> None:
-        if not run.cancel.is_set():
-            logger.info("cancelling run %s (%s)", run.run_id, reason)
-            run.reason = reason
+    def _cancel_run(self, run: ActiveRun, reason: str) -> bool:
+        """Set the run's cancel flag; False if it was already set."""
+        with self._lock:
+            first = not run.cancel.is_set()
+            # A stale attempt must never report again, whatever stopped it first.
+            if first or reason == CancelReason.STALE:
+                run.reason = reason
             run.cancel.set()
+        if first:
+            logger.info("cancelling run %s (%s)", run.run_id, reason)
+        return first
 
     def _cancel_all(self, reason: str) -> None:
         with self._lock:

@@ -8,6 +8,10 @@ map the result to a run status (contract §7.7):
 - exit 0 → `exited`; non-zero → `crashed` (signals as 128+N, see `process`);
 - missing script, dependency install failure, failure to start → `errored`;
 - `cancel` set → the app is terminated (SIGTERM, grace, SIGKILL) → `cancelled`.
+
+A cancel is acted on at once, whatever the run is doing: while the venv is being
+built the installer (uv) is killed and the app never starts; while the app runs its
+process group gets SIGTERM the moment `cancel` is set, and SIGKILL after the grace.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ from pathlib import Path
 
 from tower.core.package import Manifest
 from tower.core.runs import RunStatus, outcome_for_exit_code
+from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
 from tower.runner.process import AppProcess, command_for, script_relpath
-from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, VenvCache
+from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
 
 logger = logging.getLogger(__name__)
 
-#: how often the wait loop looks at the cancel flag (s)
-CANCEL_POLL_INTERVAL_S = 0.2
+#: how often the wait loop looks for the app's exit; a cancel wakes it at once (s)
+EXIT_POLL_INTERVAL_S = 0.05
+CANCELLED_BEFORE_START = "The run was cancelled before it started."
 #: default SIGTERM → SIGKILL grace when a run is cancelled (s)
 DEFAULT_CANCEL_GRACE_S = 10.0
 HOME_DIR_NAME = "home"
@@ -78,13 +84,16 @@ def execute(
     script = app_dir / script_relpath(manifest.invoke)
     if not script.is_file():
         return _errored(sink, f"The app's script {manifest.invoke!r} is not in the package.")
+    if _is_set(cancel):
+        return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START)
     try:
-        venv = venvs.ensure(app_dir, sink)
+        venv = _provision(venvs, app_dir, sink, cancel)
     except DependencyInstallError as exc:
+        if _is_set(cancel):  # the installer failed because the cancel killed it
+            return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START)
         return _errored(sink, exc.message, headline=exc.message.splitlines()[0])
-    if cancel is not None and cancel.is_set():
-        message = "The run was cancelled before it started."
-        return Outcome(RunStatus.CANCELLED, None, message, venv.cache_hit)
+    if _is_set(cancel):
+        return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
     paths = _run_paths(work_dir, app_dir, module_dirs, venv.path)
     process = AppProcess(
         command_for(manifest.invoke, app_dir, venv.path),
@@ -96,9 +105,21 @@ def execute(
         process.start()
     except OSError as exc:
         return _errored(sink, f"The app could not be started: {exc}.")
+    workdirs.record_app_group(work_dir, process.pid)
     _notify_started(on_started)
     outcome = _wait(process, cancel, cancel_grace_s)
     return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+
+
+def _is_set(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+def _provision(
+    venvs: VenvCache, app_dir: Path, sink: LineSink, cancel: threading.Event | None
+) -> Venv:
+    """The app's venv; a cancel meanwhile stops the installer (BuildCancelled)."""
+    return venvs.ensure(app_dir, sink, cancel)
 
 
 def _run_paths(
@@ -121,14 +142,25 @@ def _notify_started(on_started: Callable[[], None] | None) -> None:
 
 def _wait(process: AppProcess, cancel: threading.Event | None, grace_s: float) -> Outcome:
     try:
-        while (code := process.poll(CANCEL_POLL_INTERVAL_S)) is None:
-            if cancel is not None and cancel.is_set():
-                code = process.terminate(grace_s)
-                return Outcome(RunStatus.CANCELLED, code, "The run was cancelled.")
+        code = _exit_or_cancel(process, cancel)
+        if code is None:
+            code = process.terminate(grace_s)
+            return Outcome(RunStatus.CANCELLED, code, "The run was cancelled.")
     except BaseException:  # Ctrl-C or a crash of the caller: never leave the app behind
         process.terminate(grace_s)
         raise
     return _finished(code, process.killed_by)
+
+
+def _exit_or_cancel(process: AppProcess, cancel: threading.Event | None) -> int | None:
+    """The app's exit code once it exits, or None the moment `cancel` is set."""
+    while True:
+        code = process.poll(0 if cancel is not None else EXIT_POLL_INTERVAL_S)
+        if code is not None:
+            return code
+        # Sleeping on the event rather than on the process: a cancel ends the wait at once.
+        if cancel is not None and cancel.wait(EXIT_POLL_INTERVAL_S):
+            return None
 
 
 def _finished(code: int, killed_by: int | None) -> Outcome:

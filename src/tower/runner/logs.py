@@ -1,13 +1,20 @@
 """Log lines: numbering, timestamps, batching and reliable shipping to the control plane.
 
 A :class:`LogShipper` is the line sink of one run attempt. Every line it receives
-(setup and program alike) gets the next `line_num` (from 1) and a `reported_at`
-stamped when the line was read. A background thread sends batches every
-`FLUSH_INTERVAL_S` or `BATCH_MAX_LINES` lines, whichever comes first. Lines that
-could not be delivered (server unreachable, 5xx, 429) stay queued and are re-sent
-with backoff; the server de-duplicates by `line_num`, so re-sending is safe. A 409
-means the attempt is stale: shipping stops. `close()` flushes what is left within
-a bounded wait, before the final status is reported.
+(setup and program alike) gets the next `line_num` and a `reported_at` stamped when
+the line was read. Numbering starts at the assignment's `first_line_num`: line
+numbers are per run, so a retried attempt continues after the earlier attempts'
+lines instead of colliding with them (the server would drop the duplicates).
+
+A background thread sends batches every `FLUSH_INTERVAL_S` or `BATCH_MAX_LINES`
+lines, whichever comes first. Lines that could not be delivered (server
+unreachable, 5xx, 429) stay queued and are re-sent with a backoff capped at
+`RETRY_BACKOFF_MAX_S`, so delivery resumes within seconds of the control plane
+coming back; the server de-duplicates by `line_num`, so re-sending is safe. Only
+when deliveries have failed for `deadline_s` without a break are the queued lines
+given up. A 409 means the attempt is stale (superseded): shipping stops. `close()`
+returns once everything queued is delivered (or given up), so the caller can
+report the final status after the last line.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 from tower.client import ApiError
 from tower.client.runner_api import RunnerApi
+from tower.runner.settings import DEFAULT_REPORT_DEADLINE_S
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +36,12 @@ logger = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.1
 #: a batch is sent as soon as it holds this many lines
 BATCH_MAX_LINES = 200
-#: longest time `close()` spends delivering what is left (s)
-CLOSE_TIMEOUT_S = 60.0
-#: first and longest pause between delivery retries (s)
+#: first and longest pause between delivery retries; the cap bounds how long after the
+#: control plane comes back the backlog starts flowing again (s)
 RETRY_BACKOFF_START_S = 0.2
-RETRY_BACKOFF_MAX_S = 5.0
+RETRY_BACKOFF_MAX_S = 2.0
+#: extra time `close()` allows the shipping thread beyond the deadline (one HTTP timeout) (s)
+CLOSE_JOIN_MARGIN_S = 60.0
 #: HTTP statuses worth retrying
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 #: the server's answer when the attempt is no longer current
@@ -82,27 +91,31 @@ class LogShipper:
         run_id: str,
         attempt_seq: int,
         *,
+        fencing_token: str = "",
+        first_line_num: int = 1,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         batch_max_lines: int = BATCH_MAX_LINES,
-        close_timeout_s: float = CLOSE_TIMEOUT_S,
+        deadline_s: float = DEFAULT_REPORT_DEADLINE_S,
         on_stale: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
         self.on_stale = on_stale
         self.run_id = run_id
         self.attempt_seq = attempt_seq
+        self.fencing_token = fencing_token
         self.flush_interval_s = flush_interval_s
         self.batch_max_lines = batch_max_lines
-        self.close_timeout_s = close_timeout_s
+        self.deadline_s = deadline_s
         self.stale = False
         self.delivered = 0
         self.lost = 0
         self._cond = threading.Condition()
         self._pending: list[dict[str, Any]] = []
         self._oldest_at = 0.0
-        self._next_line = 1
+        self._next_line = max(1, first_line_num)
         self._closing = False
-        self._deadline = float("inf")
+        #: when the current run of failed deliveries began (None while deliveries succeed)
+        self._failing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"logs-{run_id}", daemon=True)
 
     def start(self) -> LogShipper:
@@ -129,25 +142,34 @@ class LogShipper:
                 self._cond.notify_all()
 
     def close(self) -> bool:
-        """Deliver what is queued (bounded by `close_timeout_s`); True if nothing was lost."""
+        """Deliver what is queued (retrying up to `deadline_s`); True if nothing was lost."""
         with self._cond:
             self._closing = True
-            self._deadline = time.monotonic() + self.close_timeout_s
             self._cond.notify_all()
         if self._thread.is_alive():
-            self._thread.join(self.close_timeout_s + 1.0)
+            self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
         return self.lost == 0 and not self._pending
 
     def _run(self) -> None:
         backoff = RETRY_BACKOFF_START_S
         while (batch := self._next_batch()) is not None:
             if self._deliver(batch):
+                self._failing_since = None
                 backoff = RETRY_BACKOFF_START_S
-                continue
-            if not self._pause(backoff):
-                self._abandon("the control plane did not accept them in time")
-                return
-            backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+            elif self._past_deadline():
+                # The outage goes on: later lines are tried once each and dropped until
+                # a delivery succeeds again, so memory stays bounded.
+                self._abandon(f"the control plane has not accepted logs for {self.deadline_s:.0f}s")
+            else:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+
+    def _past_deadline(self) -> bool:
+        """After a failed delivery: have deliveries been failing for `deadline_s`?"""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        return now - self._failing_since >= self.deadline_s
 
     def _next_batch(self) -> list[dict[str, Any]] | None:
         with self._cond:
@@ -168,7 +190,9 @@ class LogShipper:
     def _deliver(self, batch: list[dict[str, Any]]) -> bool:
         """Send one batch; True when it need not be sent again."""
         try:
-            self.api.send_logs(self.run_id, self.attempt_seq, batch)
+            self.api.send_logs(
+                self.run_id, self.attempt_seq, batch, fencing_token=self.fencing_token
+            )
         except Exception as exc:  # ApiError, ConnectionFailed, or a surprise
             return self._handle_failure(batch, exc)
         self._drop_front(len(batch), delivered=True)
@@ -203,15 +227,6 @@ class LogShipper:
                 self.delivered += count
             else:
                 self.lost += count
-
-    def _pause(self, seconds: float) -> bool:
-        """Sleep before a retry; False when the close deadline has passed."""
-        with self._cond:
-            remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        time.sleep(min(seconds, remaining))
-        return True
 
     def _abandon(self, reason: str) -> None:
         with self._cond:

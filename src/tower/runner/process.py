@@ -2,17 +2,25 @@
 
 Exit codes: a process killed by signal N is reported as `128 + N` (the shell
 convention), so a run's exit code is always a non-negative integer; SIGKILL is 137.
+
+The app runs in its own session, so it does not die with the runner by itself. On
+Linux the kernel is asked to SIGKILL it when the runner goes (`PR_SET_PDEATHSIG`);
+what the app started in its group is killed by the next runner's start-up clean-up
+(see `workdirs`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +34,8 @@ DRAIN_TIMEOUT_S = 5.0
 KILL_WAIT_S = 5.0
 #: exit codes for signals follow the shell convention
 SIGNAL_EXIT_BASE = 128
+#: prctl(2) option: the signal the kernel sends the child when its parent thread exits
+PR_SET_PDEATHSIG = 1
 
 LineCallback = Callable[[str, str], None]
 
@@ -104,6 +114,7 @@ class AppProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=die_with_parent_hook(),
         )
         for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
             assert stream is not None
@@ -166,3 +177,38 @@ class AppProcess:
     def _signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
+
+
+@cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, or None where there is none (not Linux, no libc found)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # The interpreter links libc, so its own symbols include prctl.
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def die_with_parent_hook() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the kernel SIGKILL the child when the runner dies.
+
+    PR_SET_PDEATHSIG fires when the *thread* that spawned the child exits, not only
+    the process. That is what we want: an app is spawned by its run's worker thread,
+    which lives (waiting on the app) until the app is gone. None where unsupported.
+    """
+    prctl = _prctl()  # resolved here: the child should run as little Python as possible
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the runner died before the request took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_with_parent

@@ -20,6 +20,8 @@ from tower.core.errors import TowerError
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CAPACITY = 4
 DEFAULT_CANCEL_GRACE_S = 10.0
+#: how long status reports and log lines are retried while the control plane is down (s)
+DEFAULT_REPORT_DEADLINE_S = 900.0
 DEFAULT_HOME = "~/.tower"
 
 #: variables a child app inherits from the runner (everything else is scrubbed)
@@ -74,6 +76,8 @@ class RunnerSettings:
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
     python: str = sys.executable
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+    #: TOWER_RUNNER_REPORT_DEADLINE_SECONDS: how long an undelivered report is retried
+    report_deadline_s: float = DEFAULT_REPORT_DEADLINE_S
     #: TOWER_RUNNER_UV_CACHE_DIR: share uv's download cache between runner homes
     uv_cache_override: Path | None = None
 
@@ -125,6 +129,9 @@ class RunnerSettings:
             uv_cache_override=_optional_path(values.get("TOWER_RUNNER_UV_CACHE_DIR")),
             cancel_grace_s=_non_negative_float(
                 values, "TOWER_RUNNER_CANCEL_GRACE_SECONDS", DEFAULT_CANCEL_GRACE_S
+            ),
+            report_deadline_s=_non_negative_float(
+                values, "TOWER_RUNNER_REPORT_DEADLINE_SECONDS", DEFAULT_REPORT_DEADLINE_S
             ),
         )
 

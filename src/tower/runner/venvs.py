@@ -18,13 +18,16 @@ cached in the SDK dir; otherwise `tower-oss==<installed version>` comes from the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import tomllib
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import tower
 from tower.core.errors import TowerError
+from tower.runner.process import die_with_parent_hook
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ KEY_SCHEMA_VERSION = "1"
 KEY_LENGTH = 32
 #: how many installer output lines an error message shows
 ERROR_TAIL_LINES = 25
+#: how quickly a cancel stops the installer (s)
+CANCEL_WATCH_S = 0.05
 LOCKS_DIR_NAME = ".locks"
 TEMP_PREFIX = ".tmp-"
 SDK_DIST_NAME = "tower-oss"
@@ -247,19 +253,36 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+class BuildCancelled(DependencyInstallError):
+    """The run was cancelled while its venv was being built; the build was stopped."""
+
+
 def run_streaming(
-    argv: Sequence[str], *, cwd: Path | None, env: Mapping[str, str], on_line: LineSink
+    argv: Sequence[str],
+    *,
+    cwd: Path | None,
+    env: Mapping[str, str],
+    on_line: LineSink,
+    cancel: threading.Event | None = None,
 ) -> tuple[int, list[str]]:
-    """Run a command, sending each output line to `on_line("setup", …)`; (code, tail)."""
+    """Run a command, sending each output line to `on_line("setup", …)`; (code, tail).
+
+    The command runs in its own process group and dies with the runner (PDEATHSIG);
+    setting `cancel` kills the whole group at once (uv spawns build backends)."""
     tail: deque[str] = deque(maxlen=ERROR_TAIL_LINES)
-    with subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    ) as proc:
+    with (
+        subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent_hook(),
+        ) as proc,
+        _killed_on(cancel, proc),
+    ):
         assert proc.stdout is not None
         for raw in proc.stdout:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -267,6 +290,45 @@ def run_streaming(
             on_line(SETUP_CHANNEL, line)
         code = proc.wait()
     return code, list(tail)
+
+
+@contextmanager
+def _killed_on(cancel: threading.Event | None, proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While the block runs, a set `cancel` SIGKILLs the process group of `proc`."""
+    if cancel is None:
+        yield
+        return
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if cancel.wait(CANCEL_WATCH_S) and not finished.is_set():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return
+
+    watcher = threading.Thread(target=watch, name=f"cancel-watch-{proc.pid}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
+
+
+@dataclass
+class _Installer:
+    """A build's output sink and the cancel that stops it, handed down together."""
+
+    on_line: LineSink
+    cancel: threading.Event | None = None
+
+    def __call__(self, channel: str, content: str) -> None:
+        self.on_line(channel, content)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
 
 class VenvCache:
@@ -307,8 +369,12 @@ class VenvCache:
             self._uv_bin = find_uv()
         return self._uv_bin
 
-    def ensure(self, app_dir: Path, on_line: LineSink) -> Venv:
-        """A venv for the app in `app_dir`: the cached one, or a freshly built one."""
+    def ensure(
+        self, app_dir: Path, on_line: LineSink, cancel: threading.Event | None = None
+    ) -> Venv:
+        """A venv for the app in `app_dir`: the cached one, or a freshly built one.
+
+        Setting `cancel` stops a build in progress (BuildCancelled)."""
         spec = read_dependency_spec(app_dir)
         sdk = None if spec.declares_tower else self.sdk_source()
         key = venv_key(spec, self.python_id(), sdk.ident if sdk else "none")
@@ -320,7 +386,7 @@ class VenvCache:
             if _is_venv(final):
                 on_line(SETUP_CHANNEL, f"Reusing the cached virtual environment {key}")
                 return Venv(final, key, cache_hit=True)
-            self._build(key, spec, sdk, app_dir, on_line)
+            self._build(key, spec, sdk, app_dir, _Installer(on_line, cancel))
         return Venv(final, key, cache_hit=False)
 
     def key_for(self, app_dir: Path) -> str:
@@ -362,7 +428,7 @@ class VenvCache:
         spec: DependencySpec,
         sdk: SdkSource | None,
         app_dir: Path,
-        on_line: LineSink,
+        on_line: _Installer,
     ) -> None:
         self._remove_leftovers(key)
         temp = self.root / f"{TEMP_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
@@ -382,12 +448,12 @@ class VenvCache:
         for leftover in self.root.glob(f"{TEMP_PREFIX}{key}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def _create(self, venv_dir: Path, on_line: LineSink) -> None:
+    def _create(self, venv_dir: Path, on_line: _Installer) -> None:
         argv = [self.uv_bin, "venv", "--relocatable", "--python", self.python, str(venv_dir)]
         self._uv(argv, None, on_line, what="creating the virtual environment", file=None)
 
     def _install_dependencies(
-        self, venv_dir: Path, spec: DependencySpec, app_dir: Path, on_line: LineSink
+        self, venv_dir: Path, spec: DependencySpec, app_dir: Path, on_line: _Installer
     ) -> None:
         if spec.kind == "requirements":
             python = str(venv_dir / "bin" / "python")
@@ -409,14 +475,14 @@ class VenvCache:
                 extra=extra,
             )
 
-    def _install_sdk(self, venv_dir: Path, sdk: SdkSource, on_line: LineSink) -> None:
+    def _install_sdk(self, venv_dir: Path, sdk: SdkSource, on_line: _Installer) -> None:
         target = str(self._sdk_wheel(sdk, on_line)) if sdk.project_dir else sdk.requirement
         assert target is not None
         on_line(SETUP_CHANNEL, f"Installing the Tower SDK ({Path(target).name})")
         argv = [self.uv_bin, "pip", "install", "--python", str(venv_dir / "bin" / "python"), target]
         self._uv(argv, None, on_line, what="installing the Tower SDK", file=None)
 
-    def _sdk_wheel(self, sdk: SdkSource, on_line: LineSink) -> Path:
+    def _sdk_wheel(self, sdk: SdkSource, on_line: _Installer) -> Path:
         """The SDK wheel of a source checkout, built once per source-tree hash."""
         out_dir = self.sdk_dir / sdk.ident
         with file_lock(self.sdk_dir / LOCKS_DIR_NAME / f"{sdk.ident}.lock"):
@@ -437,17 +503,23 @@ class VenvCache:
         self,
         argv: Sequence[str],
         cwd: Path | None,
-        on_line: LineSink,
+        on_line: _Installer,
         *,
         what: str,
         file: str | None,
         extra: Mapping[str, str] | None = None,
     ) -> None:
         env = {**self.base_env, **UV_ENV, "UV_CACHE_DIR": str(self.uv_cache_dir), **(extra or {})}
+        if on_line.cancelled:
+            raise BuildCancelled(f"The run was cancelled before {what}.")
         try:
-            code, tail = run_streaming(argv, cwd=cwd, env=env, on_line=on_line)
+            code, tail = run_streaming(
+                argv, cwd=cwd, env=env, on_line=on_line, cancel=on_line.cancel
+            )
         except OSError as exc:
             raise DependencyInstallError(f"Could not start uv ({argv[0]}): {exc}") from exc
+        if on_line.cancelled:
+            raise BuildCancelled(f"The run was cancelled while {what}; uv was stopped.")
         if code != 0:
             raise _install_error(what, file, code, tail)
 

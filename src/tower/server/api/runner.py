@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -69,14 +69,19 @@ def register(ctx: ContextDep, who: RunnerDep, body: RegisterParams) -> dict[str,
     runner = runners_service.register(ctx, who, runners_service.Registration(**body.model_dump()))
     return {
         "runner_id": str(runner.id),
-        "heartbeat_interval_seconds": runners_service.HEARTBEAT_INTERVAL_S,
+        "heartbeat_interval_seconds": runners_service.heartbeat_interval(ctx),
     }
 
 
 @router.post("/claim", response_model=None)
-async def claim(ctx: ContextDep, who: RunnerDep, body: ClaimParams) -> dict[str, Any] | Response:
+async def claim(
+    request: Request, ctx: ContextDep, who: RunnerDep, body: ClaimParams
+) -> dict[str, Any] | Response:
     deadline = time.monotonic() + min(body.wait_seconds, ctx.settings.claim_wait_max_seconds)
     while True:
+        # A runner that died mid long-poll must not be handed a run it will never start.
+        if await request.is_disconnected():
+            return Response(status_code=204)
         # Listen before looking, so a run enqueued in between still wakes us.
         with ctx.notifier.listen(QUEUE_TOPIC) as woken:
             assignment = await run_in_threadpool(

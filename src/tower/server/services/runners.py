@@ -24,6 +24,8 @@ from tower.server.store import models
 from tower.server.store.types import utcnow
 
 HEARTBEAT_INTERVAL_S = 5.0
+#: heartbeats per lease: a runner may miss two before its runs are declared lost
+BEATS_PER_LEASE = 3
 MAX_LOG_LINES_PER_BATCH = 5000
 MAX_LINE_CHARS = 64 * 1024
 # Packages up to this size ride along in the claim answer, saving the runner a round trip.
@@ -39,6 +41,11 @@ class Registration:
     public_key: str
     environment: str | None
     capacity: int
+
+
+def heartbeat_interval(ctx: ServerContext) -> float:
+    """How often runners renew leases: every 5 s, or more often when leases are short."""
+    return min(HEARTBEAT_INTERVAL_S, ctx.settings.lease_ttl_seconds / BEATS_PER_LEASE)
 
 
 def register(ctx: ServerContext, who: RunnerPrincipal, reg: Registration) -> models.Runner:
