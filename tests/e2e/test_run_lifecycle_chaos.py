@@ -75,6 +75,8 @@ successful, failed = tower.wait_for_runs(runs)
 print(f"succeeded: {len(successful)} failed: {len(failed)}", flush=True)
 """
 FAN_OUT_PARAMETERS = '[[parameters]]\nname = "sleep"\ndefault = "0"\n'
+#: the official SDK from PyPI, inside the app's own venv (the app declares it)
+OFFICIAL_SDK_REQUIREMENT = "tower==0.3.67\n"
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ("fanout", FAN_OUT_APP, FAN_OUT_PARAMETERS),
         ):
             live.deploy(api, write_app(apps, name, "main.py", body, extra))
+        official = write_app(
+            apps,
+            "official-fanout",
+            "main.py",
+            FAN_OUT_APP,
+            FAN_OUT_PARAMETERS,
+            requirements__txt=OFFICIAL_SDK_REQUIREMENT,
+        )
+        live.deploy(api, official)
     try:
         yield live
     finally:
@@ -244,3 +255,15 @@ def test_cancelling_the_fan_out_parent_cancels_its_children(cluster: Cluster) ->
         children = [edge["id"]["number"] for edge in graph]
         statuses = {api.get(f"/apps/child/runs/{n}").json()["run"]["status"] for n in children}
     assert statuses == {"cancelled"}
+
+
+@pytest.mark.compat
+def test_official_sdk_run_app_and_wait_for_runs_work_against_us(cluster: Cluster) -> None:
+    """The same fan-out app, but importing the PyPI `tower` SDK (it polls describe-run)."""
+    number = _run(cluster, "official-fanout")
+    with cluster.api() as api:
+        final = cluster.wait_run(api, "official-fanout", number, timeout=240)
+    lines = _lines(cluster, "official-fanout", number)
+    assert final["status"] == "exited", lines
+    printed = [text for _, text in _program(lines)]
+    assert printed[-2:] == ["started 5 children", "succeeded: 3 failed: 2"]
