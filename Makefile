@@ -36,6 +36,9 @@ unit: install
 
 bench: install
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/listing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
