@@ -11,7 +11,7 @@ from tower.core import errors, package
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
 from tower.server.api.params import RetryPolicyParams
-from tower.server.api.presenters import present_app, present_runs
+from tower.server.api.presenters import present_app, present_apps, present_runs
 from tower.server.services import apps as apps_service
 from tower.server.services import deploys
 from tower.server.services import runs as runs_service
@@ -36,14 +36,8 @@ def list_apps(
 ) -> dict[str, Any]:
     apps = apps_service.list_apps(ctx, principal)
     selected = serializers.paginate(apps, page, page_size)
-    last = runs_service.last_runs_by_app(ctx, [a.id for a in selected])
-    items = [
-        {
-            "app": present_app(ctx, principal, a, environment=environment, last_run=last.get(a.id)),
-            "runs": [],
-        }
-        for a in selected
-    ]
+    bodies = present_apps(ctx, principal, selected, environment=environment)
+    items = [{"app": body, "runs": []} for body in bodies]
     return {"apps": items, "pages": serializers.pages(page, page_size, len(apps))}
 
 

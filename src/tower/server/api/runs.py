@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +17,6 @@ from tower.core.runs import is_terminal
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
 from tower.server.api.params import RetryPolicyParams
-from tower.server.api.presenters import present_runs
 from tower.server.dispatch.notifier import run_topic, wait_for
 from tower.server.services import runs as runs_service
 from tower.server.services.context import ServerContext
@@ -61,31 +60,6 @@ def run_app(
     )
     base = ctx.settings.resolved_public_url
     return {"run": serializers.run_json(view, base, official_cli=is_official_cli(request))}
-
-
-@router.get("/apps/{name}/runs")
-def list_runs(
-    request: Request,
-    ctx: ContextDep,
-    principal: PrincipalDep,
-    name: str,
-    page: int = Query(0, ge=0),
-    page_size: int = Query(100, ge=1, le=1000),
-    environment: str | None = None,
-) -> dict[str, Any]:
-    offset = (page - 1) * page_size if page > 0 else 0
-    views, total = runs_service.list_runs(
-        ctx,
-        principal,
-        name,
-        environment=environment,
-        offset=offset,
-        limit=page_size if page > 0 else None,
-    )
-    return {
-        "runs": present_runs(ctx, views, official_cli=is_official_cli(request)),
-        "pages": serializers.pages(page, page_size, total),
-    }
 
 
 @router.get("/apps/{name}/runs/{number}")

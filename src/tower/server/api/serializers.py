@@ -8,6 +8,7 @@ from typing import Any
 
 from tower.core.runs import RunStatus, status_group
 from tower.server.services.runs import RunView
+from tower.server.services.stats import AppHealth
 from tower.server.store import models
 
 HIDDEN_VALUE = "[hidden]"
@@ -116,11 +117,11 @@ def app_json(
     version: str | None,
     last_run: dict[str, Any] | None,
     results: dict[str, int],
+    health: AppHealth,
 ) -> dict[str, Any]:
-    healthy = last_run is None or last_run["status"] not in ("crashed", "errored")
     body: dict[str, Any] = {
         "created_at": ts(app.created_at),
-        "health_status": "healthy" if healthy else "warning",
+        "health_status": health.health_status,
         "is_example": False,
         "is_externally_accessible": False,
         "name": app.name,
@@ -136,6 +137,8 @@ def app_json(
         "slug": app.name,
         "status": app.status,
         "tags": [],
+        # Not in the contract (clients ignore extra keys): what health_status is made of.
+        "health": {"state": health.state.value, "recent_failures": health.recent_failures},
     }
     if last_run is not None:
         body["last_run"] = last_run

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
@@ -152,9 +152,17 @@ def _initiator_for(session: Session, parent: models.Run | None) -> dict[str, Any
 
 
 def _view(session: Session, run: models.Run, *, with_attempts: bool = False) -> RunView:
-    app = session.get(models.App, run.app_id)
-    version = session.get(models.AppVersion, run.version_id)
-    env = session.get(models.Environment, run.environment_id)
+    # One query for the three names (listings build their views in bulk in run_queries).
+    app_name, version_number, env_name = session.execute(
+        select(models.App.name, models.AppVersion.number, models.Environment.name)
+        .join(models.AppVersion, models.AppVersion.app_id == models.App.id)
+        .join(models.Environment, models.Environment.account_id == models.App.account_id)
+        .where(
+            models.App.id == run.app_id,
+            models.AppVersion.id == run.version_id,
+            models.Environment.id == run.environment_id,
+        )
+    ).one()
     attempts: list[models.RunAttempt] = []
     if with_attempts:
         attempts = list(
@@ -164,7 +172,7 @@ def _view(session: Session, run: models.Run, *, with_attempts: bool = False) -> 
                 .order_by(models.RunAttempt.seq)
             )
         )
-    return RunView(run, app.name, version.version, env.name, attempts)
+    return RunView(run, app_name, f"v{version_number}", env_name, attempts)
 
 
 def get_run(session: Session, principal: Principal, app_name: str, number: int) -> models.Run:
@@ -215,32 +223,19 @@ def list_runs(
     offset: int,
     limit: int | None,
 ) -> tuple[list[RunView], int]:
-    with ctx.sessions.begin() as session:
-        app = apps_service.get_app(session, principal, app_name)
-        stmt = select(models.Run).where(models.Run.app_id == app.id)
-        if environment:
-            env = apps_service.get_environment(session, principal, environment)
-            stmt = stmt.where(models.Run.environment_id == env.id)
-        total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        stmt = stmt.order_by(models.Run.number.desc()).offset(offset)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        return [_view(session, run) for run in session.scalars(stmt)], total
+    """Newest first; `offset` must fall on a page boundary of `limit` (None = all)."""
+    from tower.server.services import run_queries  # builds on this module: import late
+
+    page = run_queries.Page(offset // limit + 1, limit) if limit else run_queries.Page(0)
+    flt = run_queries.RunFilter(environment=environment)
+    return run_queries.list_app_runs(ctx, principal, app_name, flt, page)
 
 
 def last_runs_by_app(ctx: ServerContext, app_ids: list[uuid.UUID]) -> dict[uuid.UUID, RunView]:
-    with ctx.sessions.begin() as session:
-        result: dict[uuid.UUID, RunView] = {}
-        for app_id in app_ids:
-            run = session.scalar(
-                select(models.Run)
-                .where(models.Run.app_id == app_id)
-                .order_by(models.Run.number.desc())
-                .limit(1)
-            )
-            if run is not None:
-                result[app_id] = _view(session, run)
-        return result
+    from tower.server.services import run_queries  # builds on this module: import late
+
+    with run_queries.read_session(ctx) as session:
+        return run_queries.latest_runs(session, app_ids)
 
 
 def pinned_version_name(ctx: ServerContext, app: models.App, environment: str) -> str | None:
@@ -294,13 +289,10 @@ __all__ = ["RunView", "create_run", "describe_run", "run_topic"]
 
 def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
     """How many runs of the app are in each status (the contract's `run_results`)."""
-    with ctx.sessions.begin() as session:
-        rows = session.execute(
-            select(models.Run.status, func.count())
-            .where(models.Run.app_id == app_id)
-            .group_by(models.Run.status)
-        )
-        return {str(status): int(count) for status, count in rows}
+    from tower.server.services import run_queries  # builds on this module: import late
+
+    with run_queries.read_session(ctx) as session:
+        return run_queries.status_counts(session, [app_id])[app_id]
 
 
 def cancel_run(

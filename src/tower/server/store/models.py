@@ -202,6 +202,23 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("app_id", "number"),
         Index("ix_runs__queue", "status", "created_at"),
+        # Newest first is (created_at, number): each index below ends with both so it
+        # reads in that order (without statistics SQLite otherwise prefers whichever
+        # index orders the whole ORDER BY). One app's runs; the search of an account:
+        Index("ix_runs__app_id_created_at_number", "app_id", "created_at", "number"),
+        Index("ix_runs__account_id_created_at_number", "account_id", "created_at", "number"),
+        # Status filters (read one status at a time), statistics (which spell out every
+        # status to read only the index) and each app's run counts per status:
+        Index(
+            "ix_runs__account_id_status_created_at_number",
+            "account_id",
+            "status",
+            "created_at",
+            "number",
+        ),
+        Index(
+            "ix_runs__app_id_status_created_at_number", "app_id", "status", "created_at", "number"
+        ),
     )
     # Deadlines and retry times are stored, not computed, so the sweeps that act on
     # them are plain indexed comparisons on both databases.

@@ -1,0 +1,93 @@
+"""What the bench scripts share: a live `tower up`, app deploys, percentiles, output."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.live import LiveTower, free_port, tower_env
+
+from tower.core.package import build_package
+from tower.core.towerfile import load_towerfile
+
+TERMINAL = {"exited", "crashed", "errored", "cancelled"}
+
+
+def timestamp(value: str) -> float:
+    """An API timestamp (RFC 3339, `Z`) as epoch seconds."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max of durations in seconds, as milliseconds."""
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(rank(0.95) * 1000, 1),
+        "p99_ms": round(rank(0.99) * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+@contextmanager
+def live_tower(**env: str) -> Iterator[LiveTower]:
+    """`tower up` in a throwaway home (warm uv download cache shared with the tests)."""
+    with tempfile.TemporaryDirectory(prefix="tower-bench-") as tmp:
+        root = Path(tmp)
+        tower = LiveTower(root, free_port(), tower_env(root, **env))
+        tower.start()
+        try:
+            yield tower
+        finally:
+            tower.stop()
+
+
+def deploy_app(api: httpx.Client, root: Path, name: str, files: dict[str, str]) -> None:
+    """Create app `name` from `files` (Towerfile included) and deploy it."""
+    app_dir = root / name
+    app_dir.mkdir()
+    for filename, content in files.items():
+        (app_dir / filename).write_text(content)
+    pkg = build_package(load_towerfile(app_dir))
+    api.post("/apps", json={"name": name}).raise_for_status()
+    api.post(
+        f"/apps/{name}/deploy",
+        content=pkg.data,
+        headers={"Content-Type": "application/tar", "X-Tower-Checksum-SHA256": pkg.sha256},
+    ).raise_for_status()
+
+
+def wait_for_run(api: httpx.Client, app: str, number: int, timeout: float = 30.0) -> dict:
+    """The run once it has ended, through the server's long poll."""
+    while True:
+        answer = api.post(
+            "/runs/await",
+            json={"runs": [{"app_name": app, "number": number}], "timeout_seconds": timeout},
+            timeout=timeout + 10,
+        )
+        answer.raise_for_status()
+        run = answer.json()["runs"][0]
+        if run["status"] in TERMINAL:
+            return run
+
+
+def report(result: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:
+    """JSON first (for machines), then a readable table."""
+    print(json.dumps(result, indent=2))
+    print()
+    print(table(result))

@@ -1,0 +1,75 @@
+"""Trivial runs drained per second by one runner using both cores (`tower up`).
+
+Submits N runs of a one-line app as fast as the API takes them, then waits until
+every one has ended. Throughput = N / (first run created → last run ended), from
+the server's own timestamps. Prints JSON, then a table.
+
+    .venv/bin/python bench/throughput.py [--runs 300] [--capacity 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from _common import deploy_app, live_tower, report, timestamp, wait_for_run
+
+TOWERFILE = '[app]\nname = "tick"\nscript = "./main.py"\n'
+TARGET_PER_S = 60.0
+SUBMITTERS = 4
+
+
+def _submit(api: httpx.Client, count: int) -> list[int]:
+    def one(_: int) -> int:
+        answer = api.post("/apps/tick/runs", json={"parameters": {}})
+        answer.raise_for_status()
+        return answer.json()["run"]["number"]
+
+    with ThreadPoolExecutor(SUBMITTERS) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def measure(runs: int, capacity: int) -> dict[str, object]:
+    with live_tower(TOWER_RUNNER_CAPACITY=str(capacity)) as tower, tower.api() as api:
+        deploy_app(api, tower.root, "tick", {"Towerfile": TOWERFILE, "main.py": "print('tick')\n"})
+        warm = _submit(api, 1)
+        wait_for_run(api, "tick", warm[0])  # builds the venv
+        numbers = _submit(api, runs)
+        finals = [wait_for_run(api, "tick", number) for number in numbers]
+    failed = [run for run in finals if run["status"] != "exited"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} runs did not exit cleanly, e.g. {failed[0]}")
+    first = min(timestamp(run["created_at"]) for run in finals)
+    last = max(timestamp(run["ended_at"]) for run in finals)
+    elapsed = last - first
+    return {
+        "runs": runs,
+        "runner_capacity": capacity,
+        "cpus": os.cpu_count(),
+        "elapsed_s": round(elapsed, 2),
+        "runs_per_s": round(runs / elapsed, 1),
+        "target_runs_per_s": TARGET_PER_S,
+    }
+
+
+def _table(result: dict) -> str:
+    return (
+        f"{result['runs']} trivial runs, runner capacity {result['runner_capacity']}, "
+        f"{result['cpus']} CPUs\n"
+        f"  drained in {result['elapsed_s']} s = {result['runs_per_s']} runs/s "
+        f"(target ≥ {result['target_runs_per_s']})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--capacity", type=int, default=8)
+    args = parser.parse_args()
+    report(measure(args.runs, args.capacity), _table)
+
+
+if __name__ == "__main__":
+    main()
