@@ -14,6 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 from _common import deploy_app, live_tower, report, timestamp, wait_for_run
 
 TOWERFILE = '[app]\nname = "tick"\nscript = "./main.py"\n'
@@ -31,13 +32,28 @@ def _submit(api: httpx.Client, count: int) -> list[int]:
         return list(pool.map(one, range(count)))
 
 
+def _cpu_seconds(control_plane: psutil.Process) -> dict[str, float]:
+    """CPU time so far of the control plane, the runner, and the apps the runner reaped."""
+    runner = control_plane.children()[0]
+    own, mine = control_plane.cpu_times(), runner.cpu_times()
+    return {
+        "control_plane": own.user + own.system,
+        "runner": mine.user + mine.system,
+        "apps": mine.children_user + mine.children_system,
+    }
+
+
 def measure(runs: int, capacity: int) -> dict[str, object]:
     with live_tower(TOWER_RUNNER_CAPACITY=str(capacity)) as tower, tower.api() as api:
         deploy_app(api, tower.root, "tick", {"Towerfile": TOWERFILE, "main.py": "print('tick')\n"})
         warm = _submit(api, 1)
         wait_for_run(api, "tick", warm[0])  # builds the venv
+        assert tower.process is not None
+        control_plane = psutil.Process(tower.process.pid)
+        before = _cpu_seconds(control_plane)
         numbers = _submit(api, runs)
         finals = [wait_for_run(api, "tick", number) for number in numbers]
+        after = _cpu_seconds(control_plane)
     failed = [run for run in finals if run["status"] != "exited"]
     if failed:
         raise RuntimeError(f"{len(failed)} runs did not exit cleanly, e.g. {failed[0]}")
@@ -50,6 +66,10 @@ def measure(runs: int, capacity: int) -> dict[str, object]:
         "cpus": os.cpu_count(),
         "elapsed_s": round(elapsed, 2),
         "runs_per_s": round(runs / elapsed, 1),
+        # Where both cores went: CPU milliseconds per run, by process.
+        "cpu_ms_per_run": {
+            name: round((after[name] - before[name]) * 1000 / runs, 1) for name in before
+        },
         "target_runs_per_s": TARGET_PER_S,
     }
 
@@ -59,7 +79,9 @@ def _table(result: dict) -> str:
         f"{result['runs']} trivial runs, runner capacity {result['runner_capacity']}, "
         f"{result['cpus']} CPUs\n"
         f"  drained in {result['elapsed_s']} s = {result['runs_per_s']} runs/s "
-        f"(target ≥ {result['target_runs_per_s']})"
+        f"(target ≥ {result['target_runs_per_s']})\n"
+        "  CPU ms per run: "
+        + ", ".join(f"{name} {ms}" for name, ms in result["cpu_ms_per_run"].items())
     )
 
 

@@ -56,6 +56,9 @@ class Wakeups:
         self.topics.add(QUEUE_TOPIC)
 
     def clock_changed(self) -> None:
+        # Only for deadlines that may fall before the clock's next look (it looks at
+        # least every CLOCK_MAX_SLEEP_S): waking it costs a sweep, so timeouts of a
+        # second or more, set on every run, don't.
         self.topics.add(CLOCK_TOPIC)
 
     def fire(self, notifier: Notifier) -> None:

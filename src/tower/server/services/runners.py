@@ -262,7 +262,6 @@ def report_status(
             run.lease_expires_at = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
             lifecycle.mark_running(run, session.get(models.App, run.app_id), now)
             wake.run_changed(run)
-            wake.clock_changed()
         answer = RunStatus(run.status)
     wake.fire(ctx.notifier)
     return answer

@@ -119,7 +119,6 @@ def create_run(
         session.flush()
         lifecycle.enqueue(session, run, app, utcnow())
         wake.queue_changed()
-        wake.clock_changed()
         view = RunView(run, app.name, version.version, env.name)
     wake.fire(ctx.notifier)
     return view
