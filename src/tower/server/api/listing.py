@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
@@ -43,46 +44,42 @@ def _answer(
     }
 
 
-def _filter(
-    status: list[str] | None, environment: str | None, start_at: str | None, end_at: str | None
-) -> run_queries.RunFilter:
-    return run_queries.make_filter(
+@dataclass(frozen=True)
+class Listing:
+    """The query of a runs listing: which runs, and which page of them."""
+
+    filter: run_queries.RunFilter
+    page: run_queries.Page
+
+
+def _listing(
+    page: PageQuery = 1,
+    page_size: PageSizeQuery = 20,
+    status: StatusQuery = None,
+    environment: str | None = None,
+    start_at: TimeQuery = None,
+    end_at: TimeQuery = None,
+) -> Listing:
+    flt = run_queries.make_filter(
         statuses=status, environment=environment, start_at=start_at, end_at=end_at
     )
+    return Listing(flt, run_queries.Page(page, page_size))
+
+
+ListingDep = Annotated[Listing, Depends(_listing)]
 
 
 @router.get("/apps/{name}/runs")
 def list_runs(
-    request: Request,
-    ctx: ContextDep,
-    principal: PrincipalDep,
-    name: str,
-    page: PageQuery = 1,
-    page_size: PageSizeQuery = 20,
-    status: StatusQuery = None,
-    environment: str | None = None,
-    start_at: TimeQuery = None,
-    end_at: TimeQuery = None,
+    request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, query: ListingDep
 ) -> dict[str, Any]:
-    flt = _filter(status, environment, start_at, end_at)
-    paging = run_queries.Page(page, page_size)
-    found = run_queries.list_app_runs(ctx, principal, name, flt, paging)
-    return _answer(request, ctx, paging, found)
+    found = run_queries.list_app_runs(ctx, principal, name, query.filter, query.page)
+    return _answer(request, ctx, query.page, found)
 
 
 @router.get("/runs")
 def search_runs(
-    request: Request,
-    ctx: ContextDep,
-    principal: PrincipalDep,
-    page: PageQuery = 1,
-    page_size: PageSizeQuery = 20,
-    status: StatusQuery = None,
-    environment: str | None = None,
-    start_at: TimeQuery = None,
-    end_at: TimeQuery = None,
+    request: Request, ctx: ContextDep, principal: PrincipalDep, query: ListingDep
 ) -> dict[str, Any]:
-    flt = _filter(status, environment, start_at, end_at)
-    paging = run_queries.Page(page, page_size)
-    found = run_queries.search_runs(ctx, principal, flt, paging)
-    return _answer(request, ctx, paging, found)
+    found = run_queries.search_runs(ctx, principal, query.filter, query.page)
+    return _answer(request, ctx, query.page, found)

@@ -202,17 +202,8 @@ def _expire_running(session: Session, now: datetime, wake: Wakeups) -> None:
         app = session.get(models.App, run.app_id)
         limit = app.running_timeout if app is not None else 0
         runner_id = run.runner_id
-        attempt = find_attempt(session, run.id, run.num_attempts)
-        end_attempt(
-            session,
-            run,
-            attempt,
-            RunStatus.ERRORED,
-            exit_code=None,
-            message=f"running timeout: the run was stopped after {limit} s (running_timeout)",
-            now=now,
-            wake=wake,
-        )
+        message = f"running timeout: the run was stopped after {limit} s (running_timeout)"
+        _error_current_attempt(session, run, message, now, wake)
         wake.runner_must_stop(runner_id)
 
 
@@ -223,17 +214,24 @@ def _expire_leases(session: Session, now: datetime, wake: Wakeups) -> None:
         .with_for_update()
     )
     for run in list(session.scalars(stmt)):
-        attempt = find_attempt(session, run.id, run.num_attempts)
-        end_attempt(
-            session,
-            run,
-            attempt,
-            RunStatus.ERRORED,
-            exit_code=None,
-            message=RUNNER_LOST_MESSAGE,
-            now=now,
-            wake=wake,
-        )
+        _error_current_attempt(session, run, RUNNER_LOST_MESSAGE, now, wake)
+
+
+def _error_current_attempt(
+    session: Session, run: models.Run, message: str, now: datetime, wake: Wakeups
+) -> None:
+    """End the run's current attempt `errored` (infrastructure), then retry by policy."""
+    attempt = find_attempt(session, run.id, run.num_attempts)
+    end_attempt(
+        session,
+        run,
+        attempt,
+        RunStatus.ERRORED,
+        exit_code=None,
+        message=message,
+        now=now,
+        wake=wake,
+    )
 
 
 def _next_deadline(session: Session) -> datetime | None:
