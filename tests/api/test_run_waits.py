@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.api.conftest import ApiServer
-from tests.api.helpers import deploy, make_package
-from tests.api.test_runs_api import FakeRunner
+from tests.api.helpers import FakeRunner, deploy, make_package
 from tower.server.store import models
 
 # Wake-ups are in-process notifications, so an answer after a run ends is prompt;

@@ -26,8 +26,7 @@ from typing import Any
 import pytest
 from tests.api import conftest as api_conftest
 from tests.api.conftest import ApiServer
-from tests.api.helpers import deploy, make_package
-from tests.api.test_runs_api import FakeRunner
+from tests.api.helpers import FakeRunner, deploy, make_package
 from tests.live import free_port
 
 import tower

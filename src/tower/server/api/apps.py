@@ -13,8 +13,10 @@ from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
 from tower.server.api.params import RetryPolicyParams
 from tower.server.api.presenters import present_app, present_apps, present_runs
 from tower.server.services import apps as apps_service
-from tower.server.services import deploys
+from tower.server.services import deploys, run_queries
 from tower.server.services import runs as runs_service
+from tower.server.services.context import Principal, ServerContext
+from tower.server.services.runs import RunView
 
 router = APIRouter(prefix="/v1", tags=["apps"])
 #: the longest pending or running timeout an app may set: a week (s)
@@ -88,7 +90,7 @@ def describe_app(
 ) -> dict[str, Any]:
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, name)
-    recent = runs_service.recent_runs(ctx, principal, name, limit=runs, environment=environment)
+    recent = _recent_runs(ctx, principal, name, runs, environment)
     return {
         "app": present_app(
             ctx,
@@ -99,6 +101,16 @@ def describe_app(
         ),
         "runs": present_runs(ctx, recent, official_cli=is_official_cli(request)),
     }
+
+
+def _recent_runs(
+    ctx: ServerContext, principal: Principal, name: str, limit: int, environment: str | None
+) -> list[RunView]:
+    # 0 keeps the old answer: every run (page 0 of the listing).
+    page = run_queries.Page(1, limit) if limit else run_queries.Page(0)
+    flt = run_queries.RunFilter(environment=environment)
+    views, _total = run_queries.list_app_runs(ctx, principal, name, flt, page)
+    return views
 
 
 @router.delete("/apps/{name}")

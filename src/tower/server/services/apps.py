@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import errors
 from tower.core.retries import RetryPolicy
+from tower.server.services import lifecycle
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 
@@ -97,9 +98,7 @@ def update_app(
             if value is not None:
                 setattr(app, field, value)
         if changes.retry_policy is not None:
-            app.max_retries = changes.retry_policy.max_retries
-            app.retry_delay_seconds = changes.retry_policy.retry_delay_seconds
-            app.use_exponential_backoff = changes.retry_policy.use_exponential_backoff
+            lifecycle.apply_policy(app, changes.retry_policy)
         session.flush()
         return app
 

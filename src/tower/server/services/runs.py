@@ -204,59 +204,6 @@ def neighbours(ctx: ServerContext, run: models.Run) -> tuple[int | None, int | N
         return prev, nxt
 
 
-def recent_runs(
-    ctx: ServerContext, principal: Principal, app_name: str, *, limit: int, environment: str | None
-) -> list[RunView]:
-    views, _total = list_runs(
-        ctx, principal, app_name, environment=environment, offset=0, limit=limit
-    )
-    return views
-
-
-def list_runs(
-    ctx: ServerContext,
-    principal: Principal,
-    app_name: str,
-    *,
-    environment: str | None,
-    offset: int,
-    limit: int | None,
-) -> tuple[list[RunView], int]:
-    """Newest first; `offset` must fall on a page boundary of `limit` (None = all)."""
-    from tower.server.services import run_queries  # builds on this module: import late
-
-    page = run_queries.Page(offset // limit + 1, limit) if limit else run_queries.Page(0)
-    flt = run_queries.RunFilter(environment=environment)
-    return run_queries.list_app_runs(ctx, principal, app_name, flt, page)
-
-
-def last_runs_by_app(ctx: ServerContext, app_ids: list[uuid.UUID]) -> dict[uuid.UUID, RunView]:
-    from tower.server.services import run_queries  # builds on this module: import late
-
-    with run_queries.read_session(ctx) as session:
-        return run_queries.latest_runs(session, app_ids)
-
-
-def pinned_version_name(ctx: ServerContext, app: models.App, environment: str) -> str | None:
-    with ctx.sessions.begin() as session:
-        row = session.execute(
-            select(models.AppVersion.number)
-            .join(
-                models.AppEnvironmentVersion,
-                models.AppEnvironmentVersion.version_id == models.AppVersion.id,
-            )
-            .join(
-                models.Environment,
-                models.Environment.id == models.AppEnvironmentVersion.environment_id,
-            )
-            .where(
-                models.AppEnvironmentVersion.app_id == app.id,
-                models.Environment.name == environment,
-            )
-        ).first()
-        return f"v{row[0]}" if row else None
-
-
 def read_logs(
     ctx: ServerContext, principal: Principal, app_name: str, number: int, *, after: int = 0
 ) -> tuple[models.Run, list[models.RunLogLine]]:
@@ -284,14 +231,6 @@ def run_status_and_lines(
 
 
 __all__ = ["RunView", "create_run", "describe_run", "run_topic"]
-
-
-def results_by_status(ctx: ServerContext, app_id: uuid.UUID) -> dict[str, int]:
-    """How many runs of the app are in each status (the contract's `run_results`)."""
-    from tower.server.services import run_queries  # builds on this module: import late
-
-    with run_queries.read_session(ctx) as session:
-        return run_queries.status_counts(session, [app_id])[app_id]
 
 
 def cancel_run(
