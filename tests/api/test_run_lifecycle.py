@@ -366,3 +366,15 @@ def test_leases_survive_a_control_plane_restart(deployed: ApiServer) -> None:
     with deployed.client() as api:
         time.sleep(1.5)
         assert _describe(api, run["number"])["status"] == "running"
+
+
+def test_describe_app_returns_as_many_recent_runs_as_asked(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        for _ in range(3):
+            _run(api)
+        assert [r["number"] for r in api.get("/apps/hello", params={"runs": 2}).json()["runs"]] == [
+            3,
+            2,
+        ]
+        assert api.get("/apps/hello", params={"runs": 0}).json()["runs"] == []
+        assert len(api.get("/apps/hello").json()["runs"]) == 3

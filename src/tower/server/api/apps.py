@@ -106,10 +106,10 @@ def describe_app(
 def _recent_runs(
     ctx: ServerContext, principal: Principal, name: str, limit: int, environment: str | None
 ) -> list[RunView]:
-    # 0 keeps the old answer: every run (page 0 of the listing).
-    page = run_queries.Page(1, limit) if limit else run_queries.Page(0)
+    if limit == 0:  # `?runs=0`: the app alone (not page 0, which means every run)
+        return []
     flt = run_queries.RunFilter(environment=environment)
-    views, _total = run_queries.list_app_runs(ctx, principal, name, flt, page)
+    views, _total = run_queries.list_app_runs(ctx, principal, name, flt, run_queries.Page(1, limit))
     return views
 
 
