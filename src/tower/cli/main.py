@@ -113,6 +113,13 @@ def describe_api_error(exc: ApiError) -> str:
 LAZY_COMMANDS = {
     "up": ("tower.cli.up", "up_command", "Start Tower on this machine (server + runner)."),
     "server": ("tower.cli.up", "server_command", "Start the Tower control plane only."),
+    "environments": (
+        "tower.cli.environments",
+        "environments_group",
+        "List, create and delete environments.",
+    ),
+    "secrets": ("tower.cli.secrets", "secrets_group", "Create, list and delete secrets."),
+    "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
 }
 
 

@@ -324,6 +324,12 @@ class TowerApi:
                 f"The log stream from {self._http.url} was interrupted ({exc})."
             ) from exc
 
+    # -- environments and versions (section: environments) -----------------------------
+
+    # -- secrets (section: secrets) ----------------------------------------------------
+
+    # -- catalogs (section: catalogs) --------------------------------------------------
+
 
 def _run_filters(
     page: int,

@@ -15,7 +15,18 @@ from starlette.concurrency import run_in_threadpool
 
 from tower.core import errors
 from tower.server import keys
-from tower.server.api import apps, listing, misc, runner, runs, stats, waits
+from tower.server.api import (
+    apps,
+    catalogs,
+    environments,
+    listing,
+    misc,
+    runner,
+    runs,
+    secrets,
+    stats,
+    waits,
+)
 from tower.server.api import errors as api_errors
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import wait_for
@@ -131,6 +142,17 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     )
     app.state.context = context or build_context(settings)
     api_errors.install(app)
-    for module in (misc, apps, runs, listing, stats, runner, waits):
+    for module in (
+        misc,
+        apps,
+        runs,
+        listing,
+        stats,
+        runner,
+        waits,
+        environments,
+        secrets,
+        catalogs,
+    ):
         app.include_router(module.router)
     return app

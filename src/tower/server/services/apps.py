@@ -43,6 +43,36 @@ def get_app(session: Session, principal: Principal, name: str, *, lock: bool = F
     return app
 
 
+def validate_environment_name(name: str) -> str:
+    if not APP_NAME_PATTERN.match(name or ""):
+        raise errors.InvalidInput(
+            f"Environment name {name!r} is not valid: use 1-128 letters, digits, '-', '_' or "
+            "'.', starting with a letter or digit (e.g. 'production').",
+            location="body.name",
+            value=name,
+        )
+    return name
+
+
+def get_or_create_environment(
+    session: Session, principal: Principal, name: str
+) -> models.Environment:
+    """The named environment, created when a write names one that does not exist yet.
+
+    The documented flows (`tower secrets create --environment=test`, then
+    `tower deploy --environment=test`) never create the environment first.
+    """
+    stmt = owned(select(models.Environment), models.Environment, principal)
+    env = session.scalar(stmt.where(models.Environment.name == name))
+    if env is None:
+        env = models.Environment(
+            account_id=principal.account_id, name=validate_environment_name(name)
+        )
+        session.add(env)
+        session.flush()
+    return env
+
+
 def get_environment(session: Session, principal: Principal, name: str) -> models.Environment:
     stmt = owned(select(models.Environment), models.Environment, principal)
     env = session.scalar(stmt.where(models.Environment.name == name))

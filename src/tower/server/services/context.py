@@ -26,6 +26,8 @@ class ServerContext:
     keys: KeyRing
     blobs: LocalBlobStore
     notifier: Notifier = field(default_factory=Notifier)
+    #: private keys loaded from the database once per process (see services.vault)
+    loaded_keys: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

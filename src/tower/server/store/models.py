@@ -129,6 +129,73 @@ class Environment(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class EncryptedValue:
+    """Columns of a value under envelope encryption: its own data key, wrapped by the
+    account key, and the sealed value. The AAD binding both to their owner is
+    computed from ids (see `tower.server.services.vault`), so rows cannot be swapped."""
+
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    #: masked, computed from the plaintext when it was stored (never the value)
+    preview: Mapped[str] = mapped_column(String(32))
+
+
+class Secret(EncryptedValue, Base):
+    """A named secret of one environment; `default`'s are inherited by every environment."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("environment_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class Catalog(Base):
+    """An Iceberg catalog of one environment, reachable in apps by its name (the slug)."""
+
+    __tablename__ = "catalogs"
+    __table_args__ = (UniqueConstraint("environment_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class CatalogProperty(EncryptedValue, Base):
+    __tablename__ = "catalog_properties"
+    catalog_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("catalogs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    #: the variable the value is injected as; empty = PYICEBERG_CATALOG__<SLUG>__<NAME>
+    environment_variable: Mapped[str] = mapped_column(String(256), default="")
+
+
+class ServerKey(Base):
+    """The control plane's long-term RSA key clients encrypt secrets to (`GET /secrets/key`).
+
+    Stored in the database, sealed by a key derived from the master key, so every
+    control-plane replica serves the same key.
+    """
+
+    __tablename__ = "server_keys"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
 class App(Base):
     __tablename__ = "apps"
     __table_args__ = (UniqueConstraint("account_id", "name"),)

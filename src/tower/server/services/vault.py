@@ -1,0 +1,143 @@
+"""Where secret values cross the control plane: in from clients, at rest, out to runners.
+
+* In: clients encrypt each value to the server's long-term RSA key (`GET /v1/secrets/key`)
+  in the hybrid wire format; `decrypt_incoming` opens it once.
+* At rest: `seal` puts each value under its own data key (AES-256-GCM), wrapped by the
+  account key, wrapped by the master key. The AAD names the owner by ids (account,
+  environment, object), so a stored value cannot be moved to another row.
+* Out: values leave only hybrid-encrypted again, to a runner's key or to a key the caller
+  supplies (export). Nothing here returns plaintext to an API response.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
+from sqlalchemy.orm import Session
+
+from tower.core import crypto, errors
+from tower.server.services.context import ServerContext
+from tower.server.store import models
+
+SERVER_KEY_NAME = "secrets"
+_SERVER_KEY_PURPOSE = "server-rsa-key"
+_SERVER_KEY_AAD = b"server-key:secrets"
+_key_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    wrapped_key: bytes
+    ciphertext: bytes
+    preview: str
+
+
+def secret_aad(account_id: uuid.UUID, environment_id: uuid.UUID, name: str) -> bytes:
+    return f"secret:{account_id}:{environment_id}:{name}".encode()
+
+
+def catalog_property_aad(account_id: uuid.UUID, catalog_id: uuid.UUID, name: str) -> bytes:
+    return f"catalog-property:{account_id}:{catalog_id}:{name}".encode()
+
+
+# ------------------------------------------------------------------ the server key
+
+
+def server_private_key(ctx: ServerContext) -> RSAPrivateKey:
+    """The server's RSA-2048 key, created on first use and shared by every replica."""
+    cached = ctx.loaded_keys.get(SERVER_KEY_NAME)
+    if cached is not None:
+        return cached
+    with _key_lock:
+        cached = ctx.loaded_keys.get(SERVER_KEY_NAME)
+        if cached is None:
+            cached = _load_or_create_server_key(ctx)
+            ctx.loaded_keys[SERVER_KEY_NAME] = cached
+    return cached
+
+
+def server_public_key_pem(ctx: ServerContext) -> str:
+    """PKCS#1 PEM, the form the official CLI parses (contract §0.4)."""
+    return crypto.public_key_pem_pkcs1(server_private_key(ctx))
+
+
+def _open_server_key(kek: bytes, row: models.ServerKey) -> RSAPrivateKey:
+    return crypto.load_private_key(crypto.open_sealed(kek, row.sealed_private_key, _SERVER_KEY_AAD))
+
+
+def _load_or_create_server_key(ctx: ServerContext) -> RSAPrivateKey:
+    kek = ctx.keys.derive(_SERVER_KEY_PURPOSE)
+    with ctx.sessions.begin() as session:
+        row = session.get(models.ServerKey, SERVER_KEY_NAME)
+        if row is not None:
+            return _open_server_key(kek, row)
+    key = crypto.generate_rsa_private_key()
+    try:
+        with ctx.sessions.begin() as session:
+            session.add(
+                models.ServerKey(
+                    name=SERVER_KEY_NAME,
+                    sealed_private_key=crypto.seal(
+                        kek, crypto.private_key_to_pem(key), _SERVER_KEY_AAD
+                    ),
+                    public_key_pem=crypto.public_key_pem_pkcs1(key),
+                )
+            )
+    except DatabaseIntegrityError:
+        # Another replica created it first: everyone must use the same key.
+        with ctx.sessions.begin() as session:
+            return _open_server_key(kek, session.get(models.ServerKey, SERVER_KEY_NAME))
+    return key
+
+
+def decrypt_incoming(ctx: ServerContext, encrypted_value: str, what: str) -> str:
+    """Open a value a client encrypted to the server key; a clear 400 when it can't be."""
+    try:
+        return crypto.hybrid_decrypt(server_private_key(ctx), encrypted_value)
+    except errors.IntegrityError as exc:
+        raise errors.IntegrityError(
+            f"The encrypted value of {what} could not be decrypted: it was tampered with or "
+            "encrypted to another key. Fetch the current key from GET /v1/secrets/key and "
+            "encrypt again."
+        ) from exc
+    except errors.InvalidInput as exc:
+        raise errors.InvalidInput(
+            f"The encrypted value of {what} is malformed: {exc.message}",
+            location="body.encrypted_value",
+        ) from exc
+
+
+# ------------------------------------------------------------------------ at rest
+
+
+def account_key(ctx: ServerContext, session: Session, account_id: uuid.UUID) -> bytes:
+    account = session.get(models.Account, account_id)
+    return ctx.keys.account_key(account.id, account.wrapped_key)
+
+
+def seal(account_key_: bytes, plaintext: str, aad: bytes) -> Sealed:
+    envelope = crypto.envelope_encrypt(account_key_, plaintext.encode("utf-8"), aad)
+    return Sealed(envelope.wrapped_key, envelope.ciphertext, crypto.preview(plaintext))
+
+
+def open_value(account_key_: bytes, row: models.EncryptedValue, aad: bytes) -> str:
+    envelope = crypto.Envelope(wrapped_key=row.wrapped_key, ciphertext=row.ciphertext)
+    return crypto.envelope_decrypt(account_key_, envelope, aad).decode("utf-8")
+
+
+def store(row: models.EncryptedValue, sealed: Sealed) -> None:
+    row.wrapped_key = sealed.wrapped_key
+    row.ciphertext = sealed.ciphertext
+    row.preview = sealed.preview
+
+
+# ------------------------------------------------------------------------ out
+
+
+def encrypt_for(public_key_pem: str, plaintext: str) -> str:
+    """Re-encrypt a value to a caller's or runner's RSA key (hybrid wire format)."""
+    return crypto.hybrid_encrypt(crypto.load_public_key(public_key_pem), plaintext)
