@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pty
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -131,6 +133,14 @@ class OfficialCli:
             "TOWER_PYPI_URL": UNREACHABLE_PYPI,
         }
 
+    def confirming(self, *args: str, prompt: str, answer: str = "y\r") -> CliResult:
+        """Run a command that asks for confirmation on a terminal, and confirm it."""
+        started = time.monotonic()
+        code, output = run_on_terminal(
+            [str(self.binary), *args], self.env(), self.home, answer, prompt, CLI_TIMEOUT_S
+        )
+        return CliResult(list(args), code, output, "", time.monotonic() - started)
+
     def __call__(
         self, *args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT_S
     ) -> CliResult:
@@ -151,6 +161,46 @@ class OfficialCli:
             stderr=strip_ansi(proc.stderr),
             seconds=time.monotonic() - started,
         )
+
+
+def _read_available(fd: int, wait_s: float) -> bytes:
+    ready, _, _ = select.select([fd], [], [], wait_s)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # the child closed the terminal (EIO)
+        return b""
+
+
+def run_on_terminal(
+    argv: list[str], env: dict[str, str], cwd: Path, answer: str, prompt: str, timeout: float
+) -> tuple[int, str]:
+    """Run `argv` on a pseudo-terminal and type `answer` once `prompt` appears.
+
+    For the official CLI's confirmations, which insist on a TTY.
+    """
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower, close_fds=True
+    )
+    os.close(follower)
+    seen, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            seen += _read_available(leader, 0.1)
+            if not answered and prompt.encode() in seen:
+                os.write(leader, answer.encode())
+                answered = True
+            if proc.poll() is not None:
+                seen += _read_available(leader, 0.2)
+                return proc.returncode, strip_ansi(seen.decode(errors="replace"))
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{argv} timed out on the terminal; output so far:\n{seen!r}")
+    finally:
+        os.close(leader)
 
 
 @dataclass

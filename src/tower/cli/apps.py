@@ -283,3 +283,51 @@ def delete_command(name: str, yes: bool) -> None:
     with output.spinner("Deleting app..."):
         client.delete_app(name)
     output.success(f'App "{name}" was deleted')
+
+
+@apps_group.command("versions")
+@click.argument("name")
+def versions_command(name: str) -> None:
+    """List an app's versions, newest first, with the environments running each."""
+    with output.spinner("Listing versions..."):
+        versions = api().list_app_versions(name)
+    if not versions:
+        output.info(f"App `{name}` has no versions yet. Deploy it with `tower deploy`.")
+        return
+    output.print_table(versions_table(versions))
+
+
+def versions_table(versions: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("Version")
+    table.add_column("Created")
+    table.add_column("Environments")
+    for version in versions:
+        # `environments` is our server's addition; other servers leave it out.
+        pinned = version.get("environments")
+        table.add_row(
+            str(version.get("version", "")),
+            output.format_timestamp(version.get("created_at")),
+            ", ".join(pinned) if isinstance(pinned, list) and pinned else "-",
+        )
+    return table
+
+
+@apps_group.command("promote")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="The version to run, e.g. v3.")
+@click.option("-e", "--environment", required=True, help="The environment that should run it.")
+def promote_command(name: str, version: str, environment: str) -> None:
+    """Make an environment run an existing version of an app.
+
+    Promotes a version (e.g. from default to production) or rolls back to an older
+    one, without building anything. Runs already started keep their version.
+    """
+    client = api()
+    with output.spinner("Promoting version..."):
+        body = client.pin_app_version(name, environment, version)
+    pinned = body.get("version") or version
+    previous = body.get("previous_version")
+    was = f" (was {previous})" if previous and previous != pinned else ""
+    target = body.get("environment") or environment
+    output.success(f"Environment '{target}' now runs version `{pinned}` of app `{name}`{was}")

@@ -138,7 +138,10 @@ def report(
     if key and version.get("idempotency_key") == key and is_old(created):
         output.info(f"No changes since {key} (deployed on {output.format_timestamp(created)} UTC)")
     if all_environments:
-        target = "to all environments!"
+        # Our server names the environments a version is pinned to; others do not.
+        landed = version.get("environments")
+        names = f" ({', '.join(map(str, landed))})" if isinstance(landed, list) and landed else ""
+        target = f"to all environments{names}!"
     else:
         target = f"to environment '{environment or 'default'}'!"
     output.success(f"Version `{label}` of app `{name}` has been deployed {target}")

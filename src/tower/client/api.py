@@ -326,9 +326,189 @@ class TowerApi:
 
     # -- environments and versions (section: environments) -----------------------------
 
+    def create_environment(self, name: str) -> JsonDict:
+        """`POST /environments` → `{environment: {name, is_deletable}}`."""
+        return self._http.post_json("/environments", {"name": name})
+
+    def describe_environment(self, name: str) -> JsonDict:
+        """`GET /environments/{name}` → `{environment, number_catalogs, number_schedules,
+        number_secrets}`."""
+        return self._get(f"/environments/{_seg(name)}")
+
+    def rename_environment(self, name: str, new_name: str) -> JsonDict:
+        """`PUT /environments/{name}` with `{new_name}` → `{environment}`."""
+        path = f"/environments/{_seg(name)}"
+        return self._http.request("PUT", path, json={"new_name": new_name}).json()
+
+    def delete_environment(self, name: str) -> JsonDict:
+        """`DELETE /environments/{name}` → `{environment}` (ours adds `deleted` counts)."""
+        return self._http.request("DELETE", f"/environments/{_seg(name)}").json()
+
+    def list_app_versions(self, name: str) -> list[JsonDict]:
+        """`GET /apps/{name}/versions` → the app's versions, newest first."""
+        body = self._get(f"/apps/{_seg(name)}/versions")
+        return list(body.get("versions", []))
+
+    def list_app_environments(self, name: str) -> JsonDict:
+        """`GET /apps/{name}/environments` → `{environments: [names]}`; ours adds
+        `pins: [{environment, version, updated_at}]`."""
+        return self._get(f"/apps/{_seg(name)}/environments")
+
+    def pin_app_version(self, name: str, environment: str, version: str) -> JsonDict:
+        """`PUT /apps/{name}/environments/{environment}` with `{version}` → `{environment,
+        version}`: promote a version, or roll back to an older one."""
+        path = f"/apps/{_seg(name)}/environments/{_seg(environment)}"
+        return self._http.request("PUT", path, json={"version": version}).json()
+
     # -- secrets (section: secrets) ----------------------------------------------------
 
+    def secrets_key(self) -> str:
+        """`GET /secrets/key` → the server's PKCS#1 PEM public key to encrypt values to."""
+        return str(self._get("/secrets/key").get("public_key", ""))
+
+    def list_secrets(
+        self, environment: str = "default", *, all_environments: bool = False
+    ) -> list[JsonDict]:
+        """`GET /secrets` → the Secrets a run in `environment` gets (inherited from
+        `default` included), or every secret with `all_environments`."""
+        body = self._get(
+            "/secrets",
+            page=0,
+            page_size=100,
+            environment=environment,
+            all="true" if all_environments else "false",
+        )
+        return list(body.get("secrets", []))
+
+    def create_secret(
+        self, name: str, encrypted_value: str, preview: str, environment: str = "default"
+    ) -> JsonDict:
+        """`POST /secrets` with a value already encrypted to :meth:`secrets_key` → `{secret}`."""
+        body = {
+            "name": name,
+            "environment": environment,
+            "encrypted_value": encrypted_value,
+            "preview": preview,
+        }
+        return self._http.post_json("/secrets", body)
+
+    def update_secret(
+        self, name: str, encrypted_value: str, preview: str, environment: str = "default"
+    ) -> JsonDict:
+        """`PUT /secrets/{name}` with a new encrypted value → `{secret}`."""
+        body = {"environment": environment, "encrypted_value": encrypted_value, "preview": preview}
+        return self._http.request("PUT", f"/secrets/{_seg(name)}", json=body).json()
+
+    def delete_secret(self, name: str, environment: str = "default") -> JsonDict:
+        """`DELETE /secrets/{name}?environment=ENV` → `{secret}`."""
+        path = f"/secrets/{_seg(name)}"
+        return self._http.request("DELETE", path, params={"environment": environment}).json()
+
+    def export_secrets(
+        self, public_key_pem: str, environment: str = "default", *, all_environments: bool = False
+    ) -> list[JsonDict]:
+        """`POST /secrets/export` → every ExportedSecret, each value encrypted to
+        `public_key_pem` (SPKI PEM); pages of 100 are fetched until the last one."""
+        items: list[JsonDict] = []
+        page = 1
+        while True:
+            body = self._http.post_json(
+                "/secrets/export",
+                {
+                    "public_key": public_key_pem,
+                    "environment": environment,
+                    "all": all_environments,
+                    "page": page,
+                    "page_size": 100,
+                },
+            )
+            items.extend(body.get("secrets", []))
+            num_pages = (body.get("pages") or {}).get("num_pages") or 1
+            if page >= num_pages:
+                return items
+            page += 1
+
     # -- catalogs (section: catalogs) --------------------------------------------------
+
+    def list_catalogs(
+        self,
+        environment: str = "default",
+        *,
+        all_environments: bool = False,
+        catalog_type: str | None = None,
+    ) -> list[JsonDict]:
+        """`GET /catalogs` → the Catalogs a run in `environment` sees (inherited from
+        `default` included), or every catalog with `all_environments`; maybe one type."""
+        body = self._get(
+            "/catalogs",
+            page=0,
+            page_size=100,
+            environment=environment,
+            all="true" if all_environments else "false",
+            type=catalog_type,
+        )
+        return list(body.get("catalogs", []))
+
+    def describe_catalog(self, name: str, environment: str = "default") -> JsonDict:
+        """`GET /catalogs/{name}?environment=ENV` → `{catalog}` (maybe inherited)."""
+        return self._get(f"/catalogs/{_seg(name)}", environment=environment)
+
+    def create_catalog(
+        self,
+        name: str,
+        catalog_type: str,
+        properties: Sequence[JsonDict],
+        environment: str = "default",
+    ) -> JsonDict:
+        """`POST /catalogs` → `{catalog}`. Each property is `{name, encrypted_value,
+        preview[, environment_variable]}`, its value encrypted to :meth:`secrets_key`."""
+        body = {
+            "name": name,
+            "environment": environment,
+            "type": catalog_type,
+            "properties": list(properties),
+        }
+        return self._http.post_json("/catalogs", body)
+
+    def update_catalog(
+        self, name: str, properties: Sequence[JsonDict], environment: str = "default"
+    ) -> JsonDict:
+        """`PUT /catalogs/{name}` setting the given (encrypted) properties → `{catalog}`."""
+        body = {"environment": environment, "properties": list(properties)}
+        return self._http.request("PUT", f"/catalogs/{_seg(name)}", json=body).json()
+
+    def delete_catalog(self, name: str, environment: str = "default") -> None:
+        """`DELETE /catalogs/{name}?environment=ENV` → 204, no body."""
+        path = f"/catalogs/{_seg(name)}"
+        self._http.request("DELETE", path, params={"environment": environment})
+
+    def export_catalogs(
+        self, public_key_pem: str, environment: str = "default", *, all_environments: bool = False
+    ) -> list[JsonDict]:
+        """`POST /catalogs/export` → every ExportedCatalog, property values encrypted to
+        `public_key_pem` (SPKI PEM); pages of 100 are fetched until the last one."""
+        items: list[JsonDict] = []
+        page = 1
+        while True:
+            body = self._http.post_json(
+                "/catalogs/export",
+                {
+                    "public_key": public_key_pem,
+                    "environment": environment,
+                    "all": all_environments,
+                    "page": page,
+                    "page_size": 100,
+                },
+            )
+            items.extend(body.get("catalogs", []))
+            num_pages = (body.get("pages") or {}).get("num_pages") or 1
+            if page >= num_pages:
+                return items
+            page += 1
+
+    def describe_default_catalog(self) -> JsonDict:
+        """`GET /storage/catalogs/default` → `{catalog}`, provisioned on first use."""
+        return self._get("/storage/catalogs/default")
 
 
 def _run_filters(

@@ -46,6 +46,7 @@ from tower.runner import workdirs
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
 from tower.runner.logs import LogShipper
+from tower.runner.runtime_values import RuntimeValues, open_runtime_values
 from tower.runner.settings import (
     RunnerSettings,
     SettingsError,
@@ -309,6 +310,7 @@ class Agent:
     def _process(self, assignment: dict[str, Any], run: ActiveRun) -> None:
         logger.info("run %s attempt %s claimed", run.run_id, run.attempt_seq)
         on_stale = lambda: self._cancel_run(run, CancelReason.STALE)  # noqa: E731
+        runtime, sealed_failure = self._runtime_values(assignment)
         shipper = LogShipper(
             self.api,
             run.run_id,
@@ -317,10 +319,15 @@ class Agent:
             first_line_num=run.first_line_num,
             deadline_s=self.settings.report_deadline_s,
             on_stale=on_stale,
+            redact=runtime.masker() or None,
         ).start()
         with workdirs.run_work_dir(self.settings.work_dir, run.run_id) as work:
             try:
-                outcome = self._execute(assignment, run, work, shipper)
+                if sealed_failure is not None:
+                    shipper(SETUP_CHANNEL, sealed_failure)
+                    outcome = Outcome(RunStatus.ERRORED, None, sealed_failure)
+                else:
+                    outcome = self._execute(assignment, run, work, shipper, runtime)
             except Exception as exc:
                 logger.exception("run %s failed in the runner", run.run_id)
                 outcome = Outcome(RunStatus.ERRORED, None, f"The runner failed: {exc}")
@@ -332,8 +339,20 @@ class Agent:
             self._report_final(run, outcome)
         logger.info("run %s finished: %s", run.run_id, outcome.status)
 
+    def _runtime_values(self, assignment: dict[str, Any]) -> tuple[RuntimeValues, str | None]:
+        """The run's secrets and catalog variables, or why they could not be opened."""
+        try:
+            return open_runtime_values(self.private_key, assignment), None
+        except (IntegrityError, InvalidInput) as exc:
+            return RuntimeValues(), f"The run's secrets could not be decrypted: {exc.message}"
+
     def _execute(
-        self, assignment: dict[str, Any], run: ActiveRun, work: Path, shipper: LogShipper
+        self,
+        assignment: dict[str, Any],
+        run: ActiveRun,
+        work: Path,
+        shipper: LogShipper,
+        runtime: RuntimeValues,
     ) -> Outcome:
         package_dir = work / PACKAGE_DIR_NAME
         if run.cancel.is_set():
@@ -346,7 +365,7 @@ class Agent:
         return execute(
             package_dir,
             manifest,
-            self._context(assignment),
+            self._context(assignment, runtime),
             self.venvs,
             shipper,
             work_dir=work,
@@ -391,11 +410,12 @@ class Agent:
             )
         return manifest
 
-    def _context(self, assignment: dict[str, Any]) -> RunContext:
+    def _context(self, assignment: dict[str, Any], runtime: RuntimeValues) -> RunContext:
         return RunContext(
             environment=str(assignment.get("environment") or "default"),
             parameters={str(k): str(v) for k, v in (assignment.get("parameters") or {}).items()},
-            secrets={str(k): str(v) for k, v in (assignment.get("secrets") or {}).items()},
+            secrets=runtime.secrets,
+            catalog_variables=runtime.catalog_variables,
             run_id=str(assignment["run_id"]),
             run_number=assignment.get("run_number"),
             app_name=assignment.get("app_name"),

@@ -5,9 +5,10 @@ it wants to forward (see `tower.runner.settings.run_parent_environment`).
 
 Precedence, later wins:
 1. LANG, LC_ALL and TZ forwarded from the runner;
-2. secrets (a key `dlt.x.y` becomes `X__Y`);
-3. parameters;
-4. what Tower itself controls: PATH, HOME, TMPDIR, VIRTUAL_ENV, PYTHONPATH,
+2. catalog properties (`PYICEBERG_CATALOG__<SLUG>__<PROPERTY>`, or their own variable);
+3. secrets (a key `dlt.x.y` becomes `X__Y`);
+4. parameters;
+5. what Tower itself controls: PATH, HOME, TMPDIR, VIRTUAL_ENV, PYTHONPATH,
    PYTHONUNBUFFERED, `TOWER__RUNTIME__*`, TOWER_ENVIRONMENT, TOWER_URL, TOWER_JWT.
    A secret or parameter can never break the interpreter lookup or the run's identity.
 """
@@ -33,6 +34,7 @@ class RunContext:
     environment: str = "default"
     parameters: Mapping[str, str] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
+    catalog_variables: Mapping[str, str] = field(default_factory=dict)
     run_id: str | None = None
     run_number: int | None = None
     app_name: str | None = None
@@ -94,6 +96,7 @@ def build_environment(
 ) -> dict[str, str]:
     """The complete environment of the app process, starting from nothing."""
     env = {name: parent_env[name] for name in FORWARDED_VARS if name in parent_env}
+    env.update({str(k): str(v) for k, v in ctx.catalog_variables.items()})
     env.update({secret_env_name(k): str(v) for k, v in ctx.secrets.items()})
     env.update({str(k): str(v) for k, v in ctx.parameters.items()})
     env.update(_system_variables(paths, parent_env))

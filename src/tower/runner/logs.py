@@ -63,12 +63,15 @@ def format_log_line(reported_at: datetime, content: str) -> str:
     return f"{reported_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} | {content}"
 
 
-def printing_sink(out: Callable[[str], None]) -> LineSink:
+def printing_sink(
+    out: Callable[[str], None], redact: Callable[[str], str] | None = None
+) -> LineSink:
     """A line sink that prints each line with `format_log_line`, one caller at a time."""
     lock = threading.Lock()
 
     def sink(channel: str, content: str) -> None:
-        line = format_log_line(datetime.now(UTC), content)
+        text = redact(content) if redact is not None else content
+        line = format_log_line(datetime.now(UTC), text)
         with lock:
             out(line)
 
@@ -97,8 +100,11 @@ class LogShipper:
         batch_max_lines: int = BATCH_MAX_LINES,
         deadline_s: float = DEFAULT_REPORT_DEADLINE_S,
         on_stale: Callable[[], None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.api = api
+        #: applied to every line before it is queued (masks secret values)
+        self.redact = redact
         self.on_stale = on_stale
         self.run_id = run_id
         self.attempt_seq = attempt_seq
@@ -128,6 +134,8 @@ class LogShipper:
     def emit(self, channel: str, content: str) -> None:
         """Queue one line, numbered and stamped now."""
         reported_at = utc_timestamp()
+        if self.redact is not None:
+            content = self.redact(content)
         with self._cond:
             if self._closing or self.stale:
                 return

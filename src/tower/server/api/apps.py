@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -14,9 +15,11 @@ from tower.server.api.params import RetryPolicyParams
 from tower.server.api.presenters import present_app, present_apps, present_runs
 from tower.server.services import apps as apps_service
 from tower.server.services import deploys, run_queries
+from tower.server.services import environments as environments_service
 from tower.server.services import runs as runs_service
 from tower.server.services.context import Principal, ServerContext
 from tower.server.services.runs import RunView
+from tower.server.store.models import AppVersion
 
 router = APIRouter(prefix="/v1", tags=["apps"])
 #: the longest pending or running timeout an app may set: a week (s)
@@ -161,17 +164,69 @@ async def deploy_app(
         idempotency_key=x_tower_idempotency_key,
     )
     version = await run_in_threadpool(deploys.deploy, ctx, principal, deploy_request)
-    return {"version": serializers.version_json(version)}
+    pinned = await run_in_threadpool(
+        environments_service.environments_by_version, ctx, principal, name
+    )
+    return {"version": _version_json(version, pinned)}
 
 
 @router.get("/apps/{name}/versions")
 def list_versions(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
     versions = deploys.list_versions(ctx, principal, name)
-    return {"versions": [serializers.version_json(v) for v in versions]}
+    pinned = environments_service.environments_by_version(ctx, principal, name)
+    return {"versions": [_version_json(v, pinned) for v in versions]}
 
 
 @router.get("/apps/{name}/versions/{version}")
 def describe_version(
     ctx: ContextDep, principal: PrincipalDep, name: str, version: str
 ) -> dict[str, Any]:
-    return {"version": serializers.version_json(deploys.get_version(ctx, principal, name, version))}
+    row = deploys.get_version(ctx, principal, name, version)
+    pinned = environments_service.environments_by_version(ctx, principal, name)
+    return {"version": _version_json(row, pinned)}
+
+
+def _version_json(version: AppVersion, pinned: dict[uuid.UUID, list[str]]) -> dict[str, Any]:
+    # `environments` is not in the contract (clients ignore extra keys): where it runs.
+    return {**serializers.version_json(version), "environments": pinned.get(version.id, [])}
+
+
+class UpdateAppEnvironmentParams(BaseModel):
+    #: `v3` or `3`
+    version: str = Field(max_length=32)
+
+
+@router.get("/apps/{name}/environments")
+def list_app_environments(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
+    """The environments that run a version of the app, and which version each runs."""
+    pins = environments_service.app_pins(ctx, principal, name)
+    return {
+        "environments": [p.environment for p in pins],
+        # Not in the contract (clients ignore extra keys): the version behind each name.
+        "pins": [
+            {
+                "environment": p.environment,
+                "version": p.version,
+                "updated_at": serializers.ts(p.updated_at),
+            }
+            for p in pins
+        ],
+    }
+
+
+@router.put("/apps/{name}/environments/{environment}")
+def update_app_environment(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    name: str,
+    environment: str,
+    body: UpdateAppEnvironmentParams,
+) -> dict[str, Any]:
+    """Pin an existing version to an environment: promote, or roll back to an older one."""
+    pin = environments_service.pin_version(ctx, principal, name, environment, body.version)
+    return {
+        "environment": pin.environment,
+        "version": pin.version,
+        # Not in the contract: what the environment ran before (null if nothing).
+        "previous_version": pin.previous_version,
+    }

@@ -1,7 +1,229 @@
-"""/v1/catalogs."""
+"""/v1/catalogs and /v1/storage/catalogs/default: Iceberg catalogs per environment.
+
+Property values arrive encrypted to the server's key (GET /v1/secrets/key) and leave
+only encrypted to a key the caller sends (export); no response carries a plaintext.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal, NoReturn
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from tower.server.api import serializers
+from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.services import catalogs as catalogs_service
+from tower.server.services.accounts import DEFAULT_ENVIRONMENT
+from tower.server.services.catalogs import (
+    CatalogSelection,
+    CatalogView,
+    ExportedCatalog,
+    PropertyInput,
+)
 
 router = APIRouter(prefix="/v1", tags=["catalogs"])
+
+#: base64 of the hybrid format: room for a property of several hundred KiB
+MAX_ENCRYPTED_VALUE_CHARS = 1024 * 1024
+MAX_PROPERTIES = 100
+
+# The official API spec's defaults (its generated SDK sends them); the CLI sends page=0.
+PageQuery = Annotated[int, Query(ge=0, description="1-based page; 0 returns every catalog.")]
+PageSizeQuery = Annotated[int, Query(ge=1, le=1000)]
+
+
+class CatalogPropertyParams(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    encrypted_value: str = Field(
+        max_length=MAX_ENCRYPTED_VALUE_CHARS,
+        description="The value encrypted to GET /v1/secrets/key (RSA-OAEP + AES-256-GCM, base64).",
+    )
+    #: clients compute a preview too; the server computes its own from the plaintext
+    preview: str | None = Field(default=None, description="Ignored.")
+    environment_variable: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Inject the value as this variable instead of "
+        "PYICEBERG_CATALOG__<NAME>__<PROPERTY>.",
+    )
+
+
+class CreateCatalogParams(BaseModel):
+    name: str = Field(description="The slug apps load the catalog by.")
+    environment: str = DEFAULT_ENVIRONMENT
+    type: str
+    properties: list[CatalogPropertyParams] = Field(default_factory=list, max_length=MAX_PROPERTIES)
+
+
+class UpdateCatalogParams(BaseModel):
+    environment: str = DEFAULT_ENVIRONMENT
+    properties: list[CatalogPropertyParams] = Field(max_length=MAX_PROPERTIES)
+
+
+class ExportCatalogsParams(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    public_key: str = Field(description="RSA public key PEM (SPKI or PKCS#1) to encrypt to.")
+    environment: str = DEFAULT_ENVIRONMENT
+    all_environments: bool = Field(default=False, alias="all")
+    page: int = Field(default=1, ge=0)
+    page_size: int = Field(default=20, ge=1, le=1000)
+
+
+class VendCredentialsParams(BaseModel):
+    mode: Literal["read", "read-write"] | None = None
+
+
+def _inputs(params: list[CatalogPropertyParams]) -> list[PropertyInput]:
+    return [
+        PropertyInput(
+            name=p.name,
+            encrypted_value=p.encrypted_value,
+            environment_variable=p.environment_variable,
+        )
+        for p in params
+    ]
+
+
+def catalog_json(view: CatalogView) -> dict[str, Any]:
+    """The contract's Catalog: the SDK reads `CreatedAt`, other clients `created_at`."""
+    created = serializers.ts(view.created_at)
+    return {
+        "CreatedAt": created,
+        "created_at": created,
+        "updated_at": serializers.ts(view.updated_at),
+        "environment": view.environment,
+        "name": view.name,
+        "slug": view.name,
+        "type": view.type,
+        "properties": [
+            {
+                "name": p.name,
+                "preview": p.preview,
+                "environment_variable": p.environment_variable,
+            }
+            for p in view.properties
+        ],
+    }
+
+
+def exported_catalog_json(item: ExportedCatalog) -> dict[str, Any]:
+    created = serializers.ts(item.created_at)
+    return {
+        "CreatedAt": created,
+        "created_at": created,
+        "environment": item.environment,
+        "name": item.name,
+        "slug": item.name,
+        "type": item.type,
+        "properties": [
+            {
+                "name": p.name,
+                "preview": p.preview,
+                "environment_variable": p.environment_variable,
+                "encrypted_value": p.encrypted_value,
+                "derived": p.derived,
+            }
+            for p in item.properties
+        ],
+    }
+
+
+@router.get("/catalogs")
+def list_catalogs(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    page: PageQuery = 1,
+    page_size: PageSizeQuery = 20,
+    environment: str = DEFAULT_ENVIRONMENT,
+    all_environments: Annotated[bool, Query(alias="all")] = False,
+    type_: Annotated[str | None, Query(alias="type")] = None,
+) -> dict[str, Any]:
+    """What a run in `environment` sees (inherited `default` catalogs included), or with
+    `all=true` every catalog of every environment; sorted by name, then environment."""
+    selection = CatalogSelection(
+        environment=environment, all_environments=all_environments, type=type_ or None
+    )
+    views = catalogs_service.list_catalogs(ctx, principal, selection)
+    return {
+        "catalogs": [catalog_json(v) for v in serializers.paginate(views, page, page_size)],
+        "pages": serializers.pages(page, page_size, len(views)),
+    }
+
+
+@router.post("/catalogs")
+def create_catalog(
+    ctx: ContextDep, principal: PrincipalDep, body: CreateCatalogParams
+) -> dict[str, Any]:
+    view = catalogs_service.create_catalog(
+        ctx,
+        principal,
+        name=body.name,
+        environment=body.environment,
+        type_=body.type,
+        properties=_inputs(body.properties),
+    )
+    return {"catalog": catalog_json(view)}
+
+
+@router.post("/catalogs/export")
+def export_catalogs(
+    ctx: ContextDep, principal: PrincipalDep, body: ExportCatalogsParams
+) -> dict[str, Any]:
+    """The selected catalogs with each property encrypted to `public_key`, derived
+    pyiceberg properties included (marked `derived`)."""
+    selection = CatalogSelection(
+        environment=body.environment, all_environments=body.all_environments
+    )
+    items, total = catalogs_service.export_catalogs(
+        ctx, principal, selection, body.public_key, page=body.page, page_size=body.page_size
+    )
+    return {
+        "catalogs": [exported_catalog_json(item) for item in items],
+        "pages": serializers.pages(body.page, body.page_size, total),
+    }
+
+
+@router.get("/catalogs/{name}")
+def describe_catalog(
+    ctx: ContextDep, principal: PrincipalDep, name: str, environment: str = DEFAULT_ENVIRONMENT
+) -> dict[str, Any]:
+    view = catalogs_service.describe_catalog(ctx, principal, name, environment)
+    return {"catalog": catalog_json(view)}
+
+
+@router.put("/catalogs/{name}")
+def update_catalog(
+    ctx: ContextDep, principal: PrincipalDep, name: str, body: UpdateCatalogParams
+) -> dict[str, Any]:
+    view = catalogs_service.update_catalog(
+        ctx, principal, name, body.environment, _inputs(body.properties)
+    )
+    return {"catalog": catalog_json(view)}
+
+
+@router.delete("/catalogs/{name}", status_code=204)
+def delete_catalog(
+    ctx: ContextDep, principal: PrincipalDep, name: str, environment: str = DEFAULT_ENVIRONMENT
+) -> Response:
+    catalogs_service.delete_catalog(ctx, principal, name, environment)
+    return Response(status_code=204)
+
+
+@router.post("/catalogs/{name}/credentials", response_model=None)
+def vend_catalog_credentials(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    name: str,
+    environment: str = DEFAULT_ENVIRONMENT,
+    body: VendCredentialsParams | None = None,
+) -> NoReturn:
+    """Always a clear 404/422: this server hosts no `tower-catalog` catalogs."""
+    catalogs_service.vend_credentials(ctx, principal, name, environment)
+
+
+@router.get("/storage/catalogs/default")
+def describe_default_catalog(ctx: ContextDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The account's built-in `default` catalog, provisioned on the first call."""
+    return {"catalog": catalog_json(catalogs_service.default_catalog(ctx, principal))}

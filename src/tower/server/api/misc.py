@@ -1,4 +1,4 @@
-"""Health, the landing page, session and environments."""
+"""Health, the landing page and the session."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sqlalchemy import func, select, text
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, _bearer
 from tower.server.services import accounts
-from tower.server.services.context import owned
 from tower.server.store import models
 from tower.server.store.types import utcnow
 from tower.server.ui import landing
@@ -87,17 +86,3 @@ def describe_session(request: Request, ctx: ContextDep, principal: PrincipalDep)
             "featurebase_identity": {"company_hash": "", "user_hash": ""},
         }
     }
-
-
-@router.get("/v1/environments", tags=["environments"])
-def list_environments(
-    ctx: ContextDep, principal: PrincipalDep, page: int = 0, page_size: int = 100
-) -> dict[str, Any]:
-    with ctx.sessions.begin() as session:
-        stmt = owned(select(models.Environment), models.Environment, principal)
-        envs = list(session.scalars(stmt.order_by(models.Environment.name)))
-    items = [
-        {"name": env.name, "is_deletable": env.name != accounts.DEFAULT_ENVIRONMENT}
-        for env in serializers.paginate(envs, page, page_size)
-    ]
-    return {"environments": items, "pages": serializers.pages(page, page_size, len(envs))}

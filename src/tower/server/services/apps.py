@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
 from tower.core import errors
@@ -62,14 +63,19 @@ def get_or_create_environment(
     The documented flows (`tower secrets create --environment=test`, then
     `tower deploy --environment=test`) never create the environment first.
     """
-    stmt = owned(select(models.Environment), models.Environment, principal)
-    env = session.scalar(stmt.where(models.Environment.name == name))
-    if env is None:
-        env = models.Environment(
-            account_id=principal.account_id, name=validate_environment_name(name)
-        )
-        session.add(env)
-        session.flush()
+    stmt = owned(select(models.Environment), models.Environment, principal).where(
+        models.Environment.name == name
+    )
+    env = session.scalar(stmt)
+    if env is not None:
+        return env
+    env = models.Environment(account_id=principal.account_id, name=validate_environment_name(name))
+    try:
+        # A savepoint: if a concurrent request created it first, only this insert is undone.
+        with session.begin_nested():
+            session.add(env)
+    except DatabaseIntegrityError:
+        return session.scalars(stmt).one()
     return env
 
 

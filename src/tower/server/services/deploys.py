@@ -63,24 +63,30 @@ def _target_environments(
     if request.all_environments:
         stmt = owned(select(models.Environment), models.Environment, principal)
         return list(session.scalars(stmt.order_by(models.Environment.name)))
+    # Deploying to an environment that does not exist yet creates it: the documented
+    # flow deploys to `test` without ever creating it first.
     name = request.environment or "default"
-    return [apps_service.get_environment(session, principal, name)]
+    return [apps_service.get_or_create_environment(session, principal, name)]
 
 
-def _pin(session: Session, app: models.App, env: models.Environment, version_id: uuid.UUID) -> None:
-    pin = session.get(models.AppEnvironmentVersion, (app.id, env.id))
-    if pin is None:
-        session.add(
-            models.AppEnvironmentVersion(
-                account_id=app.account_id,
-                app_id=app.id,
-                environment_id=env.id,
-                version_id=version_id,
-            )
+def pin(
+    session: Session, app: models.App, env: models.Environment, version_id: uuid.UUID
+) -> models.AppEnvironmentVersion:
+    """Make `env` run that version of `app` from the next run on (runs keep theirs)."""
+    row = session.get(models.AppEnvironmentVersion, (app.id, env.id))
+    if row is None:
+        row = models.AppEnvironmentVersion(
+            account_id=app.account_id,
+            app_id=app.id,
+            environment_id=env.id,
+            version_id=version_id,
+            updated_at=utcnow(),
         )
+        session.add(row)
     else:
-        pin.version_id = version_id
-        pin.updated_at = utcnow()
+        row.version_id = version_id
+        row.updated_at = utcnow()
+    return row
 
 
 def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> models.AppVersion:
@@ -89,10 +95,15 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
     info = package.inspect_package(request.data, verify=True)
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, request.app_name, lock=True)
+        environments = _target_environments(session, principal, request)
         existing = _existing_for_key(session, app, request.idempotency_key)
         if existing is not None:
+            # Same code as a version we already have: nothing to store, but the deploy
+            # still lands where it was aimed (`tower deploy -e production` of a commit
+            # already deployed to `default` must move production to it).
+            for env in environments:
+                pin(session, app, env, existing.id)
             return existing
-        environments = _target_environments(session, principal, request)
         account = session.get(models.Account, principal.account_id)
         account_key = ctx.keys.account_key(account.id, account.wrapped_key)
         version_id = uuid.uuid4()
@@ -118,7 +129,7 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
         session.add(version)
         session.flush()
         for env in environments:
-            _pin(session, app, env, version.id)
+            pin(session, app, env, version.id)
         return version
 
 

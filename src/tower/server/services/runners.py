@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from tower.core import crypto, errors
 from tower.core.runs import ACTIVE, TERMINAL, RunStatus, check_transition
 from tower.server.dispatch import queue
 from tower.server.dispatch.notifier import run_topic
-from tower.server.services import auth, deploys, lifecycle
+from tower.server.services import auth, deploys, lifecycle, vault
+from tower.server.services import catalogs as catalogs_service
+from tower.server.services import secrets as secrets_service
 from tower.server.services.context import RunnerPrincipal, ServerContext
 from tower.server.services.transitions import find_attempt, transition
 from tower.server.store import models
@@ -161,7 +164,7 @@ def _assignment(
         "account_name": account.name,
         "environment": env.name,
         "parameters": {p["name"]: p["value"] for p in run.parameters},
-        "secrets": {},
+        "sealed_runtime": _sealed_runtime(ctx, session, run, runner),
         "invoke": version.invoke,
         "package_url": f"/v1/runner/runs/{run.id}/package",
         "package_inline": inline,
@@ -181,6 +184,22 @@ def _assignment(
         "schedule_id": run.initiator.get("details", {}).get("schedule_id"),
         "schedule_name": run.initiator.get("details", {}).get("schedule_name"),
     }
+
+
+def _sealed_runtime(
+    ctx: ServerContext, session: Session, run: models.Run, runner: models.Runner
+) -> str:
+    """The run's secrets and catalog variables, encrypted to the claiming runner's key.
+
+    The only form in which secret values leave the control plane for a run: the runner
+    opens it in memory with its private key (see tower.runner.runtime_values).
+    """
+    secrets = secrets_service.effective_secrets(ctx, session, run.account_id, run.environment_id)
+    catalog_variables, sensitive = catalogs_service.runtime_variables(
+        ctx, session, run.account_id, run.environment_id
+    )
+    document = {"secrets": secrets, "catalog_variables": catalog_variables, "masked": sensitive}
+    return vault.encrypt_for(runner.public_key, json.dumps(document))
 
 
 def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> models.Run:
