@@ -186,8 +186,8 @@ def test_apps_reach_the_default_catalog_and_another_slug_with_no_configuration(
             "create",
             "analytics",
             "--type=pyiceberg-sql",
-            f"-p=uri=sqlite:///{tmp_path}/analytics.db",
-            f"-p=warehouse=file://{warehouse}",
+            f"--property=uri=sqlite:///{tmp_path}/analytics.db",
+            f"--property=warehouse=file://{warehouse}",
         )
     )
     app = write_app(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,16 @@ from tower.cli.common import api, directory_option, parameters_callback, run_lin
 from tower.cli.follow import RunFollower
 from tower.client import ApiError
 from tower.client.api import TowerApi
+from tower.core import crypto
+from tower.core.catalogs import env_var_name, is_sensitive
 from tower.core.errors import AppNotFound
 
 #: The shell convention for "stopped by Ctrl-C".
 EXIT_INTERRUPTED = 130
 #: Run fields a server may use to say why a run errored, most specific first.
 ERROR_REASON_KEYS = ("status_message",)
+#: the environment name a local run reports (tower.info.environment(), TOWER_ENVIRONMENT)
+LOCAL_ENVIRONMENT = "local"
 
 
 @click.command("run")
@@ -124,6 +129,44 @@ def error_reason(run: dict[str, Any]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class LocalRuntime:
+    """What a local run gets from the server: secrets and catalog variables, in memory."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    catalog_variables: dict[str, str] = field(default_factory=dict)
+    masked: tuple[str, ...] = ()
+
+
+def exported_runtime(environment: str) -> LocalRuntime:
+    """The environment's secrets and catalogs, exported to a key pair that lives only in
+    this process (the API never returns a plaintext value), then decrypted here."""
+    private_key = crypto.generate_rsa_private_key()
+    public_pem = crypto.public_key_pem_spki(private_key)
+    with api() as client:
+        secrets = client.export_secrets(public_pem, environment)
+        catalogs = client.export_catalogs(public_pem, environment)
+
+    def opened(item: dict[str, Any]) -> str:
+        return crypto.hybrid_decrypt(private_key, str(item.get("encrypted_value", "")))
+
+    variables: dict[str, str] = {}
+    masked: list[str] = []
+    for catalog in catalogs:
+        for prop in catalog.get("properties") or []:
+            value = opened(prop)
+            name = str(prop.get("name", ""))
+            slug = str(catalog.get("name", ""))
+            variables[prop.get("environment_variable") or env_var_name(slug, name)] = value
+            if is_sensitive(name):
+                masked.append(value)
+    return LocalRuntime(
+        secrets={str(item.get("name", "")): opened(item) for item in secrets},
+        catalog_variables=variables,
+        masked=tuple(masked),
+    )
+
+
 def run_locally(
     directory: Path, app: str | None, environment: str, parameters: dict[str, str]
 ) -> int:
@@ -142,15 +185,17 @@ def run_locally(
     # deploy would, before any dependency is installed.
     package = build(towerfile)
     settings = config.load_config()
-    # Secrets: `POST /secrets/export` is not available yet. When it is, fetch them here
-    # (re-encrypted to a throwaway key pair) and pass them instead of {}.
-    secrets: dict[str, str] = {}
+    runtime = exported_runtime(environment) if settings.has_credentials else LocalRuntime()
     output.success(f"App `{towerfile.name}` has been launched")
     code = run_local(
         towerfile.base_dir,
         parameters=parameters,
-        secrets=secrets,
-        environment=environment,
+        secrets=runtime.secrets,
+        catalog_variables=runtime.catalog_variables,
+        masked=runtime.masked,
+        # The app sees `local` (tower.info.environment(), TOWER_ENVIRONMENT), as the docs
+        # show; `environment` chose whose secrets and catalogs it gets.
+        environment=LOCAL_ENVIRONMENT,
         tower_url=settings.url if settings.has_credentials else None,
         jwt=settings.jwt,
         out=output.print_local_line,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tower.core.errors import UnknownParameter
@@ -19,7 +19,8 @@ from tower.core.runs import RunStatus
 from tower.core.towerfile import Towerfile, load_towerfile
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
-from tower.runner.logs import printing_sink
+from tower.runner.logs import LineSink, printing_sink
+from tower.runner.masking import SecretMasker
 from tower.runner.settings import (
     RunnerSettings,
     installer_environment,
@@ -68,6 +69,8 @@ def run_local(
     parameters: dict[str, str],
     secrets: dict[str, str],
     environment: str,
+    catalog_variables: dict[str, str] | None = None,
+    masked: Sequence[str] = (),
     tower_url: str | None,
     jwt: str | None,
     out: Callable[[str], None],
@@ -88,13 +91,16 @@ def run_local(
         environment=environment,
         parameters=merged,
         secrets=dict(secrets),
+        catalog_variables=dict(catalog_variables or {}),
         app_name=towerfile.name,
         is_local=True,
         tower_url=tower_url,
         jwt=jwt,
     )
     try:
-        outcome = _execute_package(built.data, ctx, venvs or default_venv_cache(), out)
+        masker = SecretMasker([*secrets.values(), *masked])
+        sink = printing_sink(out, redact=masker or None)
+        outcome = _execute_package(built.data, ctx, venvs or default_venv_cache(), sink)
     except KeyboardInterrupt:
         out("Your local run was cancelled.")
         return FAILURE_EXIT_CODE
@@ -102,9 +108,7 @@ def run_local(
     return 0 if outcome.status == RunStatus.EXITED else FAILURE_EXIT_CODE
 
 
-def _execute_package(
-    data: bytes, ctx: RunContext, venvs: VenvCache, out: Callable[[str], None]
-) -> Outcome:
+def _execute_package(data: bytes, ctx: RunContext, venvs: VenvCache, sink: LineSink) -> Outcome:
     """Extract the package into a temp dir, run it there, and always remove the dir."""
     with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as temp:
         package_dir = Path(temp) / PACKAGE_DIR_NAME
@@ -114,7 +118,7 @@ def _execute_package(
             manifest,
             ctx,
             venvs,
-            printing_sink(out),
+            sink,
             work_dir=Path(temp) / WORK_DIR_NAME,
             parent_env=run_parent_environment(),
         )
