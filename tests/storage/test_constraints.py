@@ -82,6 +82,17 @@ def _populate_account(session: Session) -> uuid.UUID:
     session.add(
         models.Runner(account_id=account.id, credential_id=credential.id, name="r", public_key="pk")
     )
+    sealed = {"wrapped_key": b"k", "ciphertext": b"c", "preview": "XXXXXXXXXX"}
+    env_id = stack.environment.id
+    session.add(models.Secret(account_id=account.id, environment_id=env_id, name="S", **sealed))
+    catalog = models.Catalog(
+        account_id=account.id, environment_id=env_id, name="lake", type="pyiceberg-sql"
+    )
+    session.add(catalog)
+    session.flush()
+    session.add(
+        models.CatalogProperty(account_id=account.id, catalog_id=catalog.id, name="uri", **sealed)
+    )
     session.flush()
     return account.id
 

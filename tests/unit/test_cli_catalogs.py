@@ -11,18 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from tests.unit.cli_fakes import error, isolate_config, serve, tower
 
-from tower.cli import config
-from tower.cli.main import cli
-from tower.client.api import TowerApi
+from tower.cli import common
 from tower.core import crypto
-
-URL = "http://tower.test"
-
-
-def error(status: int, detail: str) -> httpx.Response:
-    return httpx.Response(status, json={"status": status, "title": "Error", "detail": detail})
 
 
 def catalog_obj(name: str, environment: str = "default", **extra: Any) -> dict[str, Any]:
@@ -96,26 +88,10 @@ class FakeTower:
         return [r for r in self.requests if (r.method, r.url.path) == (method, f"/v1{path}")][-1]
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TOWER_API_KEY", "TOWER_JWT", "TOWER_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOWER_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTower:
-    server = FakeTower()
-
-    def make_api(cfg: object = None) -> TowerApi:
-        return TowerApi(URL, api_key="sk-test", transport=httpx.MockTransport(server.handle))
-
-    monkeypatch.setattr(config, "make_api", make_api)
-    return server
-
-
-def tower(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input)
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTower:
+    isolate_config(tmp_path, monkeypatch)
+    return serve(FakeTower(), monkeypatch)
 
 
 # -- create --------------------------------------------------------------------------------
@@ -267,3 +243,15 @@ def test_delete_missing_catalog_fails(fake: FakeTower) -> None:
     result = tower("catalogs", "delete", "nope", "--yes")
     assert result.exit_code == 1
     assert "Catalog 'nope' was not found." in result.stderr
+
+
+def test_delete_asks_at_a_terminal(fake: FakeTower, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "stdin_is_tty", lambda: True)
+    fake.catalogs = [catalog_obj("lake", "prod")]
+    declined = tower("catalogs", "delete", "lake", "-e", "prod", input="n\n")
+    assert declined.exit_code == 1
+    assert "Delete catalog 'lake' from environment 'prod'?" in declined.output
+    assert fake.requests == []
+    accepted = tower("catalogs", "delete", "lake", "-e", "prod", input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert fake.catalogs == []

@@ -19,15 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from tests.unit.cli_fakes import URL, error, isolate_config, serve, tower
 
-from tower.cli import apps as apps_module
-from tower.cli import config, follow
+from tower.cli import common, config, follow
 from tower.cli import deploy as deploy_module
-from tower.cli.main import cli
 from tower.client.api import TowerApi
-
-URL = "http://tower.test"
+from tower.core import crypto
 
 
 def run_obj(number: int, status: str, **extra: Any) -> dict[str, Any]:
@@ -55,10 +53,6 @@ def log_line(num: int, content: str) -> dict[str, Any]:
         "reported_at": f"2025-01-01T00:00:{num:02d}Z",
         "run_id": "r-1",
     }
-
-
-def error(status: int, detail: str) -> httpx.Response:
-    return httpx.Response(status, json={"status": status, "title": "Error", "detail": detail})
 
 
 @dataclass
@@ -152,22 +146,14 @@ class FakeTower:
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TOWER_API_KEY", "TOWER_JWT", "TOWER_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOWER_CONFIG_DIR", str(tmp_path / "config"))
+    isolate_config(tmp_path, monkeypatch)
     # Reconnects in tests should not wait.
     monkeypatch.setattr(follow, "FIRST_BACKOFF_S", 0.0)
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTower:
-    server = FakeTower()
-
-    def make_api(cfg: object = None) -> TowerApi:
-        return TowerApi(URL, api_key="sk-test", transport=httpx.MockTransport(server.handle))
-
-    monkeypatch.setattr(config, "make_api", make_api)
-    return server
+    return serve(FakeTower(), monkeypatch)
 
 
 @pytest.fixture
@@ -179,10 +165,6 @@ def app_dir(tmp_path: Path) -> Path:
     )
     (directory / "main.py").write_text("print('hello')\n")
     return directory
-
-
-def tower(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def assert_no_traceback(result: Result) -> None:
@@ -298,7 +280,7 @@ def test_apps_delete_without_tty_proceeds(fake: FakeTower) -> None:
 
 def test_apps_delete_on_tty_asks(fake: FakeTower, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.add_app("hello")
-    monkeypatch.setattr(apps_module, "stdin_is_tty", lambda: True)
+    monkeypatch.setattr(common, "stdin_is_tty", lambda: True)
     result = tower("apps", "delete", "hello", input="n\n")
     assert result.exit_code == 1
     assert "cannot be undone" in result.output
@@ -658,12 +640,37 @@ def test_run_local(fake: FakeTower, app_dir: Path, monkeypatch: pytest.MonkeyPat
     assert call["directory"] == app_dir
     assert call["parameters"] == {"friend": "Nick"}
     assert call["secrets"] == {}
-    assert call["environment"] == "dev"
+    # The app sees `local`; `-e dev` only chose whose secrets it would have got.
+    assert call["environment"] == "local"
     assert call["tower_url"] is None and call["jwt"] is None
     assert fake.requests == []
 
 
-def test_run_local_crash_and_credentials(app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def exports_to_the_key_sent(request: httpx.Request) -> httpx.Response | None:
+    """Answers the export endpoints as the server does: every value encrypted to the
+    public key in the request, never in the clear."""
+    if request.method != "POST" or not request.url.path.endswith("/export"):
+        return None
+    key = crypto.load_public_key(json.loads(request.content)["public_key"])
+    pages = {"page": 1, "page_size": 100, "num_pages": 1, "total": 1}
+    if request.url.path == "/v1/secrets/export":
+        secret = {"name": "TOKEN", "encrypted_value": crypto.hybrid_encrypt(key, "t0ken")}
+        return httpx.Response(200, json={"secrets": [secret], "pages": pages})
+    properties = [
+        {"name": "uri", "encrypted_value": crypto.hybrid_encrypt(key, "https://lake")},
+        {
+            "name": "credential",
+            "encrypted_value": crypto.hybrid_encrypt(key, "id:s3cret"),
+            "environment_variable": "LAKE_CREDENTIAL",
+        },
+    ]
+    catalog = {"name": "lake", "type": "lakekeeper", "properties": properties}
+    return httpx.Response(200, json={"catalogs": [catalog], "pages": pages})
+
+
+def test_run_local_crash_and_credentials(
+    fake: FakeTower, app_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tower.runner.local as local
 
     calls: list[dict[str, Any]] = []
@@ -675,11 +682,22 @@ def test_run_local_crash_and_credentials(app_dir: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(local, "run_local", fake_run_local)
     monkeypatch.setenv("TOWER_JWT", "jwt-1")
     monkeypatch.setenv("TOWER_URL", "http://srv:9")
-    result = tower("run", "--local", "-d", str(app_dir))
+    fake.override = exports_to_the_key_sent
+    result = tower("run", "--local", "-d", str(app_dir), "-e", "prod")
     assert result.exit_code == 1
     assert "Your local run did not exit cleanly." in result.stderr
     assert calls[0]["tower_url"] == "http://srv:9"
     assert calls[0]["jwt"] == "jwt-1"
+    # With credentials the run gets the environment's values, opened on this machine.
+    assert calls[0]["secrets"] == {"TOKEN": "t0ken"}
+    assert calls[0]["catalog_variables"] == {
+        "PYICEBERG_CATALOG__LAKE__URI": "https://lake",
+        "LAKE_CREDENTIAL": "id:s3cret",
+    }
+    assert calls[0]["masked"] == ("id:s3cret",)
+    exports = [json.loads(r.content) for r in fake.requests]
+    assert [body["environment"] for body in exports] == ["prod", "prod"]
+    assert exports[0]["public_key"] == exports[1]["public_key"]  # one key for both
 
 
 def test_run_local_rejects_another_app_name(app_dir: Path) -> None:

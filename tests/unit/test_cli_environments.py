@@ -15,18 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from tests.unit.cli_fakes import error, isolate_config, serve, tower
 
-from tower.cli import config
-from tower.cli import environments as environments_module
-from tower.cli.main import cli
-from tower.client.api import TowerApi
-
-URL = "http://tower.test"
-
-
-def error(status: int, detail: str) -> httpx.Response:
-    return httpx.Response(status, json={"status": status, "title": "Error", "detail": detail})
+from tower.cli import common
 
 
 @dataclass
@@ -108,26 +100,10 @@ class FakeTower:
         return {"name": name, "is_deletable": name != "default"}
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TOWER_API_KEY", "TOWER_JWT", "TOWER_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOWER_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTower:
-    server = FakeTower()
-
-    def make_api(cfg: object = None) -> TowerApi:
-        return TowerApi(URL, api_key="sk-test", transport=httpx.MockTransport(server.handle))
-
-    monkeypatch.setattr(config, "make_api", make_api)
-    return server
-
-
-def tower(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input)
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTower:
+    isolate_config(tmp_path, monkeypatch)
+    return serve(FakeTower(), monkeypatch)
 
 
 def assert_clean_failure(result: Result) -> None:
@@ -203,7 +179,7 @@ def test_delete_with_yes_shows_what_goes_and_deletes(fake: FakeTower) -> None:
 
 
 def test_delete_asks_at_a_terminal(fake: FakeTower, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(environments_module, "stdin_is_tty", lambda: True)
+    monkeypatch.setattr(common, "stdin_is_tty", lambda: True)
     fake.environments["staging"] = {"secrets": 1}
     declined = tower("environments", "delete", "-n", "staging", input="n\n")
     assert declined.exit_code == 1

@@ -15,21 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from tests.unit.cli_fakes import error, isolate_config, serve, tower
 
-from tower.cli import config
 from tower.cli import secrets as secrets_module
-from tower.cli.main import cli
-from tower.client.api import TowerApi
 from tower.core import crypto
 
-URL = "http://tower.test"
 CREATED_AT = "2025-01-01T00:00:00Z"
-
-
-def error(status: int, detail: str) -> httpx.Response:
-    return httpx.Response(status, json={"status": status, "title": "Error", "detail": detail})
 
 
 @dataclass
@@ -128,26 +121,10 @@ class FakeSecretsApi:
         return [r for r in self.requests if r.method == method and r.url.path == "/v1" + path]
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TOWER_API_KEY", "TOWER_JWT", "TOWER_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOWER_CONFIG_DIR", str(tmp_path / "config"))
-
-
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSecretsApi:
-    server = FakeSecretsApi()
-
-    def make_api(cfg: object = None) -> TowerApi:
-        return TowerApi(URL, api_key="sk-test", transport=httpx.MockTransport(server.handle))
-
-    monkeypatch.setattr(config, "make_api", make_api)
-    return server
-
-
-def tower(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=input)
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSecretsApi:
+    isolate_config(tmp_path, monkeypatch)
+    return serve(FakeSecretsApi(), monkeypatch)
 
 
 def ok(result: Result) -> Result:

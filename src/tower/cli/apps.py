@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich import box
 from rich.table import Table
 
 from tower.cli import output
-from tower.cli.common import api, parse_run_ref, stdin_is_tty
+from tower.cli.common import api, confirm, new_table, parse_run_ref, yes_option
 from tower.cli.follow import RunFollower
 from tower.cli.runs import RunQuery, describe_retry_policy, run_list_options, show_runs
 from tower.client.api import TowerApi
@@ -73,7 +72,7 @@ def show_command(name: str, environment: str | None) -> None:
 def runs_table(runs: list[dict[str, Any]], *, now: datetime) -> Table:
     """The official `#  Status  Start Time  Elapsed Time` table, newest run first, with
     how many attempts each run has had added as a last column."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table = new_table()
     table.add_column("#", justify="right")
     table.add_column("Status")
     table.add_column("Start Time")
@@ -270,15 +269,10 @@ def cancel_command(app: str, number: str | None) -> None:
 
 @apps_group.command("delete")
 @click.argument("name")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 def delete_command(name: str, yes: bool) -> None:
     """Delete an app. Deleted apps cannot be recovered."""
-    # Only a person at a terminal is asked; scripts pass through without hanging.
-    if not yes and stdin_is_tty():
-        click.confirm(
-            f"Delete app '{name}' with all its versions and runs? This cannot be undone.",
-            abort=True,
-        )
+    confirm(f"Delete app '{name}' with all its versions and runs? This cannot be undone.", yes=yes)
     client = api()
     with output.spinner("Deleting app..."):
         client.delete_app(name)
@@ -298,10 +292,7 @@ def versions_command(name: str) -> None:
 
 
 def versions_table(versions: list[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("Version")
-    table.add_column("Created")
-    table.add_column("Environments")
+    table = new_table("Version", "Created", "Environments")
     for version in versions:
         # `environments` is our server's addition; other servers leave it out.
         pinned = version.get("environments")

@@ -9,15 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich import box
 from rich.table import Table
 
 from tower.cli import output
-from tower.cli.common import api, parse_key_values, stdin_is_tty
+from tower.cli.common import (
+    all_environments_option,
+    api,
+    confirm,
+    environment_option,
+    environment_scope,
+    json_option,
+    new_table,
+    parse_key_values,
+    print_rows,
+    yes_option,
+)
 from tower.core import crypto
 from tower.core.catalogs import CATALOG_TYPES
 
-DEFAULT_ENVIRONMENT = "default"
 TYPE_CHOICES = sorted(CATALOG_TYPES)
 
 
@@ -31,17 +40,15 @@ def catalogs_group() -> None:
     """
 
 
+#: `-e` of the commands that act on one catalog.
+catalog_environment_option = environment_option("The environment the catalog belongs to.")
+
+
 @catalogs_group.command("list")
-@click.option(
-    "-e",
-    "--environment",
-    default=DEFAULT_ENVIRONMENT,
-    show_default=True,
-    help="Show what a run in this environment sees (inherited catalogs included).",
-)
-@click.option("-a", "--all", "all_environments", is_flag=True, help="Every environment.")
+@environment_option("Show what a run in this environment sees (inherited catalogs included).")
+@all_environments_option
 @click.option("--type", "catalog_type", default=None, help="Only catalogs of this type.")
-@click.option("--json", "as_json", is_flag=True, help="Print the catalogs as JSON.")
+@json_option("Print the catalogs as JSON.")
 def list_command(
     environment: str, all_environments: bool, catalog_type: str | None, as_json: bool
 ) -> None:
@@ -49,25 +56,20 @@ def list_command(
     rows = api().list_catalogs(
         environment, all_environments=all_environments, catalog_type=catalog_type
     )
-    if as_json:
-        output.print_json(rows)
-        return
-    if not rows:
-        where = "any environment" if all_environments else f"environment '{environment}'"
-        output.info(
-            f"No catalogs found in {where}. Create one with "
+    print_rows(
+        rows,
+        _catalogs_table,
+        as_json=as_json,
+        empty=(
+            f"No catalogs found in {environment_scope(environment, all_environments)}. "
+            "Create one with "
             "`tower catalogs create NAME --type TYPE -p uri=... -p warehouse=...`."
-        )
-        return
-    output.print_table(_catalogs_table(rows))
+        ),
+    )
 
 
 def _catalogs_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("Catalog")
-    table.add_column("Type")
-    table.add_column("Environment")
-    table.add_column("Properties")
+    table = new_table("Catalog", "Type", "Environment", "Properties")
     for row in rows:
         # Plain strings, never Rich markup: names are user data.
         table.add_row(
@@ -81,14 +83,8 @@ def _catalogs_table(rows: list[dict[str, Any]]) -> Table:
 
 @catalogs_group.command("show")
 @click.argument("name")
-@click.option(
-    "-e",
-    "--environment",
-    default=DEFAULT_ENVIRONMENT,
-    show_default=True,
-    help="The environment to look in (its own catalog, or the inherited one).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+@environment_option("The environment to look in (its own catalog, or the inherited one).")
+@json_option("Print the catalog as JSON.")
 def show_command(name: str, environment: str, as_json: bool) -> None:
     """Show a catalog and its properties (values masked)."""
     catalog = api().describe_catalog(name, environment).get("catalog") or {}
@@ -111,10 +107,7 @@ def show_command(name: str, environment: str, as_json: bool) -> None:
 
 
 def _properties_table(properties: list[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("Property")
-    table.add_column("Preview")
-    table.add_column("Environment variable")
+    table = new_table("Property", "Preview", "Environment variable")
     for prop in properties:
         table.add_row(
             str(prop.get("name", "")),
@@ -149,13 +142,7 @@ def _properties_table(properties: list[dict[str, Any]]) -> Table:
     metavar="KEY=ENV_VAR",
     help="Give property KEY to runs as ENV_VAR instead of PYICEBERG_CATALOG__<NAME>__<KEY>.",
 )
-@click.option(
-    "-e",
-    "--environment",
-    default=DEFAULT_ENVIRONMENT,
-    show_default=True,
-    help="The environment the catalog belongs to.",
-)
+@catalog_environment_option
 def create_command(
     name: str,
     catalog_type: str,
@@ -198,19 +185,11 @@ def create_command(
 
 @catalogs_group.command("delete")
 @click.argument("name")
-@click.option(
-    "-e",
-    "--environment",
-    default=DEFAULT_ENVIRONMENT,
-    show_default=True,
-    help="The environment the catalog belongs to.",
-)
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@catalog_environment_option
+@yes_option
 def delete_command(name: str, environment: str, yes: bool) -> None:
     """Delete a catalog. The tables and data it points at are not touched."""
-    # Only a person at a terminal is asked; scripts pass through without hanging.
-    if not yes and stdin_is_tty():
-        click.confirm(f"Delete catalog '{name}' from environment '{environment}'?", abort=True)
+    confirm(f"Delete catalog '{name}' from environment '{environment}'?", yes=yes)
     client = api()
     with output.spinner("Deleting catalog..."):
         client.delete_catalog(name, environment=environment)

@@ -9,13 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich import box
-from rich.table import Table
 
 from tower.cli import output
-from tower.cli.common import api, stdin_is_tty
-
-DEFAULT_ENVIRONMENT = "default"
+from tower.cli.common import DEFAULT_ENVIRONMENT, api, confirm, new_table, yes_option
 
 name_option = click.option("-n", "--name", required=True, help="The environment's name.")
 
@@ -30,9 +26,7 @@ def list_command() -> None:
     """List your environments."""
     with output.spinner("Listing environments..."):
         envs = api().list_environments()
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("Environment")
-    table.add_column("Deletable")
+    table = new_table("Environment", "Deletable")
     for env in envs:
         table.add_row(str(env.get("name", "")), "yes" if env.get("is_deletable") else "no")
     output.print_table(table)
@@ -73,7 +67,7 @@ def rename_command(name: str, new_name: str) -> None:
 
 @environments_group.command("delete")
 @name_option
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 def delete_command(name: str, yes: bool) -> None:
     """Delete an environment with its secrets, catalogs and runs."""
     if name == DEFAULT_ENVIRONMENT:
@@ -83,18 +77,15 @@ def delete_command(name: str, yes: bool) -> None:
     if (body.get("environment") or {}).get("is_deletable") is False:
         raise _undeletable(name)
     output.print_details(environment_details(body))
-    if not yes:
-        # Secrets and catalogs cannot be recovered, so a script must say --yes: it is
-        # never deleted without someone having asked for it explicitly.
-        if not stdin_is_tty():
-            raise click.UsageError(
-                f"Deleting environment '{name}' needs confirmation: run it at a terminal "
-                "or pass --yes."
-            )
-        click.confirm(
-            f"Delete environment '{name}' with everything in it? This cannot be undone.",
-            abort=True,
-        )
+    # Secrets and catalogs cannot be recovered, so a script must say --yes: it is never
+    # deleted without someone having asked for it explicitly.
+    confirm(
+        f"Delete environment '{name}' with everything in it? This cannot be undone.",
+        yes=yes,
+        unanswered=(
+            f"Deleting environment '{name}' needs confirmation: run it at a terminal or pass --yes."
+        ),
+    )
     with output.spinner("Deleting environment..."):
         client.delete_environment(name)
     output.success(f'Environment "{name}" was deleted')

@@ -9,11 +9,18 @@ from typing import Any
 import click
 
 from tower.cli import config, output
-from tower.cli.common import api, directory_option, parameters_callback, run_link, towerfile_in
+from tower.cli.common import (
+    api,
+    directory_option,
+    environment_option,
+    parameters_callback,
+    run_link,
+    towerfile_in,
+)
+from tower.cli.exports import ExportKey
 from tower.cli.follow import RunFollower
 from tower.client import ApiError
 from tower.client.api import TowerApi
-from tower.core import crypto
 from tower.core.catalogs import env_var_name, is_sensitive
 from tower.core.errors import AppNotFound
 
@@ -28,7 +35,7 @@ LOCAL_ENVIRONMENT = "local"
 @click.command("run")
 @click.argument("app", required=False)
 @directory_option
-@click.option("-e", "--environment", default="default", show_default=True)
+@environment_option()
 @click.option(
     "-p",
     "--parameter",
@@ -141,27 +148,23 @@ class LocalRuntime:
 def exported_runtime(environment: str) -> LocalRuntime:
     """The environment's secrets and catalogs, exported to a key pair that lives only in
     this process (the API never returns a plaintext value), then decrypted here."""
-    private_key = crypto.generate_rsa_private_key()
-    public_pem = crypto.public_key_pem_spki(private_key)
+    export_key = ExportKey()
     with api() as client:
-        secrets = client.export_secrets(public_pem, environment)
-        catalogs = client.export_catalogs(public_pem, environment)
-
-    def opened(item: dict[str, Any]) -> str:
-        return crypto.hybrid_decrypt(private_key, str(item.get("encrypted_value", "")))
+        secrets = client.export_secrets(export_key.public_pem, environment)
+        catalogs = client.export_catalogs(export_key.public_pem, environment)
 
     variables: dict[str, str] = {}
     masked: list[str] = []
     for catalog in catalogs:
         for prop in catalog.get("properties") or []:
-            value = opened(prop)
+            value = export_key.open(prop)
             name = str(prop.get("name", ""))
             slug = str(catalog.get("name", ""))
             variables[prop.get("environment_variable") or env_var_name(slug, name)] = value
             if is_sensitive(name):
                 masked.append(value)
     return LocalRuntime(
-        secrets={str(item.get("name", "")): opened(item) for item in secrets},
+        secrets={str(item.get("name", "")): export_key.open(item) for item in secrets},
         catalog_variables=variables,
         masked=tuple(masked),
     )

@@ -7,26 +7,29 @@ command, then decrypts locally.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import click
-from rich import box
 from rich.table import Table
 
 from tower.cli import output
-from tower.cli.common import api, stdin_is_tty
+from tower.cli.common import (
+    all_environments_option,
+    api,
+    environment_option,
+    environment_scope,
+    json_option,
+    new_table,
+    print_rows,
+    stdin_is_tty,
+)
+from tower.cli.exports import ExportKey
 from tower.client.api import TowerApi
 from tower.core import crypto
 
-DEFAULT_ENVIRONMENT = "default"
-
-environment_option = click.option(
-    "-e",
-    "--environment",
-    default=DEFAULT_ENVIRONMENT,
-    show_default=True,
-    help="The environment the secret belongs to.",
-)
+#: `-e` of the commands that act on one secret.
+secret_environment_option = environment_option("The environment the secret belongs to.")
 
 
 @click.group("secrets")
@@ -39,21 +42,10 @@ def secrets_group() -> None:
 
 
 @secrets_group.command("list")
-@click.option(
-    "-e",
-    "--environment",
-    default=DEFAULT_ENVIRONMENT,
-    show_default=True,
-    help="Show what a run in this environment gets (inherited secrets included).",
-)
-@click.option("-a", "--all", "all_environments", is_flag=True, help="Every environment.")
+@environment_option("Show what a run in this environment gets (inherited secrets included).")
+@all_environments_option
 @click.option("--show", is_flag=True, help="Show the values instead of masked previews.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the secrets as JSON (with --show: including their values).",
-)
+@json_option("Print the secrets as JSON (with --show: including their values).")
 def list_command(environment: str, all_environments: bool, show: bool, as_json: bool) -> None:
     """List secrets, masked unless --show is given."""
     client = api()
@@ -63,43 +55,36 @@ def list_command(environment: str, all_environments: bool, show: bool, as_json: 
     else:
         rows = client.list_secrets(environment, all_environments=all_environments)
         value_column = "Preview"
-    if as_json:
-        output.print_json(rows)
-        return
-    if not rows:
-        where = "any environment" if all_environments else f"environment '{environment}'"
-        output.info(
-            f"No secrets found in {where}. Create one with "
-            "`tower secrets create --name=NAME --value=VALUE`."
-        )
-        return
-    output.print_table(_secrets_table(rows, value_column))
+    print_rows(
+        rows,
+        partial(_secrets_table, value_column=value_column),
+        as_json=as_json,
+        empty=(
+            f"No secrets found in {environment_scope(environment, all_environments)}. "
+            "Create one with `tower secrets create --name=NAME --value=VALUE`."
+        ),
+    )
 
 
 def _revealed(client: TowerApi, environment: str, all_environments: bool) -> list[dict[str, Any]]:
-    """Export to a fresh RSA-2048 key that lives only in this process, then decrypt."""
-    private_key = crypto.generate_rsa_private_key()
+    """The secrets with their values, exported to a key made for this command alone."""
+    export_key = ExportKey()
     with output.spinner("Fetching secrets..."):
         items = client.export_secrets(
-            crypto.public_key_pem_spki(private_key),
-            environment,
-            all_environments=all_environments,
+            export_key.public_pem, environment, all_environments=all_environments
         )
     return [
         {
             "name": item.get("name", ""),
             "environment": item.get("environment", ""),
-            "value": crypto.hybrid_decrypt(private_key, str(item.get("encrypted_value", ""))),
+            "value": export_key.open(item),
         }
         for item in items
     ]
 
 
 def _secrets_table(rows: list[dict[str, Any]], value_column: str) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("Secret")
-    table.add_column("Environment")
-    table.add_column(value_column)
+    table = new_table("Secret", "Environment", value_column)
     key = value_column.lower()
     for row in rows:
         # Plain strings, never Rich markup: names and values are user data.
@@ -117,7 +102,7 @@ def _secrets_table(rows: list[dict[str, Any]], value_column: str) -> Table:
     default=None,
     help="The secret's value; asked for (hidden) when omitted at a terminal.",
 )
-@environment_option
+@secret_environment_option
 def create_command(name: str, value: str | None, environment: str) -> None:
     """Create a secret (encrypted on this machine before it is sent)."""
     if value is None:
@@ -138,7 +123,7 @@ def create_command(name: str, value: str | None, environment: str) -> None:
 
 @secrets_group.command("delete")
 @click.argument("name")
-@environment_option
+@secret_environment_option
 def delete_command(name: str, environment: str) -> None:
     """Delete a secret: NAME or ENV/NAME.
 

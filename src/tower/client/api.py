@@ -127,6 +127,55 @@ class TowerApi:
         query = {k: v for k, v in params.items() if v is not None and v != []}
         return self._http.get_json(path, params=query)
 
+    def _environment_listing(
+        self,
+        path: str,
+        items_key: str,
+        environment: str,
+        all_environments: bool,
+        **filters: Any,
+    ) -> list[JsonDict]:
+        """`GET path` for secrets or catalogs: what a run in `environment` sees, or every
+        environment's with `all_environments` (the first 100; None filters are left out)."""
+        body = self._get(
+            path,
+            page=0,
+            page_size=100,
+            environment=environment,
+            all="true" if all_environments else "false",
+            **filters,
+        )
+        return list(body.get(items_key, []))
+
+    def _export_pages(
+        self,
+        path: str,
+        items_key: str,
+        public_key_pem: str,
+        environment: str,
+        all_environments: bool,
+    ) -> list[JsonDict]:
+        """POST an export request (secrets and catalogs share its body) page by page,
+        100 items a page, until the last page; the items of every page, in order."""
+        items: list[JsonDict] = []
+        page = 1
+        while True:
+            body = self._http.post_json(
+                path,
+                {
+                    "public_key": public_key_pem,
+                    "environment": environment,
+                    "all": all_environments,
+                    "page": page,
+                    "page_size": 100,
+                },
+            )
+            items.extend(body.get(items_key, []))
+            num_pages = (body.get("pages") or {}).get("num_pages") or 1
+            if page >= num_pages:
+                return items
+            page += 1
+
     # -- session and environments ------------------------------------------------------
 
     def describe_session(self) -> JsonDict:
@@ -371,14 +420,7 @@ class TowerApi:
     ) -> list[JsonDict]:
         """`GET /secrets` → the Secrets a run in `environment` gets (inherited from
         `default` included), or every secret with `all_environments`."""
-        body = self._get(
-            "/secrets",
-            page=0,
-            page_size=100,
-            environment=environment,
-            all="true" if all_environments else "false",
-        )
-        return list(body.get("secrets", []))
+        return self._environment_listing("/secrets", "secrets", environment, all_environments)
 
     def create_secret(
         self, name: str, encrypted_value: str, preview: str, environment: str = "default"
@@ -409,24 +451,9 @@ class TowerApi:
     ) -> list[JsonDict]:
         """`POST /secrets/export` → every ExportedSecret, each value encrypted to
         `public_key_pem` (SPKI PEM); pages of 100 are fetched until the last one."""
-        items: list[JsonDict] = []
-        page = 1
-        while True:
-            body = self._http.post_json(
-                "/secrets/export",
-                {
-                    "public_key": public_key_pem,
-                    "environment": environment,
-                    "all": all_environments,
-                    "page": page,
-                    "page_size": 100,
-                },
-            )
-            items.extend(body.get("secrets", []))
-            num_pages = (body.get("pages") or {}).get("num_pages") or 1
-            if page >= num_pages:
-                return items
-            page += 1
+        return self._export_pages(
+            "/secrets/export", "secrets", public_key_pem, environment, all_environments
+        )
 
     # -- catalogs (section: catalogs) --------------------------------------------------
 
@@ -439,15 +466,9 @@ class TowerApi:
     ) -> list[JsonDict]:
         """`GET /catalogs` → the Catalogs a run in `environment` sees (inherited from
         `default` included), or every catalog with `all_environments`; maybe one type."""
-        body = self._get(
-            "/catalogs",
-            page=0,
-            page_size=100,
-            environment=environment,
-            all="true" if all_environments else "false",
-            type=catalog_type,
+        return self._environment_listing(
+            "/catalogs", "catalogs", environment, all_environments, type=catalog_type
         )
-        return list(body.get("catalogs", []))
 
     def describe_catalog(self, name: str, environment: str = "default") -> JsonDict:
         """`GET /catalogs/{name}?environment=ENV` → `{catalog}` (maybe inherited)."""
@@ -487,24 +508,9 @@ class TowerApi:
     ) -> list[JsonDict]:
         """`POST /catalogs/export` → every ExportedCatalog, property values encrypted to
         `public_key_pem` (SPKI PEM); pages of 100 are fetched until the last one."""
-        items: list[JsonDict] = []
-        page = 1
-        while True:
-            body = self._http.post_json(
-                "/catalogs/export",
-                {
-                    "public_key": public_key_pem,
-                    "environment": environment,
-                    "all": all_environments,
-                    "page": page,
-                    "page_size": 100,
-                },
-            )
-            items.extend(body.get("catalogs", []))
-            num_pages = (body.get("pages") or {}).get("num_pages") or 1
-            if page >= num_pages:
-                return items
-            page += 1
+        return self._export_pages(
+            "/catalogs/export", "catalogs", public_key_pem, environment, all_environments
+        )
 
     def describe_default_catalog(self) -> JsonDict:
         """`GET /storage/catalogs/default` → `{catalog}`, provisioned on first use."""

@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.api.scoped_params import (
+    ClientPreview,
+    EncryptedValue,
+    ExportParams,
+    ScopeQueryDep,
+)
 from tower.server.services import catalogs as catalogs_service
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
 from tower.server.services.catalogs import (
@@ -24,23 +30,13 @@ from tower.server.services.catalogs import (
 
 router = APIRouter(prefix="/v1", tags=["catalogs"])
 
-#: base64 of the hybrid format: room for a property of several hundred KiB
-MAX_ENCRYPTED_VALUE_CHARS = 1024 * 1024
 MAX_PROPERTIES = 100
-
-# The official API spec's defaults (its generated SDK sends them); the CLI sends page=0.
-PageQuery = Annotated[int, Query(ge=0, description="1-based page; 0 returns every catalog.")]
-PageSizeQuery = Annotated[int, Query(ge=1, le=1000)]
 
 
 class CatalogPropertyParams(BaseModel):
     name: str = Field(min_length=1, max_length=128)
-    encrypted_value: str = Field(
-        max_length=MAX_ENCRYPTED_VALUE_CHARS,
-        description="The value encrypted to GET /v1/secrets/key (RSA-OAEP + AES-256-GCM, base64).",
-    )
-    #: clients compute a preview too; the server computes its own from the plaintext
-    preview: str | None = Field(default=None, description="Ignored.")
+    encrypted_value: EncryptedValue
+    preview: ClientPreview = None
     environment_variable: str | None = Field(
         default=None,
         max_length=256,
@@ -59,16 +55,6 @@ class CreateCatalogParams(BaseModel):
 class UpdateCatalogParams(BaseModel):
     environment: str = DEFAULT_ENVIRONMENT
     properties: list[CatalogPropertyParams] = Field(max_length=MAX_PROPERTIES)
-
-
-class ExportCatalogsParams(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    public_key: str = Field(description="RSA public key PEM (SPKI or PKCS#1) to encrypt to.")
-    environment: str = DEFAULT_ENVIRONMENT
-    all_environments: bool = Field(default=False, alias="all")
-    page: int = Field(default=1, ge=0)
-    page_size: int = Field(default=20, ge=1, le=1000)
 
 
 class VendCredentialsParams(BaseModel):
@@ -134,22 +120,14 @@ def exported_catalog_json(item: ExportedCatalog) -> dict[str, Any]:
 def list_catalogs(
     ctx: ContextDep,
     principal: PrincipalDep,
-    page: PageQuery = 1,
-    page_size: PageSizeQuery = 20,
-    environment: str = DEFAULT_ENVIRONMENT,
-    all_environments: Annotated[bool, Query(alias="all")] = False,
+    query: ScopeQueryDep,
     type_: Annotated[str | None, Query(alias="type")] = None,
 ) -> dict[str, Any]:
     """What a run in `environment` sees (inherited `default` catalogs included), or with
     `all=true` every catalog of every environment; sorted by name, then environment."""
-    selection = CatalogSelection(
-        environment=environment, all_environments=all_environments, type=type_ or None
-    )
+    selection = CatalogSelection(query.environment, query.all_environments, type=type_ or None)
     views = catalogs_service.list_catalogs(ctx, principal, selection)
-    return {
-        "catalogs": [catalog_json(v) for v in serializers.paginate(views, page, page_size)],
-        "pages": serializers.pages(page, page_size, len(views)),
-    }
+    return query.answer("catalogs", views, catalog_json)
 
 
 @router.post("/catalogs")
@@ -168,21 +146,14 @@ def create_catalog(
 
 
 @router.post("/catalogs/export")
-def export_catalogs(
-    ctx: ContextDep, principal: PrincipalDep, body: ExportCatalogsParams
-) -> dict[str, Any]:
+def export_catalogs(ctx: ContextDep, principal: PrincipalDep, body: ExportParams) -> dict[str, Any]:
     """The selected catalogs with each property encrypted to `public_key`, derived
     pyiceberg properties included (marked `derived`)."""
-    selection = CatalogSelection(
-        environment=body.environment, all_environments=body.all_environments
-    )
+    selection = CatalogSelection(body.environment, body.all_environments)
     items, total = catalogs_service.export_catalogs(
         ctx, principal, selection, body.public_key, page=body.page, page_size=body.page_size
     )
-    return {
-        "catalogs": [exported_catalog_json(item) for item in items],
-        "pages": serializers.pages(body.page, body.page_size, total),
-    }
+    return body.answer("catalogs", items, total, exported_catalog_json)
 
 
 @router.get("/catalogs/{name}")

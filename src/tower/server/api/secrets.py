@@ -9,11 +9,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from tower.core import crypto, errors
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.api.scoped_params import (
+    ClientPreview,
+    EncryptedValue,
+    ExportParams,
+    ScopeQueryDep,
+)
 from tower.server.services import secrets as secrets_service
 from tower.server.services import vault
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
@@ -21,22 +27,7 @@ from tower.server.services.secrets import ExportedSecret, SecretSelection, Secre
 
 router = APIRouter(prefix="/v1", tags=["secrets"])
 
-#: base64 of the hybrid format: room for values of several hundred KiB (a JSON key file)
-MAX_ENCRYPTED_VALUE_CHARS = 1024 * 1024
 KEY_FORMATS = ("pkcs1", "spki")
-
-# The official API spec's defaults (its generated SDK sends them); the CLI sends page=0.
-PageQuery = Annotated[int, Query(ge=0, description="1-based page; 0 returns every secret.")]
-PageSizeQuery = Annotated[int, Query(ge=1, le=1000)]
-EncryptedValue = Annotated[
-    str,
-    Field(
-        max_length=MAX_ENCRYPTED_VALUE_CHARS,
-        description="The value encrypted to GET /v1/secrets/key (RSA-OAEP + AES-256-GCM, base64).",
-    ),
-]
-#: clients compute a preview too; the server computes its own from the plaintext
-ClientPreview = Annotated[str | None, Field(default=None, description="Ignored.")]
 
 
 class CreateSecretParams(BaseModel):
@@ -50,16 +41,6 @@ class UpdateSecretParams(BaseModel):
     environment: str = DEFAULT_ENVIRONMENT
     encrypted_value: EncryptedValue
     preview: ClientPreview = None
-
-
-class ExportSecretsParams(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    public_key: str = Field(description="RSA public key PEM (SPKI or PKCS#1) to encrypt to.")
-    environment: str = DEFAULT_ENVIRONMENT
-    all_environments: bool = Field(default=False, alias="all")
-    page: int = Field(default=1, ge=0)
-    page_size: int = Field(default=20, ge=1, le=1000)
 
 
 def secret_json(view: SecretView) -> dict[str, Any]:
@@ -105,22 +86,12 @@ def list_secret_environments(ctx: ContextDep, principal: PrincipalDep) -> dict[s
 
 
 @router.get("/secrets")
-def list_secrets(
-    ctx: ContextDep,
-    principal: PrincipalDep,
-    page: PageQuery = 1,
-    page_size: PageSizeQuery = 20,
-    environment: str = DEFAULT_ENVIRONMENT,
-    all_environments: Annotated[bool, Query(alias="all")] = False,
-) -> dict[str, Any]:
+def list_secrets(ctx: ContextDep, principal: PrincipalDep, query: ScopeQueryDep) -> dict[str, Any]:
     """What a run in `environment` gets (inherited `default` secrets included), or with
     `all=true` every secret of every environment; sorted by name, then environment."""
-    selection = SecretSelection(environment=environment, all_environments=all_environments)
+    selection = SecretSelection(query.environment, query.all_environments)
     views = secrets_service.list_secrets(ctx, principal, selection)
-    return {
-        "secrets": [secret_json(v) for v in serializers.paginate(views, page, page_size)],
-        "pages": serializers.pages(page, page_size, len(views)),
-    }
+    return query.answer("secrets", views, secret_json)
 
 
 @router.post("/secrets", status_code=201)
@@ -134,20 +105,13 @@ def create_secret(
 
 
 @router.post("/secrets/export")
-def export_secrets(
-    ctx: ContextDep, principal: PrincipalDep, body: ExportSecretsParams
-) -> dict[str, Any]:
+def export_secrets(ctx: ContextDep, principal: PrincipalDep, body: ExportParams) -> dict[str, Any]:
     """The selected secrets with each value encrypted to `public_key` (never plaintext)."""
-    selection = SecretSelection(
-        environment=body.environment, all_environments=body.all_environments
-    )
+    selection = SecretSelection(body.environment, body.all_environments)
     items, total = secrets_service.export_secrets(
         ctx, principal, selection, body.public_key, page=body.page, page_size=body.page_size
     )
-    return {
-        "secrets": [exported_secret_json(item) for item in items],
-        "pages": serializers.pages(body.page, body.page_size, total),
-    }
+    return body.answer("secrets", items, total, exported_secret_json)
 
 
 # `{name:path}`: the SDK sends `ENV/NAME` as one %2F-encoded segment, which arrives

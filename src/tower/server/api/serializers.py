@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from tower.core.runs import RunStatus, status_group
+from tower.server.services.inherited import page_of
 from tower.server.services.runs import RunView
 from tower.server.services.stats import AppHealth
 from tower.server.store import models
@@ -187,8 +188,6 @@ def pages(page: int, page_size: int, total: int) -> dict[str, int]:
 
 
 def paginate(items: list[Any], page: int, page_size: int) -> list[Any]:
-    """`page=0` means everything (the official CLI relies on that)."""
-    if page <= 0:
-        return items
-    start = (page - 1) * page_size
-    return items[start : start + page_size]
+    """`page=0` means everything (the official CLI relies on that); the rule the
+    services page exports by too."""
+    return page_of(items, page, page_size)

@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
 from tower.core import catalogs as rules
 from tower.core import crypto, errors
-from tower.server.services import vault
+from tower.server.services import inherited, vault
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
-from tower.server.services.apps import get_or_create_environment, validate_environment_name
-from tower.server.services.context import Principal, ServerContext, owned
+from tower.server.services.apps import validate_environment_name
+from tower.server.services.context import Principal, ServerContext
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -88,12 +88,10 @@ class PropertyInput:
 
 
 @dataclass(frozen=True, slots=True)
-class CatalogSelection:
+class CatalogSelection(inherited.Selection):
     """What a run in `environment` sees, or every catalog with `all_environments`;
     optionally only catalogs of one type."""
 
-    environment: str = DEFAULT_ENVIRONMENT
-    all_environments: bool = False
     type: str | None = None
 
 
@@ -109,10 +107,7 @@ class _Opened:
 
 
 def _not_found(name: str, environment: str) -> errors.NotFound:
-    return errors.NotFound(
-        f"Catalog '{name}' was not found in environment '{environment}'. See the catalogs "
-        f"there with `tower catalogs list --environment={environment}`."
-    )
+    return inherited.not_found("catalog", name, environment)
 
 
 def _not_own(name: str, environment: str) -> errors.NotFound:
@@ -120,6 +115,14 @@ def _not_own(name: str, environment: str) -> errors.NotFound:
         f"Catalog '{name}' is not defined in environment '{environment}' (it is inherited "
         f"from '{DEFAULT_ENVIRONMENT}'). Change it with environment='{DEFAULT_ENVIRONMENT}', "
         f"or create an override in '{environment}' with the same name."
+    )
+
+
+def _already_exists(name: str, environment: str) -> str:
+    return (
+        f"Catalog '{name}' already exists in environment '{environment}'. Update it "
+        f"(PUT /v1/catalogs/{name}) or delete it first "
+        f"(`tower catalogs delete {name} --environment={environment}`)."
     )
 
 
@@ -151,58 +154,18 @@ def _open_inputs(ctx: ServerContext, catalog: str, inputs: Sequence[PropertyInpu
 # ------------------------------------------------------------------------ queries
 
 
-def _account_catalogs(account_id: uuid.UUID) -> Select[tuple[models.Catalog, str]]:
-    """The account's catalogs, each with the name of its environment."""
-    return (
-        select(models.Catalog, models.Environment.name)
-        .join(models.Environment, models.Environment.id == models.Catalog.environment_id)
-        .where(models.Catalog.account_id == account_id, models.Environment.account_id == account_id)
-    )
-
-
-def _with_environment(principal: Principal) -> Select[tuple[models.Catalog, str]]:
-    stmt = select(models.Catalog, models.Environment.name).join(
-        models.Environment, models.Environment.id == models.Catalog.environment_id
-    )
-    return owned(stmt, models.Catalog, principal)
-
-
 def _find(
     session: Session, principal: Principal, name: str, environment: str, *, lock: bool = False
 ) -> models.Catalog | None:
     """The catalog defined in `environment` itself (never an inherited one)."""
-    stmt = owned(select(models.Catalog), models.Catalog, principal).join(
-        models.Environment, models.Environment.id == models.Catalog.environment_id
-    )
-    stmt = stmt.where(models.Catalog.name == name, models.Environment.name == environment)
-    if lock:
-        stmt = stmt.with_for_update(of=models.Catalog)
-    return session.scalar(stmt)
-
-
-def _inherited(
-    rows: Iterable[tuple[models.Catalog, str]],
-) -> list[tuple[models.Catalog, str]]:
-    """Rows of `default` and of one other environment → what that environment sees."""
-    chosen: dict[str, tuple[models.Catalog, str]] = {}
-    for catalog, environment in rows:
-        if catalog.name not in chosen or environment != DEFAULT_ENVIRONMENT:
-            chosen[catalog.name] = (catalog, environment)
-    return list(chosen.values())
+    return inherited.find(session, models.Catalog, principal, name, environment, lock=lock)
 
 
 def _visible(
     session: Session, principal: Principal, selection: CatalogSelection
 ) -> list[tuple[models.Catalog, str]]:
-    stmt = _with_environment(principal)
-    if selection.type:
-        stmt = stmt.where(models.Catalog.type == selection.type)
-    if selection.all_environments:
-        rows = [(catalog, env) for catalog, env in session.execute(stmt)]
-    else:
-        names = [DEFAULT_ENVIRONMENT, selection.environment]
-        rows = _inherited(session.execute(stmt.where(models.Environment.name.in_(names))))
-    return sorted(rows, key=lambda row: (row[0].name, row[1]))
+    of_type = [models.Catalog.type == selection.type] if selection.type else []
+    return inherited.visible(session, models.Catalog, principal, selection, *of_type)
 
 
 def _properties_of(
@@ -287,11 +250,10 @@ def describe_catalog(
 ) -> CatalogView:
     """The catalog `name` as environment `environment` sees it (its own or `default`'s)."""
     with ctx.sessions.begin() as session:
-        stmt = _with_environment(principal).where(
-            models.Catalog.name == name,
-            models.Environment.name.in_([DEFAULT_ENVIRONMENT, environment]),
+        selection = inherited.Selection(environment=environment)
+        rows = inherited.visible(
+            session, models.Catalog, principal, selection, models.Catalog.name == name
         )
-        rows = _inherited(session.execute(stmt))
         if not rows:
             raise _not_found(name, environment)
         return _views(session, rows)[0]
@@ -315,16 +277,9 @@ def create_catalog(
     # Decrypt and check before touching the database: bad input stores nothing.
     opened = _open_inputs(ctx, name, inputs)
     rules.validate_properties(type_, opened.values)
-    for _attempt in range(2):
-        try:
-            return _insert(ctx, principal, name, environment, type_, opened)
-        except DatabaseIntegrityError:
-            # A concurrent request created the environment or this catalog first: once
-            # more, and the existence check sees what it committed (a clean 409).
-            continue
-    raise errors.Conflict(
-        f"Catalog '{name}' in environment '{environment}' was being changed by another "
-        "request at the same time. Try again."
+    return inherited.create_once_more(
+        lambda: _insert(ctx, principal, name, environment, type_, opened),
+        f"Catalog '{name}' in environment '{environment}'",
     )
 
 
@@ -337,15 +292,9 @@ def _insert(
     opened: _Opened,
 ) -> CatalogView:
     with ctx.sessions.begin() as session:
-        env = get_or_create_environment(session, principal, environment)
-        if _find(session, principal, name, environment) is not None:
-            raise errors.AlreadyExists(
-                f"Catalog '{name}' already exists in environment '{environment}'. Update it "
-                f"(PUT /v1/catalogs/{name}) or delete it first "
-                f"(`tower catalogs delete {name} --environment={environment}`).",
-                location="body.name",
-                value=name,
-            )
+        env = inherited.environment_for_new(
+            session, models.Catalog, principal, name, environment, _already_exists
+        )
         catalog = models.Catalog(
             account_id=principal.account_id, environment_id=env.id, name=name, type=type_
         )
@@ -433,10 +382,10 @@ def export_catalogs(
     """One page of the selected catalogs with every value encrypted to `public_key_pem`
     (the derived pyiceberg properties too, so a local run gets what a remote one gets),
     and how many catalogs the whole selection holds."""
-    _check_public_key(public_key_pem)
+    inherited.check_public_key(public_key_pem)
     with ctx.sessions.begin() as session:
         rows = _visible(session, principal, selection)
-        selected = _page_of(rows, page, page_size)
+        selected = inherited.page_of(rows, page, page_size)
         props = _properties_of(session, [catalog.id for catalog, _ in selected])
         key = vault.account_key(ctx, session, principal.account_id)
         exported = [
@@ -489,17 +438,6 @@ def _derived(type_: str, plain: dict[str, str]) -> dict[str, str]:
     except (errors.InvalidInput, KeyError):
         return {}
     return {name: value for name, value in full.items() if name not in plain}
-
-
-def _check_public_key(public_key_pem: str) -> None:
-    try:
-        crypto.load_public_key(public_key_pem)
-    except errors.InvalidInput as exc:
-        raise errors.InvalidInput(
-            f"{exc.message} Send the RSA public key (2048 bits or more) to encrypt the "
-            "exported values to.",
-            location="body.public_key",
-        ) from exc
 
 
 def vend_credentials(
@@ -619,15 +557,8 @@ def runtime_variables(
     except errors.TowerError as exc:
         # The run still gets every other catalog; only the built-in one is missing.
         logger.warning("built-in catalog unavailable for account %s: %s", account_id, exc)
-    # No Principal on this path (the dispatcher acts for the run's account), so the
-    # tenancy filter is written out in _account_catalogs.
-    stmt = _account_catalogs(account_id).where(
-        or_(
-            models.Catalog.environment_id == environment_id,
-            models.Environment.name == DEFAULT_ENVIRONMENT,
-        )
-    )
-    rows = sorted(_inherited(session.execute(stmt)), key=lambda row: row[0].name)
+    seen = inherited.seen_by_run(session, models.Catalog, account_id, environment_id)
+    rows = sorted(seen, key=lambda row: row[0].name)
     props = _properties_of(session, [catalog.id for catalog, _ in rows])
     key = vault.account_key(ctx, session, account_id)
     variables: dict[str, str] = {}
@@ -645,17 +576,4 @@ def runtime_variables(
 
 def count_catalogs(session: Session, environment_id: uuid.UUID) -> int:
     """How many catalogs an environment holds itself (inherited ones not counted)."""
-    stmt = (
-        select(func.count())
-        .select_from(models.Catalog)
-        .where(models.Catalog.environment_id == environment_id)
-    )
-    return int(session.scalar(stmt) or 0)
-
-
-def _page_of(items: list[Any], page: int, page_size: int) -> list[Any]:
-    """`page=0` is every item (as in every listing); pages count from 1."""
-    if page <= 0:
-        return items
-    start = (page - 1) * page_size
-    return items[start : start + page_size]
+    return inherited.count_own(session, models.Catalog, environment_id)

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Select, func, or_, select
-from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tower.core import crypto, errors
-from tower.server.services import vault
+from tower.core import errors
+from tower.server.services import inherited, vault
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
-from tower.server.services.apps import get_or_create_environment
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -53,13 +49,8 @@ class ExportedSecret:
     encrypted_value: str
 
 
-@dataclass(frozen=True, slots=True)
-class SecretSelection:
-    """Which secrets a listing or export covers: what a run in `environment` gets,
-    or every secret of every environment when `all_environments` is set."""
-
-    environment: str = DEFAULT_ENVIRONMENT
-    all_environments: bool = False
+#: which secrets a listing or export covers (what a run in one environment gets, or all)
+SecretSelection = inherited.Selection
 
 
 # ------------------------------------------------------------------------ names
@@ -90,56 +81,23 @@ def split_qualified_name(name: str, environment: str | None) -> tuple[str, str]:
 
 
 def _not_found(name: str, environment: str) -> errors.NotFound:
-    return errors.NotFound(
-        f"Secret '{name}' was not found in environment '{environment}'. "
-        f"See the secrets there with `tower secrets list --environment={environment}`."
+    return inherited.not_found("secret", name, environment)
+
+
+def _already_exists(name: str, environment: str) -> str:
+    return (
+        f"Secret '{name}' already exists in environment '{environment}'. Delete it "
+        f"first (`tower secrets delete {environment}/{name}`) or update it."
     )
 
 
 # ------------------------------------------------------------------------ queries
 
 
-def _with_environment(principal: Principal) -> Select[tuple[models.Secret, str]]:
-    """The caller's secrets, each with the name of its environment."""
-    stmt = select(models.Secret, models.Environment.name).join(
-        models.Environment, models.Environment.id == models.Secret.environment_id
-    )
-    return owned(stmt, models.Secret, principal)
-
-
 def _find(
     session: Session, principal: Principal, name: str, environment: str, *, lock: bool = False
 ) -> models.Secret | None:
-    stmt = owned(select(models.Secret), models.Secret, principal).join(
-        models.Environment, models.Environment.id == models.Secret.environment_id
-    )
-    stmt = stmt.where(models.Secret.name == name, models.Environment.name == environment)
-    if lock:
-        stmt = stmt.with_for_update(of=models.Secret)
-    return session.scalar(stmt)
-
-
-def _inherited(rows: Iterable[tuple[models.Secret, str]]) -> list[tuple[models.Secret, str]]:
-    """Rows of `default` and of one other environment → what a run there gets: the
-    other environment's secret wins over `default`'s of the same name."""
-    chosen: dict[str, tuple[models.Secret, str]] = {}
-    for secret, environment in rows:
-        if secret.name not in chosen or environment != DEFAULT_ENVIRONMENT:
-            chosen[secret.name] = (secret, environment)
-    return list(chosen.values())
-
-
-def _visible(
-    session: Session, principal: Principal, selection: SecretSelection
-) -> list[tuple[models.Secret, str]]:
-    """The secrets `selection` covers, sorted by name then environment."""
-    stmt = _with_environment(principal)
-    if selection.all_environments:
-        rows = [(secret, env) for secret, env in session.execute(stmt)]
-    else:
-        names = {DEFAULT_ENVIRONMENT, selection.environment}
-        rows = _inherited(session.execute(stmt.where(models.Environment.name.in_(names))))
-    return sorted(rows, key=lambda row: (row[0].name, row[1]))
+    return inherited.find(session, models.Secret, principal, name, environment, lock=lock)
 
 
 def _view(secret: models.Secret, environment: str) -> SecretView:
@@ -152,14 +110,6 @@ def _view(secret: models.Secret, environment: str) -> SecretView:
     )
 
 
-def _page_of(items: list[Any], page: int, page_size: int) -> list[Any]:
-    """`page=0` is every item (as in every listing); pages count from 1."""
-    if page <= 0:
-        return items
-    start = (page - 1) * page_size
-    return items[start : start + page_size]
-
-
 # ------------------------------------------------------------------------ use cases
 
 
@@ -170,33 +120,19 @@ def create_secret(
     validate_secret_name(name)
     # Decrypt before touching the database: a value we cannot open stores nothing.
     plaintext = vault.decrypt_incoming(ctx, encrypted_value, f"secret '{name}'")
-    try:
-        return _insert(ctx, principal, name, environment, plaintext)
-    except DatabaseIntegrityError:
-        pass
-    # A concurrent request created the environment or this very secret first. Once
-    # more: the existence check now sees what that request committed (a clean 409).
-    try:
-        return _insert(ctx, principal, name, environment, plaintext)
-    except DatabaseIntegrityError as exc:
-        raise errors.Conflict(
-            f"Secret '{name}' in environment '{environment}' was being changed by another "
-            "request at the same time. Try again."
-        ) from exc
+    return inherited.create_once_more(
+        lambda: _insert(ctx, principal, name, environment, plaintext),
+        f"Secret '{name}' in environment '{environment}'",
+    )
 
 
 def _insert(
     ctx: ServerContext, principal: Principal, name: str, environment: str, plaintext: str
 ) -> SecretView:
     with ctx.sessions.begin() as session:
-        env = get_or_create_environment(session, principal, environment)
-        if _find(session, principal, name, environment) is not None:
-            raise errors.AlreadyExists(
-                f"Secret '{name}' already exists in environment '{environment}'. Delete it "
-                f"first (`tower secrets delete {environment}/{name}`) or update it.",
-                location="body.name",
-                value=name,
-            )
+        env = inherited.environment_for_new(
+            session, models.Secret, principal, name, environment, _already_exists
+        )
         secret = models.Secret(account_id=principal.account_id, environment_id=env.id, name=name)
         key = vault.account_key(ctx, session, principal.account_id)
         vault.store(secret, vault.seal(key, plaintext, _aad(principal.account_id, env.id, name)))
@@ -239,7 +175,8 @@ def list_secrets(
     ctx: ServerContext, principal: Principal, selection: SecretSelection
 ) -> list[SecretView]:
     with ctx.sessions.begin() as session:
-        return [_view(secret, env) for secret, env in _visible(session, principal, selection)]
+        rows = inherited.visible(session, models.Secret, principal, selection)
+        return [_view(secret, env) for secret, env in rows]
 
 
 def export_secrets(
@@ -253,9 +190,9 @@ def export_secrets(
 ) -> tuple[list[ExportedSecret], int]:
     """One page of the selected secrets, each value encrypted to `public_key_pem`,
     and how many secrets the whole selection holds."""
-    _check_public_key(public_key_pem)
+    inherited.check_public_key(public_key_pem)
     with ctx.sessions.begin() as session:
-        rows = _visible(session, principal, selection)
+        rows = inherited.visible(session, models.Secret, principal, selection)
         key = vault.account_key(ctx, session, principal.account_id)
         exported = [
             ExportedSecret(
@@ -264,20 +201,9 @@ def export_secrets(
                 created_at=secret.created_at,
                 encrypted_value=vault.encrypt_for(public_key_pem, _open(key, secret)),
             )
-            for secret, env in _page_of(rows, page, page_size)
+            for secret, env in inherited.page_of(rows, page, page_size)
         ]
     return exported, len(rows)
-
-
-def _check_public_key(public_key_pem: str) -> None:
-    try:
-        crypto.load_public_key(public_key_pem)
-    except errors.InvalidInput as exc:
-        raise errors.InvalidInput(
-            f"{exc.message} Send the RSA public key (2048 bits or more) to encrypt the "
-            "exported values to.",
-            location="body.public_key",
-        ) from exc
 
 
 def secret_environments(ctx: ServerContext, principal: Principal) -> list[str]:
@@ -301,35 +227,16 @@ def effective_secrets(
     """Plaintext name → value for a run in `environment_id`: `default`'s secrets,
     overridden by the environment's own. For the runner hand-out only, which seals
     the result to the runner's key; never put this in an API response."""
-    # No Principal on this path (the dispatcher acts for the run's account), so the
-    # tenancy filter is written out: both the secret and its environment are the account's.
-    stmt = (
-        select(models.Secret, models.Environment.name)
-        .join(models.Environment, models.Environment.id == models.Secret.environment_id)
-        .where(
-            models.Secret.account_id == account_id,
-            models.Environment.account_id == account_id,
-            or_(
-                models.Secret.environment_id == environment_id,
-                models.Environment.name == DEFAULT_ENVIRONMENT,
-            ),
-        )
-    )
-    rows = list(session.execute(stmt))
+    rows = inherited.seen_by_run(session, models.Secret, account_id, environment_id)
     if not rows:
         return {}
     key = vault.account_key(ctx, session, account_id)
-    return {secret.name: _open(key, secret) for secret, _env in _inherited(rows)}
+    return {secret.name: _open(key, secret) for secret, _env in rows}
 
 
 def count_secrets(session: Session, environment_id: uuid.UUID) -> int:
     """How many secrets an environment holds itself (inherited ones not counted)."""
-    stmt = (
-        select(func.count())
-        .select_from(models.Secret)
-        .where(models.Secret.environment_id == environment_id)
-    )
-    return int(session.scalar(stmt) or 0)
+    return inherited.count_own(session, models.Secret, environment_id)
 
 
 def _aad(account_id: uuid.UUID, environment_id: uuid.UUID, name: str) -> bytes:
