@@ -9,7 +9,7 @@ import jwt
 from sqlalchemy import select, update
 
 from tower.core import crypto, errors
-from tower.server.services.context import Principal, RunnerPrincipal, ServerContext
+from tower.server.services.context import Principal, RunnerPrincipal, ServerContext, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -61,23 +61,25 @@ def authenticate(ctx: ServerContext, *, api_key: str | None, bearer: str | None)
 
 def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
     now = utcnow()
-    with ctx.sessions.begin() as session:
+    # Every request authenticates: a plain read, so it never waits for SQLite's write lock.
+    with read_session(ctx) as session:
         row = session.execute(
             select(models.ApiKey, models.Account.name)
             .join(models.Account, models.Account.id == models.ApiKey.account_id)
             .where(models.ApiKey.key_hash == crypto.hash_token(key))
         ).first()
-        if row is None:
-            raise errors.Unauthenticated("The API key is not valid. Check TOWER_API_KEY.")
-        api_key, account_name = row
-        if api_key.expires_at and api_key.expires_at <= now:
-            raise errors.Unauthenticated("The API key has expired. Create a new one.")
-        # Writing on every request would serialize all reads on SQLite; a minute is enough.
-        if not api_key.last_used_at or now - api_key.last_used_at > LAST_USED_GRANULARITY:
+    if row is None:
+        raise errors.Unauthenticated("The API key is not valid. Check TOWER_API_KEY.")
+    api_key, account_name = row
+    if api_key.expires_at and api_key.expires_at <= now:
+        raise errors.Unauthenticated("The API key has expired. Create a new one.")
+    # Writing on every request would serialize all reads on SQLite; a minute is enough.
+    if not api_key.last_used_at or now - api_key.last_used_at > LAST_USED_GRANULARITY:
+        with ctx.sessions.begin() as session:
             session.execute(
                 update(models.ApiKey).where(models.ApiKey.id == api_key.id).values(last_used_at=now)
             )
-        return Principal(api_key.account_id, account_name, api_key.user_id, "api_key")
+    return Principal(api_key.account_id, account_name, api_key.user_id, "api_key")
 
 
 def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
@@ -89,7 +91,7 @@ def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
             "The session token is invalid or expired. Log in again (`tower up` or `tower login`)."
         ) from exc
     user_id = uuid.UUID(claims["sub"]) if claims.get("sub") else None
-    with ctx.sessions.begin() as session:
+    with read_session(ctx) as session:
         account = session.get(models.Account, account_id)
         if account is None:
             raise errors.Unauthenticated("The account of this token no longer exists.")
@@ -113,7 +115,7 @@ def authenticate_runner(ctx: ServerContext, bearer: str | None) -> RunnerPrincip
         raise errors.Unauthenticated(
             "Runner endpoints need a runner token (rt-…) in `Authorization: Bearer`."
         )
-    with ctx.sessions.begin() as session:
+    with read_session(ctx) as session:
         credential = session.scalar(
             select(models.RunnerCredential).where(
                 models.RunnerCredential.token_hash == crypto.hash_token(bearer)

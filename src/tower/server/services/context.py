@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -52,3 +54,18 @@ class RunnerPrincipal:
 def owned(stmt: Select[T], model: Any, principal: Principal) -> Select[T]:
     """Scope a query to the caller's account: the one place tenancy is applied."""
     return stmt.where(model.account_id == principal.account_id)
+
+
+@contextmanager
+def read_session(ctx: ServerContext) -> Iterator[Session]:
+    """A session that only reads, outside any transaction.
+
+    Regular sessions begin with BEGIN IMMEDIATE on SQLite, i.e. they hold the database's
+    write lock: a slow report over a million runs would stall every runner heartbeat.
+    Autocommit reads take no lock (WAL readers never block writers) and cost nothing
+    on PostgreSQL. Each statement reads its own snapshot: a page and its total may
+    disagree by the runs created in between, which a listing can live with.
+    """
+    with ctx.sessions() as session:
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session

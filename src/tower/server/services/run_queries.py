@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from tower.core import errors
 from tower.core.runs import RunStatus
 from tower.server.services import apps as apps_service
-from tower.server.services.context import Principal, ServerContext
+from tower.server.services.context import Principal, ServerContext, read_session
 from tower.server.services.runs import RunView
 from tower.server.store import models
 
@@ -57,21 +56,6 @@ class Page:
     @property
     def limit(self) -> int | None:
         return self.size if self.number > 0 else None
-
-
-@contextmanager
-def read_session(ctx: ServerContext) -> Iterator[Session]:
-    """A session that only reads, outside any transaction.
-
-    Regular sessions begin with BEGIN IMMEDIATE on SQLite, i.e. they hold the database's
-    write lock: a slow report over a million runs would stall every runner heartbeat.
-    Autocommit reads take no lock (WAL readers never block writers) and cost nothing
-    on PostgreSQL. Each statement reads its own snapshot: a page and its total may
-    disagree by the runs created in between, which a listing can live with.
-    """
-    with ctx.sessions() as session:
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        yield session
 
 
 def parse_statuses(values: Sequence[str] | None) -> tuple[RunStatus, ...]:
