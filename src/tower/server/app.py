@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from tower.core import errors
 from tower.server import keys
 from tower.server.api import (
+    api_keys,
     apps,
     catalogs,
     environments,
@@ -153,6 +154,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         environments,
         secrets,
         catalogs,
+        api_keys,
     ):
         app.include_router(module.router)
     return app

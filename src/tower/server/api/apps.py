@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from tower.core import errors, package
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli, scoped
 from tower.server.api.params import RetryPolicyParams
 from tower.server.api.presenters import present_app, present_apps, present_runs
 from tower.server.services import apps as apps_service
@@ -31,7 +31,7 @@ class CreateAppParams(BaseModel):
     short_description: str | None = Field(default="", max_length=4096)
 
 
-@router.get("/apps")
+@router.get("/apps", **scoped("apps:read"))
 def list_apps(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -46,7 +46,7 @@ def list_apps(
     return {"apps": items, "pages": serializers.pages(page, page_size, len(apps))}
 
 
-@router.post("/apps", status_code=201)
+@router.post("/apps", status_code=201, **scoped("apps:create"))
 def create_app(ctx: ContextDep, principal: PrincipalDep, body: CreateAppParams) -> dict[str, Any]:
     app = apps_service.create_app(
         ctx, principal, name=body.name, short_description=body.short_description or ""
@@ -66,8 +66,8 @@ class UpdateAppParams(BaseModel):
     retry_policy: RetryPolicyParams | None = None
 
 
-@router.put("/apps/{name}")
-@router.patch("/apps/{name}", operation_id="patch_app")
+@router.put("/apps/{name}", **scoped("apps:update"))
+@router.patch("/apps/{name}", operation_id="patch_app", **scoped("apps:update"))
 def update_app(
     ctx: ContextDep, principal: PrincipalDep, name: str, body: UpdateAppParams
 ) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def update_app(
     return {"app": present_app(ctx, principal, app)}
 
 
-@router.get("/apps/{name}")
+@router.get("/apps/{name}", **scoped("apps:read"))
 def describe_app(
     request: Request,
     ctx: ContextDep,
@@ -116,7 +116,7 @@ def _recent_runs(
     return views
 
 
-@router.delete("/apps/{name}")
+@router.delete("/apps/{name}", **scoped("apps:delete"))
 def delete_app(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, name)
@@ -139,7 +139,7 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/apps/{name}/deploy", status_code=201)
+@router.post("/apps/{name}/deploy", status_code=201, **scoped("apps:deploy"))
 async def deploy_app(
     request: Request,
     ctx: ContextDep,
@@ -170,14 +170,14 @@ async def deploy_app(
     return {"version": _version_json(version, pinned)}
 
 
-@router.get("/apps/{name}/versions")
+@router.get("/apps/{name}/versions", **scoped("apps:read"))
 def list_versions(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
     versions = deploys.list_versions(ctx, principal, name)
     pinned = environments_service.environments_by_version(ctx, principal, name)
     return {"versions": [_version_json(v, pinned) for v in versions]}
 
 
-@router.get("/apps/{name}/versions/{version}")
+@router.get("/apps/{name}/versions/{version}", **scoped("apps:read"))
 def describe_version(
     ctx: ContextDep, principal: PrincipalDep, name: str, version: str
 ) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class UpdateAppEnvironmentParams(BaseModel):
     version: str = Field(max_length=32)
 
 
-@router.get("/apps/{name}/environments")
+@router.get("/apps/{name}/environments", **scoped("apps:read"))
 def list_app_environments(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
     """The environments that run a version of the app, and which version each runs."""
     pins = environments_service.app_pins(ctx, principal, name)
@@ -214,7 +214,7 @@ def list_app_environments(ctx: ContextDep, principal: PrincipalDep, name: str) -
     }
 
 
-@router.put("/apps/{name}/environments/{environment}")
+@router.put("/apps/{name}/environments/{environment}", **scoped("apps:deploy"))
 def update_app_environment(
     ctx: ContextDep,
     principal: PrincipalDep,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.api.scoped_params import (
     ClientPreview,
     EncryptedValue,
@@ -116,7 +116,7 @@ def exported_catalog_json(item: ExportedCatalog) -> dict[str, Any]:
     }
 
 
-@router.get("/catalogs")
+@router.get("/catalogs", **scoped("catalogs:read"))
 def list_catalogs(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -130,7 +130,7 @@ def list_catalogs(
     return query.answer("catalogs", views, catalog_json)
 
 
-@router.post("/catalogs")
+@router.post("/catalogs", **scoped("catalogs:create"))
 def create_catalog(
     ctx: ContextDep, principal: PrincipalDep, body: CreateCatalogParams
 ) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def create_catalog(
     return {"catalog": catalog_json(view)}
 
 
-@router.post("/catalogs/export")
+@router.post("/catalogs/export", **scoped("catalogs:export"))
 def export_catalogs(ctx: ContextDep, principal: PrincipalDep, body: ExportParams) -> dict[str, Any]:
     """The selected catalogs with each property encrypted to `public_key`, derived
     pyiceberg properties included (marked `derived`)."""
@@ -156,7 +156,7 @@ def export_catalogs(ctx: ContextDep, principal: PrincipalDep, body: ExportParams
     return body.answer("catalogs", items, total, exported_catalog_json)
 
 
-@router.get("/catalogs/{name}")
+@router.get("/catalogs/{name}", **scoped("catalogs:read"))
 def describe_catalog(
     ctx: ContextDep, principal: PrincipalDep, name: str, environment: str = DEFAULT_ENVIRONMENT
 ) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def describe_catalog(
     return {"catalog": catalog_json(view)}
 
 
-@router.put("/catalogs/{name}")
+@router.put("/catalogs/{name}", **scoped("catalogs:update"))
 def update_catalog(
     ctx: ContextDep, principal: PrincipalDep, name: str, body: UpdateCatalogParams
 ) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def update_catalog(
     return {"catalog": catalog_json(view)}
 
 
-@router.delete("/catalogs/{name}", status_code=204)
+@router.delete("/catalogs/{name}", status_code=204, **scoped("catalogs:delete"))
 def delete_catalog(
     ctx: ContextDep, principal: PrincipalDep, name: str, environment: str = DEFAULT_ENVIRONMENT
 ) -> Response:
@@ -182,7 +182,7 @@ def delete_catalog(
     return Response(status_code=204)
 
 
-@router.post("/catalogs/{name}/credentials", response_model=None)
+@router.post("/catalogs/{name}/credentials", response_model=None, **scoped("catalogs:read"))
 def vend_catalog_credentials(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -194,7 +194,7 @@ def vend_catalog_credentials(
     catalogs_service.vend_credentials(ctx, principal, name, environment)
 
 
-@router.get("/storage/catalogs/default")
+@router.get("/storage/catalogs/default", **scoped("catalogs:read"))
 def describe_default_catalog(ctx: ContextDep, principal: PrincipalDep) -> dict[str, Any]:
     """The account's built-in `default` catalog, provisioned on the first call."""
     return {"catalog": catalog_json(catalogs_service.default_catalog(ctx, principal))}

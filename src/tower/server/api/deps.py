@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from tower.server.services import auth
+from tower.server.services import access, auth
 from tower.server.services.context import Principal, RunnerPrincipal, ServerContext
 
 OFFICIAL_CLI_USER_AGENT = "Tower CLI"
@@ -44,4 +45,25 @@ def is_official_cli(request: Request) -> bool:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+#: the OpenAPI extension naming each route's scope (read by the scope-matrix test)
+SCOPE_EXTENSION = "x-tower-scope"
+
+
+def _require(scope: str | None) -> Callable[[Principal], None]:
+    def check(principal: PrincipalDep) -> None:
+        access.authorize(principal, scope)
+
+    return check
+
+
+def scoped(scope: str | None) -> dict[str, Any]:
+    """Route decorator arguments declaring the scope the route needs:
+    `@router.get("/apps", **scoped("apps:read"))`. None = any authenticated caller."""
+    return {
+        "dependencies": [Depends(_require(scope))],
+        "openapi_extra": {SCOPE_EXTENSION: scope or ""},
+    }
+
+
 RunnerDep = Annotated[RunnerPrincipal, Depends(get_runner_principal)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.services import environments as environments_service
 from tower.server.store import models
 
@@ -28,7 +28,7 @@ def environment_json(env: models.Environment) -> dict[str, Any]:
     return {"name": env.name, "is_deletable": environments_service.is_deletable(env)}
 
 
-@router.get("/environments")
+@router.get("/environments", **scoped("envs:read"))
 def list_environments(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -44,7 +44,7 @@ def list_environments(
     }
 
 
-@router.post("/environments", status_code=201)
+@router.post("/environments", status_code=201, **scoped("envs:create"))
 def create_environment(
     ctx: ContextDep, principal: PrincipalDep, body: CreateEnvironmentParams
 ) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def create_environment(
     return {"environment": environment_json(env)}
 
 
-@router.get("/environments/{name}")
+@router.get("/environments/{name}", **scoped("envs:read"))
 def describe_environment(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
     summary = environments_service.describe_environment(ctx, principal, name)
     return {
@@ -63,7 +63,7 @@ def describe_environment(ctx: ContextDep, principal: PrincipalDep, name: str) ->
     }
 
 
-@router.put("/environments/{name}")
+@router.put("/environments/{name}", **scoped("envs:update"))
 def rename_environment(
     ctx: ContextDep, principal: PrincipalDep, name: str, body: UpdateEnvironmentParams
 ) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def rename_environment(
     return {"environment": environment_json(env)}
 
 
-@router.delete("/environments/{name}")
+@router.delete("/environments/{name}", **scoped("envs"))
 def delete_environment(ctx: ContextDep, principal: PrincipalDep, name: str) -> dict[str, Any]:
     deleted = environments_service.delete_environment(ctx, principal, name)
     # `deleted` is not in the contract (clients ignore extra keys): what went with it.

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli, scoped
 from tower.server.api.presenters import present_runs
 from tower.server.services import run_queries
 from tower.server.services.context import ServerContext
@@ -69,7 +69,7 @@ def _listing(
 ListingDep = Annotated[Listing, Depends(_listing)]
 
 
-@router.get("/apps/{name}/runs")
+@router.get("/apps/{name}/runs", **scoped("runs:read"))
 def list_runs(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, query: ListingDep
 ) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def list_runs(
     return _answer(request, ctx, query.page, found)
 
 
-@router.get("/runs")
+@router.get("/runs", **scoped("runs:read"))
 def search_runs(
     request: Request, ctx: ContextDep, principal: PrincipalDep, query: ListingDep
 ) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import func, select, text
 
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep, _bearer
+from tower.server.api.deps import ContextDep, PrincipalDep, _bearer, scoped
 from tower.server.services import accounts
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -74,7 +74,7 @@ def _user_json(user: models.User) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/session", tags=["session"])
+@router.get("/v1/session", tags=["session"], **scoped(None))
 def describe_session(request: Request, ctx: ContextDep, principal: PrincipalDep) -> dict[str, Any]:
     token = _bearer(request.headers.get("authorization")) or ""
     data = accounts.describe_session(ctx, principal, token)

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tower.core.runs import is_terminal
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli, scoped
 from tower.server.api.params import RetryPolicyParams
 from tower.server.dispatch.notifier import run_topic, wait_for
 from tower.server.services import runs as runs_service
@@ -43,7 +43,7 @@ class RunAppParams(BaseModel):
     retry_policy: RetryPolicyParams | None = None
 
 
-@router.post("/apps/{name}/runs", status_code=201)
+@router.post("/apps/{name}/runs", status_code=201, **scoped("apps:run"))
 def run_app(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, body: RunAppParams
 ) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def run_app(
     return {"run": serializers.run_json(view, base, official_cli=is_official_cli(request))}
 
 
-@router.get("/apps/{name}/runs/{number}")
+@router.get("/apps/{name}/runs/{number}", **scoped("runs:read"))
 def describe_run(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, number: int
 ) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def describe_run(
     }
 
 
-@router.post("/apps/{name}/runs/{number}")
+@router.post("/apps/{name}/runs/{number}", **scoped("runs:cancel"))
 def cancel_run(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, number: int
 ) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def cancel_run(
     return {"run": run, "cancelled_child_runs": children}
 
 
-@router.get("/apps/{name}/runs/{number}/graph")
+@router.get("/apps/{name}/runs/{number}/graph", **scoped("runs:read"))
 def describe_run_graph(
     ctx: ContextDep, principal: PrincipalDep, name: str, number: int
 ) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def _graph_id(node: tuple[str, int]) -> dict[str, Any]:
     return {"app_name": app_name, "number": number}
 
 
-@router.get("/apps/{name}/runs/{number}/logs")
+@router.get("/apps/{name}/runs/{number}/logs", **scoped("runs:logs"))
 def describe_run_logs(
     ctx: ContextDep, principal: PrincipalDep, name: str, number: int
 ) -> dict[str, Any]:
@@ -149,7 +149,7 @@ async def _log_events(ctx: ServerContext, run_id: Any) -> AsyncIterator[str]:
                 yield ": keep-alive\n\n"
 
 
-@router.get("/apps/{name}/runs/{number}/logs/stream")
+@router.get("/apps/{name}/runs/{number}/logs/stream", **scoped("runs:logs"))
 def stream_run_logs(
     ctx: ContextDep, principal: PrincipalDep, name: str, number: int
 ) -> StreamingResponse:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from tower.core import crypto, errors
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.api.scoped_params import (
     ClientPreview,
     EncryptedValue,
@@ -61,7 +61,7 @@ def exported_secret_json(item: ExportedSecret) -> dict[str, Any]:
     }
 
 
-@router.get("/secrets/key")
+@router.get("/secrets/key", **scoped(None))
 def describe_secrets_key(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -80,12 +80,12 @@ def describe_secrets_key(
     return {"public_key": vault.server_public_key_pem(ctx)}
 
 
-@router.get("/secrets/environments")
+@router.get("/secrets/environments", **scoped("secrets:read"))
 def list_secret_environments(ctx: ContextDep, principal: PrincipalDep) -> dict[str, Any]:
     return {"environments": secrets_service.secret_environments(ctx, principal)}
 
 
-@router.get("/secrets")
+@router.get("/secrets", **scoped("secrets:read"))
 def list_secrets(ctx: ContextDep, principal: PrincipalDep, query: ScopeQueryDep) -> dict[str, Any]:
     """What a run in `environment` gets (inherited `default` secrets included), or with
     `all=true` every secret of every environment; sorted by name, then environment."""
@@ -94,7 +94,7 @@ def list_secrets(ctx: ContextDep, principal: PrincipalDep, query: ScopeQueryDep)
     return query.answer("secrets", views, secret_json)
 
 
-@router.post("/secrets", status_code=201)
+@router.post("/secrets", status_code=201, **scoped("secrets:create"))
 def create_secret(
     ctx: ContextDep, principal: PrincipalDep, body: CreateSecretParams
 ) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def create_secret(
     return {"secret": secret_json(view)}
 
 
-@router.post("/secrets/export")
+@router.post("/secrets/export", **scoped("secrets"))
 def export_secrets(ctx: ContextDep, principal: PrincipalDep, body: ExportParams) -> dict[str, Any]:
     """The selected secrets with each value encrypted to `public_key` (never plaintext)."""
     selection = SecretSelection(body.environment, body.all_environments)
@@ -116,7 +116,7 @@ def export_secrets(ctx: ContextDep, principal: PrincipalDep, body: ExportParams)
 
 # `{name:path}`: the SDK sends `ENV/NAME` as one %2F-encoded segment, which arrives
 # decoded; see split_qualified_name.
-@router.put("/secrets/{name:path}")
+@router.put("/secrets/{name:path}", **scoped("secrets:update"))
 def update_secret(
     ctx: ContextDep, principal: PrincipalDep, name: str, body: UpdateSecretParams
 ) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def update_secret(
     return {"secret": secret_json(view)}
 
 
-@router.delete("/secrets/{name:path}")
+@router.delete("/secrets/{name:path}", **scoped("secrets:delete"))
 def delete_secret(
     ctx: ContextDep, principal: PrincipalDep, name: str, environment: str | None = None
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from tower.core.runs import RunStatus
-from tower.server.api.deps import ContextDep, PrincipalDep
+from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.api.serializers import ts
 from tower.server.services import run_queries, stats
 
@@ -22,7 +22,7 @@ _TOTAL_KEYS = {
 }
 
 
-@router.get("/stats/runs")
+@router.get("/stats/runs", **scoped("runs:read"))
 def run_statistics(
     ctx: ContextDep,
     principal: PrincipalDep,
@@ -65,7 +65,7 @@ def _run_statistics_json(result: stats.RunStatistics) -> dict[str, Any]:
     }
 
 
-@router.get("/stats/apps")
+@router.get("/stats/apps", **scoped("apps:read"))
 def app_statistics(
     ctx: ContextDep, principal: PrincipalDep, environment: str | None = None
 ) -> dict[str, Any]:

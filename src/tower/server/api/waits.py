@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli
+from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli, scoped
 from tower.server.services import waits as waits_service
 
 router = APIRouter(prefix="/v1", tags=["runs"])
@@ -42,7 +42,7 @@ class AwaitRunsParams(BaseModel):
     )
 
 
-@router.post("/runs/await")
+@router.post("/runs/await", **scoped("runs:read"))
 async def await_runs(
     request: Request, ctx: ContextDep, principal: PrincipalDep, body: AwaitRunsParams
 ) -> dict[str, Any]:

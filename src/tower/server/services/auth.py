@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from sqlalchemy import select, update
 
-from tower.core import crypto, errors
+from tower.core import crypto, errors, scopes
 from tower.server.services.context import Principal, RunnerPrincipal, ServerContext, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -79,7 +79,13 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
             session.execute(
                 update(models.ApiKey).where(models.ApiKey.id == api_key.id).values(last_used_at=now)
             )
-    return Principal(api_key.account_id, account_name, api_key.user_id, "api_key")
+    return Principal(
+        api_key.account_id,
+        account_name,
+        api_key.user_id,
+        "api_key",
+        scopes=scopes.parse_scopes(api_key.scopes),
+    )
 
 
 def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:

@@ -41,6 +41,8 @@ class Principal:
     user_id: uuid.UUID | None
     kind: str  # "session" | "api_key" | "run"
     run_id: uuid.UUID | None = None
+    #: what an API key with a scope list may do; None = every scope of the account
+    scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
