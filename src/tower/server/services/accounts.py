@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors
-from tower.server.services import auth
+from tower.server.services import api_keys, auth
 from tower.server.services.context import Principal, ServerContext
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -97,7 +97,7 @@ def create_api_key(
             account_id=user.personal_account_id,
             user_id=user.id,
             name=name,
-            identifier=key[:7] + "…" + key[-4:],
+            identifier=api_keys.masked_identifier(key),
             key_hash=crypto.hash_token(key),
         )
     )
