@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
-from rich import box
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from tower.cli import output
-from tower.cli.common import api, parse_run_ref
+from tower.cli.common import api, new_table, parse_run_ref
 from tower.client import ApiError
 from tower.client.api import TowerApi
 from tower.core.runs import RunStatus
@@ -136,7 +135,7 @@ def show_runs(app: str | None, query: RunQuery, *, as_json: bool) -> None:
 def runs_list_table(runs: list[dict[str, Any]], *, now: datetime) -> Table:
     """App, #, status, environment, attempts, start and elapsed time; the server's order
     (newest first) is kept, since across apps run numbers do not sort by time."""
-    table = _table()
+    table = new_table()
     table.add_column("App")
     table.add_column("#", justify="right")
     table.add_column("Status")
@@ -286,7 +285,7 @@ def print_attempts(attempts: list[dict[str, Any]]) -> None:
 
 
 def attempts_table(attempts: list[dict[str, Any]]) -> Table:
-    table = _table()
+    table = new_table()
     table.add_column("Attempt", justify="right")
     table.add_column("Status")
     table.add_column("Start Time")
@@ -374,11 +373,6 @@ def graph_trees(parents: dict[RunKey, RunKey | None], *, highlight: RunKey) -> l
 
 
 # -- small helpers ------------------------------------------------------------------------
-
-
-def _table() -> Table:
-    """A table in the look of `tower apps show` (the official CLI's)."""
-    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
 
 
 def _run_key(value: Any) -> RunKey | None:

@@ -19,15 +19,20 @@ from tower.server.store import models
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def validate_app_name(name: str) -> str:
+def _validate_name(name: str, what: str, example: str) -> str:
+    """Apps and environments share one naming rule (they appear in paths and env vars)."""
     if not APP_NAME_PATTERN.match(name or ""):
         raise errors.InvalidInput(
-            f"App name {name!r} is not valid: use 1-128 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit (e.g. 'hello-world').",
+            f"{what} name {name!r} is not valid: use 1-128 letters, digits, '-', '_' or "
+            f"'.', starting with a letter or digit (e.g. '{example}').",
             location="body.name",
             value=name,
         )
     return name
+
+
+def validate_app_name(name: str) -> str:
+    return _validate_name(name, "App", "hello-world")
 
 
 def get_app(session: Session, principal: Principal, name: str, *, lock: bool = False) -> models.App:
@@ -45,14 +50,7 @@ def get_app(session: Session, principal: Principal, name: str, *, lock: bool = F
 
 
 def validate_environment_name(name: str) -> str:
-    if not APP_NAME_PATTERN.match(name or ""):
-        raise errors.InvalidInput(
-            f"Environment name {name!r} is not valid: use 1-128 letters, digits, '-', '_' or "
-            "'.', starting with a letter or digit (e.g. 'production').",
-            location="body.name",
-            value=name,
-        )
-    return name
+    return _validate_name(name, "Environment", "production")
 
 
 def get_or_create_environment(
