@@ -71,16 +71,17 @@ def b64(data: bytes) -> str:
 class FakeRunner:
     """Drives the runner protocol by hand, as a runner on another host would."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(
+        self, server: Any, *, token: str | None = None, environment: str | None = None
+    ) -> None:
         self.keys = FakeRunnerKeys()
         self.http = httpx.Client(
             base_url=f"{server.url}/v1/runner",
-            headers={"Authorization": f"Bearer {server.runner_token()}"},
+            headers={"Authorization": f"Bearer {token or server.runner_token()}"},
             timeout=60,
         )
-        registered = self.http.post(
-            "/register", json={"name": "fake", "public_key": self.keys.public_pem, "capacity": 1}
-        )
+        registration = {"name": "fake", "public_key": self.keys.public_pem, "capacity": 1}
+        registered = self.http.post("/register", json={**registration, "environment": environment})
         registered.raise_for_status()
         self.runner_id = registered.json()["runner_id"]
 

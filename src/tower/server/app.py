@@ -23,6 +23,7 @@ from tower.server.api import (
     listing,
     misc,
     runner,
+    runners,
     runs,
     secrets,
     stats,
@@ -155,6 +156,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         secrets,
         catalogs,
         api_keys,
+        runners,
     ):
         app.include_router(module.router)
     return app

@@ -41,6 +41,11 @@ class ServerSettings(BaseSettings):
         30.0, description="How long a claimed run survives without a runner heartbeat."
     )
     claim_wait_max_seconds: float = Field(60.0, description="Longest long-poll a runner may ask.")
+    runner_reservation_seconds: float = Field(
+        3600.0,
+        description="An environment stays reserved for its tagged runners this long after "
+        "one was last seen (untagged runners don't take its runs meanwhile).",
+    )
     session_ttl_days: int = Field(30, description="Lifetime of a CLI session token.")
     health_requires_runner: bool = Field(
         False, description="/healthz answers 503 until a runner is online (set by `tower up`)."

@@ -91,6 +91,7 @@ def try_claim(ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID) ->
             environment=runner.environment,
             now=now,
             lease_until=lease,
+            reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
         )
         if run_id is None:
             return None

@@ -64,6 +64,8 @@ class Account(Base):
     # The account key (AES-256) wrapped by the master key; wraps every data key of the account.
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _created()
+    #: runs go only to the account's own runners, never to the installation's pool
+    self_hosted_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class User(Base):
