@@ -3,6 +3,8 @@ and the runner list — through the HTTP API and the runner protocol."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +14,9 @@ import pytest
 
 from tests.api.conftest import ApiServer
 from tests.api.helpers import FakeRunner, make_package
+from tests.unit.cli_fakes import isolate_config, tower
+from tower.cli import config
+from tower.client.api import TowerApi
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -151,3 +156,29 @@ def test_runner_credentials_are_shown_once_and_work(
     assert body["token"].startswith("rt-") and body["expires_at"].endswith("Z")
     assert body["runner_service_url"]
     assert "rt-" not in api.get("/runners").text
+
+
+def test_tower_runners_commands_against_the_server(
+    api_server: ApiServer, api: httpx.Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate_config(tmp_path, monkeypatch)
+    monkeypatch.setattr(
+        config, "make_api", lambda cfg=None: TowerApi(api_server.url, api_key=api_server.api_key)
+    )
+    minted = tower("runners", "credentials", "--name", "edge-1")
+    assert minted.exit_code == 0, minted.output
+    token = re.search(r"^TOWER_RUNNER_TOKEN=(rt-\S+)$", minted.output, re.M).group(1)
+    assert f"TOWER_URL={api_server.ctx.settings.resolved_public_url}" in minted.output
+    FakeRunner(api_server, token=token, environment="production")
+
+    listed = tower("runners", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    [mine] = [r for r in json.loads(listed.stdout) if r["pool"] == "account"]
+    assert mine["environment"] == "production" and mine["status"] == "online"
+    table = tower("runners", "list")
+    assert "production" in table.output and "online" in table.output
+
+    assert "is on" in tower("runners", "self-hosted-only", "on").output
+    assert api.get("/runners/settings").json() == {"self_hosted_only": True}
+    assert "is on" in tower("runners", "self-hosted-only").output
+    assert "is off" in tower("runners", "self-hosted-only", "off").output

@@ -409,6 +409,31 @@ class TowerApi:
         path = f"/apps/{_seg(name)}/environments/{_seg(environment)}"
         return self._http.request("PUT", path, json={"version": version}).json()
 
+    # -- runners -----------------------------------------------------------------------
+
+    def list_runners(self) -> list[JsonDict]:
+        """`GET /runners` → the account's runners (installation admins: the shared pool
+        too), each with status, environment, capacity and running count."""
+        body = self._get("/runners", page=0, page_size=100)
+        return list(body.get("runners", []))
+
+    def create_runner_credentials(
+        self, name: str | None = None, ttl_days: int | None = None
+    ) -> JsonDict:
+        """`POST /runners/credentials` → `{credentials: {token, name, runner_service_url,
+        expires_at}}`; the token is shown only in this answer."""
+        body = {"name": name, "ttl_days": ttl_days}
+        return self._http.post_json("/runners/credentials", body)["credentials"]
+
+    def runner_settings(self) -> JsonDict:
+        """`GET /runners/settings` → `{self_hosted_only}`."""
+        return self._get("/runners/settings")
+
+    def update_runner_settings(self, *, self_hosted_only: bool) -> JsonDict:
+        """`PUT /runners/settings` → `{self_hosted_only}`."""
+        body = {"self_hosted_only": self_hosted_only}
+        return self._http.request("PUT", "/runners/settings", json=body).json()
+
     # -- secrets (section: secrets) ----------------------------------------------------
 
     def secrets_key(self) -> str:

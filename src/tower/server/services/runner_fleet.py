@@ -89,8 +89,8 @@ def _running_counts(session: Session, runner_ids: list[uuid.UUID]) -> dict[uuid.
         select(models.Run.runner_id, func.count())
         .where(models.Run.runner_id.in_(runner_ids), models.Run.status.in_(_HELD))
         .group_by(models.Run.runner_id)
-    ).tuples()
-    return dict(counts.all())
+    ).all()
+    return dict(counts)
 
 
 def mint_credential(
