@@ -20,12 +20,15 @@ from tower.server.api import (
     apps,
     catalogs,
     environments,
+    guests,
     listing,
     misc,
     runner,
     runs,
     secrets,
+    service_accounts,
     stats,
+    teams,
     waits,
 )
 from tower.server.api import errors as api_errors
@@ -155,6 +158,9 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         secrets,
         catalogs,
         api_keys,
+        teams,
+        service_accounts,
+        guests,
     ):
         app.include_router(module.router)
     return app

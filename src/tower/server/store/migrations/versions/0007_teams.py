@@ -19,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _fk(table: str, column: str, target: str, ondelete: str = "CASCADE") -> sa.ForeignKey:
-    return sa.ForeignKey(
-        f"{target}.id", name=f"fk_{table}__{column}__{target}", ondelete=ondelete
-    )
+    return sa.ForeignKey(f"{target}.id", name=f"fk_{table}__{column}__{target}", ondelete=ondelete)
 
 
 def _account_column(table: str) -> sa.Column:
@@ -63,7 +61,9 @@ def upgrade() -> None:
         _timestamp("created_at"),
         _timestamp("sent_at"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_team_invitations")),
-        sa.UniqueConstraint("account_id", "email", name=op.f("uq_team_invitations__account_id_email")),
+        sa.UniqueConstraint(
+            "account_id", "email", name=op.f("uq_team_invitations__account_id_email")
+        ),
     )
     op.create_index(
         op.f("ix_team_invitations__account_id"), "team_invitations", ["account_id"], unique=False
@@ -80,14 +80,18 @@ def upgrade() -> None:
         _timestamp("created_at"),
         _timestamp("updated_at"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_service_accounts")),
-        sa.UniqueConstraint("account_id", "name", name=op.f("uq_service_accounts__account_id_name")),
+        sa.UniqueConstraint(
+            "account_id", "name", name=op.f("uq_service_accounts__account_id_name")
+        ),
     )
     op.create_index(
         op.f("ix_service_accounts__account_id"), "service_accounts", ["account_id"], unique=False
     )
     op.create_table(
         "service_account_runs",
-        sa.Column("run_id", sa.Uuid(), _fk("service_account_runs", "run_id", "runs"), nullable=False),
+        sa.Column(
+            "run_id", sa.Uuid(), _fk("service_account_runs", "run_id", "runs"), nullable=False
+        ),
         sa.Column(
             "service_account_id",
             sa.Uuid(),
@@ -111,9 +115,7 @@ def upgrade() -> None:
             ["id"],
             ondelete="CASCADE",
         )
-        batch.create_index(
-            "ix_api_keys__service_account_id", ["service_account_id"], unique=False
-        )
+        batch.create_index("ix_api_keys__service_account_id", ["service_account_id"], unique=False)
     op.create_table(
         "guests",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -134,7 +136,9 @@ def upgrade() -> None:
     op.create_table(
         "guest_sessions",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("guest_id", sa.Uuid(), _fk("guest_sessions", "guest_id", "guests"), nullable=False),
+        sa.Column(
+            "guest_id", sa.Uuid(), _fk("guest_sessions", "guest_id", "guests"), nullable=False
+        ),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         _timestamp("created_at"),
         _timestamp("expires_at"),
@@ -154,7 +158,9 @@ def downgrade() -> None:
     op.drop_table("guests")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_index("ix_api_keys__service_account_id")
-        batch.drop_constraint("fk_api_keys__service_account_id__service_accounts", type_="foreignkey")
+        batch.drop_constraint(
+            "fk_api_keys__service_account_id__service_accounts", type_="foreignkey"
+        )
         batch.drop_column("service_account_id")
     op.drop_index(
         op.f("ix_service_account_runs__service_account_id"), table_name="service_account_runs"
