@@ -252,7 +252,7 @@ def test_team_context_through_session_jwts(api_server: ApiServer) -> None:
 
 
 def test_runs_of_team_apps_use_the_team_secrets(api_server: ApiServer, tmp_path: Path) -> None:
-    ada, bob = _team_with_developer(api_server)
+    _, bob = _team_with_developer(api_server)
     in_team = api_server.client(api_key=_team_key(bob, "data-team"))
     for client, value in ((bob, "bob-personal"), (in_team, "team-value")):
         body = {"name": "WAREHOUSE", "environment": "default", "preview": ""}
