@@ -120,6 +120,7 @@ LAZY_COMMANDS = {
     ),
     "secrets": ("tower.cli.secrets", "secrets_group", "Create, list and delete secrets."),
     "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
+    "teams": ("tower.cli.teams", "teams_group", "List and switch teams; manage members."),
 }
 
 
