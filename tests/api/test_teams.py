@@ -186,7 +186,10 @@ def test_a_developer_works_on_apps_but_only_an_admin_manages_the_team(
     bob_keys = {k["name"] for k in bob_in_team.get("/api-keys").json()["api_keys"]}
     ada_keys = {k["name"] for k in ada_in_team.get("/api-keys").json()["api_keys"]}
     assert bob_keys == {"in data-team"} and len(ada_keys) == 1
-    assert len(ada_in_team.get("/api-keys").json()["api_keys"]) == 2
+    everyone = ada_in_team.get("/api-keys").json()["api_keys"]
+    assert sorted(k["owner"]["name"] for k in everyone) == [ADMIN_EMAIL, DEV_EMAIL]
+    adas = next(k["identifier"] for k in everyone if k["owner"]["name"] == ADMIN_EMAIL)
+    assert bob_in_team.request("DELETE", "/api-keys", json={"identifier": adas}).status_code == 404
 
     # promoted, Bob may manage the team
     promoted = ada.put("/teams/data-team/members", json={"email": DEV_EMAIL, "role": "admin"})

@@ -21,7 +21,7 @@ from tower.core import crypto, errors, roles, scopes
 from tower.core.runs import ACTIVE
 from tower.server.services import access, api_keys, lifecycle
 from tower.server.services.api_keys import ApiKeyView
-from tower.server.services.context import Principal, ServerContext, owned
+from tower.server.services.context import Principal, ServerContext, owned, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -130,7 +130,7 @@ def create(
 
 def list_all(ctx: ServerContext, principal: Principal) -> list[ServiceAccountView]:
     _authorize(principal)
-    with ctx.sessions() as session:
+    with read_session(ctx) as session:
         rows = session.scalars(
             owned(select(models.ServiceAccount), models.ServiceAccount, principal).order_by(
                 models.ServiceAccount.created_at, models.ServiceAccount.name
@@ -141,7 +141,7 @@ def list_all(ctx: ServerContext, principal: Principal) -> list[ServiceAccountVie
 
 def describe(ctx: ServerContext, principal: Principal, id_or_name: str) -> ServiceAccountView:
     _authorize(principal)
-    with ctx.sessions() as session:
+    with read_session(ctx) as session:
         return _view(session, _get(session, principal, id_or_name))
 
 
@@ -217,7 +217,7 @@ def record_run(session: Session, principal: Principal, run_id: uuid.UUID) -> Non
 
 def list_keys(ctx: ServerContext, principal: Principal, id_or_name: str) -> list[ApiKeyView]:
     _authorize(principal)
-    with ctx.sessions() as session:
+    with read_session(ctx) as session:
         row = _get(session, principal, id_or_name)
         keys = session.scalars(
             select(models.ApiKey)
