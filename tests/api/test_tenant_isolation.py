@@ -1,7 +1,8 @@
 """Tenant isolation over every route of the OpenAPI document (new routes are covered unasked).
 
 Account A owns an app with a version and a run, an environment, a secret and a
-catalog. Account B calls every public route with A's names in the path. A route that
+catalog; its user admins a team with a pending invitation, and A has a service account
+and a guest. Account B calls every public route with A's names in the path. A route that
 names an object must answer 403 or 404; no answer may carry any of A's data; and
 afterwards everything of A is still there, unchanged.
 """
@@ -21,11 +22,14 @@ from tower.core import crypto
 
 UNSCOPED = re.compile(r"^/healthz$|^/v1/runner/")
 APP, ENV, SECRET, CATALOG = "iso-app", "iso-env", "ISO_SECRET", "iso-cat"
+TEAM, SERVICE_ACCOUNT = "iso-team", "iso-sa"
 NAME_BY_PREFIX = {
     "/v1/apps/": APP,
     "/v1/environments/": ENV,
     "/v1/secrets/": SECRET,
     "/v1/catalogs/": CATALOG,
+    "/v1/teams/": TEAM,
+    "/v1/service-accounts/": SERVICE_ACCOUNT,
 }
 
 
@@ -47,7 +51,14 @@ def _populate(api: httpx.Client, root: Path, marker: str) -> dict[str, str]:
     catalog = {"name": CATALOG, "environment": ENV, "type": "pyiceberg-sql"}
     answer = api.post("/catalogs", json={**catalog, "properties": [prop, warehouse]})
     assert answer.status_code == 200, answer.text
-    return {"run_id": run["run_id"], "marker": marker}
+    assert api.post("/teams", json={"name": f"Team {marker}", "slug": TEAM}).status_code == 200
+    invite = {"emails": f"{marker}@example.com"}
+    assert api.post(f"/teams/{TEAM}/invites", json=invite).status_code == 200
+    account = {"name": SERVICE_ACCOUNT, "role": "developer", "metadata": f'"{marker}"'}
+    assert api.post("/service-accounts", json=account).status_code == 201
+    guest = api.post("/guests", json={"app": APP, "name": marker}).json()
+    NAME_BY_PREFIX["/v1/guests/"] = guest["guest"]["id"]
+    return {"run_id": run["run_id"], "marker": marker, "guest_login": guest["login_url"]}
 
 
 def _operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -62,7 +73,14 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
 def _concrete(path: str) -> str:
     """A's names in the path's placeholders."""
     name = next((v for prefix, v in NAME_BY_PREFIX.items() if path.startswith(prefix)), APP)
-    values = {"name": name, "number": "1", "version": "v1", "environment": ENV}
+    values = {
+        "name": name,
+        "id_or_name": name,
+        "guest_id": name,
+        "number": "1",
+        "version": "v1",
+        "environment": ENV,
+    }
     return re.sub(r"\{(\w+)(:path)?\}", lambda m: values.get(m.group(1), "x"), path)
 
 
@@ -73,7 +91,11 @@ def test_another_account_can_neither_see_nor_touch_anything(
     with api_server.client() as owner:
         secret_values = _populate(owner, tmp_path, marker)
         spec = owner.get("/openapi.json").json()
-    stranger_key = api_server.new_user_key("stranger@example.com")
+    # The stranger acts as the admin of a team of their own (a member of another team).
+    with api_server.client(api_key=api_server.new_user_key("stranger@example.com")) as person:
+        assert person.post("/teams", json={"name": "Other team"}).status_code == 200
+        in_team = person.post("/api-keys", json={"name": "team", "team": "other-team"})
+        stranger_key = in_team.json()["api_key"]["key"]
     operations = _operations(spec)
     assert len(operations) > 30
     with api_server.client(api_key=stranger_key) as stranger:
@@ -98,3 +120,7 @@ def test_another_account_can_neither_see_nor_touch_anything(
         assert owner.get(f"/catalogs/{CATALOG}", params={"environment": ENV}).status_code == 200
         assert owner.get(f"/environments/{ENV}").status_code == 200
         assert owner.get(f"/apps/{APP}/versions/v1").status_code == 200
+        team = owner.get(f"/teams/{TEAM}").json()
+        assert [i["email"] for i in team["invitations"]] == [f"{marker}@example.com"]
+        assert owner.get(f"/service-accounts/{SERVICE_ACCOUNT}").status_code == 200
+        assert len(owner.get("/guests").json()["guests"]) == 1

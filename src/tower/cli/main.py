@@ -121,6 +121,7 @@ LAZY_COMMANDS = {
     "secrets": ("tower.cli.secrets", "secrets_group", "Create, list and delete secrets."),
     "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
     "runners": ("tower.cli.runners", "runners_group", "List runners, create runner credentials."),
+    "teams": ("tower.cli.teams", "teams_group", "List and switch teams; manage members."),
 }
 
 

@@ -139,3 +139,33 @@ def _jwt(token: Any) -> str | None:
     if isinstance(token, dict) and isinstance(token.get("jwt"), str) and token["jwt"]:
         return token["jwt"]
     return None
+
+
+def refresh_session_file(old: dict[str, Any], session: dict[str, Any]) -> dict[str, Any]:
+    """The file after a fresh `session` from the server: new team tokens, the same server,
+    the same user token and, when it still exists, the same active team."""
+    content = build_session_file(str(old.get("tower_url") or ""), session)
+    if _jwt(old.get("token")):
+        content["token"] = {"jwt": _jwt(old.get("token"))}
+    previous = old.get("active_team")
+    if isinstance(previous, dict):
+        same = next((t for t in content["teams"] if t["name"] == previous.get("name")), None)
+        content["active_team"] = same or content["active_team"]
+    return content
+
+
+def switch_active_team(content: dict[str, Any], name: str) -> dict[str, Any]:
+    """The file with team `name` (its slug) active; SessionFileError if there is no such team."""
+    team = next((t for t in content.get("teams") or [] if t.get("name") == name), None)
+    if team is None:
+        known = ", ".join(str(t.get("name")) for t in content.get("teams") or []) or "none"
+        raise SessionFileError(
+            f"You are not a member of a team {name!r} (yours: {known}). "
+            "`tower teams list` shows them."
+        )
+    return {**content, "active_team": team}
+
+
+def active_team_name(content: dict[str, Any] | None) -> str | None:
+    active = (content or {}).get("active_team")
+    return active.get("name") if isinstance(active, dict) else None

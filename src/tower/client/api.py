@@ -541,6 +541,64 @@ class TowerApi:
         """`GET /storage/catalogs/default` → `{catalog}`, provisioned on first use."""
         return self._get("/storage/catalogs/default")
 
+    # -- teams -------------------------------------------------------------------------
+
+    def list_teams(self) -> list[JsonDict]:
+        """`GET /teams` → the teams (and personal account) the caller belongs to."""
+        body = self._get("/teams", page=0, page_size=100)
+        return list(body.get("teams", []))
+
+    def create_team(self, name: str, slug: str | None = None) -> JsonDict:
+        """`POST /teams` with `{name, slug?}` → `{team}`."""
+        body: JsonDict = {"name": name}
+        if slug:
+            body["slug"] = slug
+        return self._http.post_json("/teams", body)
+
+    def describe_team(self, slug: str) -> JsonDict:
+        """`GET /teams/{slug}` → `{team, members, invitations}`."""
+        return self._get(f"/teams/{_seg(slug)}")
+
+    def update_team(
+        self, slug: str, *, name: str | None = None, new_slug: str | None = None
+    ) -> JsonDict:
+        """`PUT /teams/{slug}` with `{name?, slug?}` → `{team}`."""
+        body = {"name": name, "slug": new_slug}
+        return self._http.request("PUT", f"/teams/{_seg(slug)}", json=body).json()
+
+    def delete_team(self, slug: str) -> JsonDict:
+        """`DELETE /teams` with `{name}` → `{team}`."""
+        return self._http.request("DELETE", "/teams", json={"name": slug}).json()
+
+    def invite_team_members(self, slug: str, emails: Sequence[str], role: str) -> list[JsonDict]:
+        """`POST /teams/{slug}/invites` → the invitations."""
+        body = {"emails": ", ".join(emails), "role": role}
+        answer = self._http.post_json(f"/teams/{_seg(slug)}/invites", body)
+        return list(answer.get("team_invitations", []))
+
+    def list_my_team_invitations(self) -> list[JsonDict]:
+        """`GET /team-invites` → the invitations addressed to the caller."""
+        return list(self._get("/team-invites").get("team_invitations", []))
+
+    def answer_team_invitation(self, slug: str, *, accepted: bool) -> JsonDict:
+        """`PUT /team-invites` with `{name, accepted}`."""
+        body = {"name": slug, "accepted": accepted}
+        return self._http.request("PUT", "/team-invites", json=body).json()
+
+    def leave_team(self, slug: str) -> JsonDict:
+        """`POST /teams/{slug}/leave` → `{team}`."""
+        return self._http.post_json(f"/teams/{_seg(slug)}/leave")
+
+    def update_team_member(self, slug: str, email: str, role: str) -> JsonDict:
+        """`PUT /teams/{slug}/members` with `{email, role}` → `{team_member}`."""
+        body = {"email": email, "role": role}
+        return self._http.request("PUT", f"/teams/{_seg(slug)}/members", json=body).json()
+
+    def remove_team_member(self, slug: str, email: str) -> JsonDict:
+        """`DELETE /teams/{slug}/members` with `{email}` → `{team_member}`."""
+        path = f"/teams/{_seg(slug)}/members"
+        return self._http.request("DELETE", path, json={"email": email}).json()
+
 
 def _run_filters(
     page: int,

@@ -20,13 +20,16 @@ from tower.server.api import (
     apps,
     catalogs,
     environments,
+    guests,
     listing,
     misc,
     runner,
     runners,
     runs,
     secrets,
+    service_accounts,
     stats,
+    teams,
     waits,
 )
 from tower.server.api import errors as api_errors
@@ -157,6 +160,9 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         catalogs,
         api_keys,
         runners,
+        teams,
+        service_accounts,
+        guests,
     ):
         app.include_router(module.router)
     return app

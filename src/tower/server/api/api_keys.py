@@ -40,7 +40,10 @@ def api_key_json(view: ApiKeyView) -> dict[str, Any]:
         "last_used_at": serializers.ts(row.last_used_at),
         "expires_at": serializers.ts(row.expires_at),
         "scopes": row.scopes,
-        "owner": {"name": view.owner_name, "type": "user"},
+        "owner": {
+            "name": view.owner_name,
+            "type": "service_account" if row.service_account_id else "user",
+        },
     }
 
 

@@ -7,19 +7,22 @@ table on every request, so a deleted or expired key stops working at once.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, scopes
-from tower.server.services import auth
+from tower.server.services import access, auth
 from tower.server.services.context import Principal, ServerContext, owned, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
 MAX_NAME_LENGTH = 128
+T = TypeVar("T", bound=tuple[Any, ...])
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,30 @@ def masked_identifier(key: str) -> str:
 def list_api_keys(ctx: ServerContext, principal: Principal) -> list[ApiKeyView]:
     with read_session(ctx) as session:
         rows = session.execute(
-            owned(
-                select(models.ApiKey, models.User.email)
+            _visible(
+                select(models.ApiKey, models.User.email, models.ServiceAccount.name)
                 .outerjoin(models.User, models.User.id == models.ApiKey.user_id)
+                .outerjoin(
+                    models.ServiceAccount,
+                    models.ServiceAccount.id == models.ApiKey.service_account_id,
+                )
                 .order_by(models.ApiKey.created_at, models.ApiKey.id),
-                models.ApiKey,
                 principal,
             )
         ).all()
-    return [ApiKeyView(row, email or "") for row, email in rows]
+    return [ApiKeyView(row, email or sa_name or "") for row, email, sa_name in rows]
+
+
+def _visible(stmt: Select[T], principal: Principal) -> Select[T]:
+    """The account's keys an admin sees and may delete; anyone else only their own."""
+    stmt = owned(stmt, models.ApiKey, principal)
+    if access.manages_everyones_keys(principal):
+        return stmt
+    if principal.service_account_id:
+        return stmt.where(models.ApiKey.service_account_id == principal.service_account_id)
+    return stmt.where(
+        models.ApiKey.user_id == principal.user_id, models.ApiKey.service_account_id.is_(None)
+    )
 
 
 def create_api_key(
@@ -59,26 +77,50 @@ def create_api_key(
     scope_text: str | None = None,
     team: str | None = None,
 ) -> ApiKeyView:
-    name = _valid_name(name)
-    _check_team(principal, team)
+    """Mint a key for the caller. It acts in the caller's account, or in `team` (a team
+    the caller belongs to, by slug): that is how a key targets a team."""
+    name = validate_name(name)
     requested = scopes.parse_scopes(scope_text)
-    _check_within_caller(principal, requested)
-    expires_at = _valid_expiry(expires_at)
-    key = crypto.new_token(auth.API_KEY_PREFIX)
+    check_within_caller(principal, requested)
+    expires_at = validate_expiry(expires_at)
     with ctx.sessions.begin() as session:
-        row = models.ApiKey(
-            account_id=principal.account_id,
+        account_id = _target_account(session, principal, team)
+        return mint(
+            session,
+            account_id=account_id,
             user_id=principal.user_id,
+            service_account_id=principal.service_account_id,
             name=name,
-            identifier=masked_identifier(key),
-            key_hash=crypto.hash_token(key),
-            scopes=scopes.format_scopes(requested),
+            requested=requested,
             expires_at=expires_at,
         )
-        session.add(row)
-        session.flush()
-        owner = _owner_name(session, row)
-    return ApiKeyView(row, owner, key=key)
+
+
+def mint(
+    session: Session,
+    *,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    service_account_id: uuid.UUID | None,
+    name: str,
+    requested: frozenset[str] | None,
+    expires_at: datetime | None,
+) -> ApiKeyView:
+    """Store a new key (its hash) for a person or a service account; the key is in the view."""
+    key = crypto.new_token(auth.API_KEY_PREFIX)
+    row = models.ApiKey(
+        account_id=account_id,
+        user_id=user_id,
+        service_account_id=service_account_id,
+        name=name,
+        identifier=masked_identifier(key),
+        key_hash=crypto.hash_token(key),
+        scopes=scopes.format_scopes(requested),
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return ApiKeyView(row, _owner_name(session, row), key=key)
 
 
 def delete_api_key(ctx: ServerContext, principal: Principal, identifier: str) -> ApiKeyView:
@@ -92,14 +134,13 @@ def delete_api_key(ctx: ServerContext, principal: Principal, identifier: str) ->
         )
     with ctx.sessions.begin() as session:
         matches = session.scalars(
-            owned(
+            _visible(
                 select(models.ApiKey).where(
                     or_(
                         models.ApiKey.identifier == identifier,
                         models.ApiKey.key_hash == crypto.hash_token(identifier),
                     )
                 ),
-                models.ApiKey,
                 principal,
             )
         ).all()
@@ -120,7 +161,7 @@ def delete_api_key(ctx: ServerContext, principal: Principal, identifier: str) ->
     return ApiKeyView(row, owner)
 
 
-def _valid_name(name: str) -> str:
+def validate_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise errors.InvalidInput(
@@ -131,16 +172,19 @@ def _valid_name(name: str) -> str:
     return name
 
 
-def _check_team(principal: Principal, team: str | None) -> None:
-    # Teams are not built yet: the only team a key can belong to is the caller's account.
+def _target_account(session: Session, principal: Principal, team: str | None) -> uuid.UUID:
+    """The account a new key acts in: the caller's, or the team named `team` where the
+    caller may create keys (their role there must allow `api_keys:create`)."""
     if team is None or team == principal.account_name:
-        return
-    raise errors.NotFound(
-        f"No such team {team!r}. Leave `team` out to create the key in {principal.account_name!r}."
-    )
+        return principal.account_id
+    account = session.scalar(select(models.Account).where(models.Account.name == team))
+    role = access.role_in(session, principal, account.id) if account else None
+    access.authorize_in(principal, team, role, "api_keys:create")
+    assert account is not None
+    return account.id
 
 
-def _check_within_caller(principal: Principal, requested: frozenset[str] | None) -> None:
+def check_within_caller(principal: Principal, requested: frozenset[str] | None) -> None:
     """A key never exceeds its creator: a scoped key may only mint keys it could act as."""
     if scopes.within(requested, principal.scopes):
         return
@@ -157,7 +201,7 @@ def _check_within_caller(principal: Principal, requested: frozenset[str] | None)
     )
 
 
-def _valid_expiry(expires_at: datetime | None) -> datetime | None:
+def validate_expiry(expires_at: datetime | None) -> datetime | None:
     if expires_at is None:
         return None
     if expires_at.tzinfo is None:
@@ -173,5 +217,8 @@ def _valid_expiry(expires_at: datetime | None) -> datetime | None:
 
 
 def _owner_name(session: Session, row: models.ApiKey) -> str:
+    if row.service_account_id:
+        service_account = session.get(models.ServiceAccount, row.service_account_id)
+        return service_account.name if service_account else ""
     user = session.get(models.User, row.user_id) if row.user_id else None
     return user.email if user else ""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from sqlalchemy import select, update
 
-from tower.core import crypto, errors, scopes
+from tower.core import crypto, errors, roles, scopes
 from tower.server.services.context import Principal, RunnerPrincipal, ServerContext, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -64,15 +64,37 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
     # Every request authenticates: a plain read, so it never waits for SQLite's write lock.
     with read_session(ctx) as session:
         row = session.execute(
-            select(models.ApiKey, models.Account.name)
+            select(
+                models.ApiKey,
+                models.Account.name,
+                models.Membership.role,
+                models.ServiceAccount.role,
+            )
             .join(models.Account, models.Account.id == models.ApiKey.account_id)
+            # The key's role is its owner's role in the key's account, read afresh on
+            # every request: a member removed from a team loses their team keys at once.
+            .outerjoin(
+                models.Membership,
+                (models.Membership.account_id == models.ApiKey.account_id)
+                & (models.Membership.user_id == models.ApiKey.user_id),
+            )
+            .outerjoin(
+                models.ServiceAccount,
+                models.ServiceAccount.id == models.ApiKey.service_account_id,
+            )
             .where(models.ApiKey.key_hash == crypto.hash_token(key))
         ).first()
     if row is None:
         raise errors.Unauthenticated("The API key is not valid. Check TOWER_API_KEY.")
-    api_key, account_name = row
+    api_key, account_name, member_role, service_account_role = row
     if api_key.expires_at and api_key.expires_at <= now:
         raise errors.Unauthenticated("The API key has expired. Create a new one.")
+    role = service_account_role if api_key.service_account_id else member_role
+    if role is None:
+        raise errors.Unauthenticated(
+            f"The owner of this API key is no longer a member of {account_name!r}, so the "
+            "key no longer works. Use a key of an account you belong to."
+        )
     # Writing on every request would serialize all reads on SQLite; a minute is enough.
     if not api_key.last_used_at or now - api_key.last_used_at > LAST_USED_GRANULARITY:
         with ctx.sessions.begin() as session:
@@ -85,6 +107,8 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
         api_key.user_id,
         "api_key",
         scopes=scopes.parse_scopes(api_key.scopes),
+        role=role,
+        service_account_id=api_key.service_account_id,
     )
 
 
@@ -105,15 +129,15 @@ def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
             row = session.get(models.Session, uuid.UUID(claims["sid"]))
             if row is None or row.revoked_at is not None:
                 raise errors.Unauthenticated("This session was signed out. Log in again.")
-        if user_id and not _is_member(session, account_id, user_id):
+        # A team JWT names its account in the `aid` claim; it is honoured only while
+        # its user is still a member there, and with the role they have now.
+        membership = session.get(models.Membership, (account_id, user_id)) if user_id else None
+        if user_id and membership is None:
             raise errors.Unauthenticated("You are no longer a member of this account.")
     run_id = uuid.UUID(claims["rid"]) if "rid" in claims else None
     kind = "run" if run_id else "session"
-    return Principal(account_id, account.name, user_id, kind, run_id=run_id)
-
-
-def _is_member(session: object, account_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    return session.get(models.Membership, (account_id, user_id)) is not None  # type: ignore[attr-defined]
+    role = roles.RUN_ROLE if run_id else membership.role if membership else None
+    return Principal(account_id, account.name, user_id, kind, run_id=run_id, role=role)
 
 
 def authenticate_runner(ctx: ServerContext, bearer: str | None) -> RunnerPrincipal:

@@ -43,6 +43,10 @@ class Principal:
     run_id: uuid.UUID | None = None
     #: what an API key with a scope list may do; None = every scope of the account
     scopes: frozenset[str] | None = None
+    #: the caller's role in this account (`tower.core.roles`); None = no role, no access
+    role: str | None = None
+    #: set when the credential is a service account's API key
+    service_account_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from tower.core.retries import RetryPolicy
 from tower.core.runs import RunStatus, is_active
 from tower.server.dispatch.notifier import run_topic
 from tower.server.services import apps as apps_service
-from tower.server.services import lifecycle
+from tower.server.services import lifecycle, service_accounts
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -117,6 +117,7 @@ def create_run(
         lifecycle.apply_policy(run, retry_policy or lifecycle.policy_of(app))
         session.add(run)
         session.flush()
+        service_accounts.record_run(session, principal, run.id)
         lifecycle.enqueue(session, run, app, utcnow())
         wake.queue_changed()
         view = RunView(run, app.name, version.version, env.name)

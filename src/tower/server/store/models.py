@@ -107,6 +107,10 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = _created()
     last_used_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+    #: set when the key belongs to a service account (then `user_id` is null)
+    service_account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("service_accounts.id", ondelete="CASCADE"), index=True
+    )
 
 
 class Session(Base):
@@ -409,3 +413,100 @@ class Runner(Base):
     public_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     last_heartbeat_at: Mapped[datetime | None]
+
+
+class Team(Base):
+    """What a team account has beyond its account row: its descriptive name.
+
+    The account's `name` is the team's slug (the identifier in URLs and the CLI)."""
+
+    __tablename__ = "teams"
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    display_name: Mapped[str] = mapped_column(String(128))
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created()
+
+
+class TeamInvitation(Base):
+    """A pending invitation of an email address to a team, with the role it grants."""
+
+    __tablename__ = "team_invitations"
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    email: Mapped[str] = mapped_column(String(320), index=True)  # stored lowercased
+    role: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    invited_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created()
+    sent_at: Mapped[datetime] = _created()
+
+
+class ServiceAccount(Base):
+    """A non-human member of an account with a role; it acts through its own API keys."""
+
+    __tablename__ = "service_accounts"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32))
+    #: customer-supplied JSON, stored as given (validated as JSON)
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class ServiceAccountRun(Base):
+    """Which runs a service account started, so deleting it can cancel those in flight."""
+
+    __tablename__ = "service_account_runs"
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    service_account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("service_accounts.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Guest(Base):
+    """Someone outside the account allowed into one app through a login URL.
+
+    Only hashes of the login token and of guest session tokens are stored."""
+
+    __tablename__ = "guests"
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    login_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    login_expires_at: Mapped[datetime]
+    #: how long a session opened with the login URL lasts
+    session_seconds: Mapped[int] = mapped_column(Integer)
+    redirect_url: Mapped[str] = mapped_column(String(2048), default="")
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created()
+
+
+class GuestSession(Base):
+    """A browser session a guest opened with their login URL; deleted with the guest."""
+
+    __tablename__ = "guest_sessions"
+    id: Mapped[uuid.UUID] = _id()
+    guest_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("guests.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime]
