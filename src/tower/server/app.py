@@ -18,6 +18,7 @@ from tower.server import keys
 from tower.server.api import (
     api_keys,
     apps,
+    audit,
     catalogs,
     environments,
     listing,
@@ -157,6 +158,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         secrets,
         catalogs,
         api_keys,
+        audit,
     ):
         app.include_router(module.router)
     if settings.rate_limited:

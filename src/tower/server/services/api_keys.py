@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, scopes
-from tower.server.services import auth
+from tower.server.services import audit, auth
 from tower.server.services.context import Principal, ServerContext, owned, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -78,6 +78,15 @@ def create_api_key(
         session.add(row)
         session.flush()
         owner = _owner_name(session, row)
+        audit.record(
+            session,
+            principal,
+            "api_key.create",
+            f"api-keys/{row.identifier}",
+            name=name,
+            scopes=row.scopes,
+            expires_at=expires_at.isoformat() if expires_at else None,
+        )
     return ApiKeyView(row, owner, key=key)
 
 
@@ -117,6 +126,9 @@ def delete_api_key(ctx: ServerContext, principal: Principal, identifier: str) ->
         row = matches[0]
         owner = _owner_name(session, row)
         session.delete(row)
+        audit.record(
+            session, principal, "api_key.delete", f"api-keys/{row.identifier}", name=row.name
+        )
     return ApiKeyView(row, owner)
 
 

@@ -85,6 +85,7 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
         api_key.user_id,
         "api_key",
         scopes=scopes.parse_scopes(api_key.scopes),
+        credential=api_key.identifier,
     )
 
 

@@ -43,6 +43,8 @@ class Principal:
     run_id: uuid.UUID | None = None
     #: what an API key with a scope list may do; None = every scope of the account
     scopes: frozenset[str] | None = None
+    #: the API key's masked identifier (`sk-abcd…wxyz`) when it authenticated; never the key
+    credential: str | None = None
 
 
 @dataclass(frozen=True)
