@@ -120,6 +120,7 @@ LAZY_COMMANDS = {
     ),
     "secrets": ("tower.cli.secrets", "secrets_group", "Create, list and delete secrets."),
     "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
+    "audit": ("tower.cli.audit", "audit_group", "Show who changed what in the account."),
 }
 
 
