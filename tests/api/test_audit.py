@@ -134,6 +134,24 @@ def test_a_failed_change_records_nothing(api_server: ApiServer) -> None:
         assert [e["action"] for e in _events(api)] == ["app.create"]
 
 
+def test_an_environment_a_deploy_creates_is_recorded_as_created(
+    api_server: ApiServer, tmp_path: Path
+) -> None:
+    with api_server.client() as api:
+        _ok(api.post("/apps", json={"name": "envy"}))
+        pkg = make_package(tmp_path, "envy")
+        headers = {"Content-Type": "application/tar", "X-Tower-Checksum-SHA256": pkg.sha256}
+        deployed = api.post(
+            "/apps/envy/deploy", params={"environment": "qa"}, content=pkg.data, headers=headers
+        )
+        _ok(deployed)
+        events = _events(api)
+    assert [e["action"] for e in events] == ["app.deploy", "environment.create", "app.create"]
+    assert events[1]["target"] == "environments/qa"
+    assert events[1]["details"] == {"implicit": True}
+    assert events[0]["details"]["environments"] == ["qa"]
+
+
 def test_bad_filters_are_422_naming_the_parameter(api_server: ApiServer) -> None:
     with api_server.client() as api:
         answer = api.get("/audit-events", params={"since": "yesterday"})

@@ -75,6 +75,7 @@ def get_or_create_environment(
             session.add(env)
     except DatabaseIntegrityError:
         return session.scalars(stmt).one()
+    audit.record(session, principal, "environment.create", f"environments/{name}", implicit=True)
     return env
 
 
