@@ -93,6 +93,15 @@ def _populate_account(session: Session) -> uuid.UUID:
     session.add(
         models.CatalogProperty(account_id=account.id, catalog_id=catalog.id, name="uri", **sealed)
     )
+    session.add(
+        models.AuditEvent(
+            account_id=account.id,
+            actor_user_id=user.id,
+            actor_kind="api_key",
+            action="app.create",
+            target="apps/a",
+        )
+    )
     session.flush()
     return account.id
 
