@@ -129,6 +129,9 @@ def tower_env(root: Path, **extra: str) -> dict[str, str]:
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         "NO_COLOR": "1",
         "COLUMNS": "120",
+        # End-to-end tests and bench/ drive one server with one admin key far faster than
+        # the default 20 requests/s; tests/api/test_rate_limit.py covers the limit itself.
+        "TOWER_RATE_LIMIT_PER_SECOND": "0",
     }
     # Share uv's download cache across test homes so PyPI is hit once per machine.
     env.setdefault("TOWER_RUNNER_UV_CACHE_DIR", str(REPO / ".cache" / "uv"))

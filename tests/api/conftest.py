@@ -57,8 +57,14 @@ def _serve(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
 @pytest.fixture
 def api_server(database_url: str, tmp_path: Path) -> Iterator[ApiServer]:
     port = free_port()
+    # Tests drive the API with one key far faster than 20 requests/s; the rate limit has
+    # its own tests (test_rate_limit.py), which build servers with it on.
     settings = ServerSettings(
-        home=tmp_path / "home", database_url=database_url, port=port, lease_ttl_seconds=2.0
+        home=tmp_path / "home",
+        database_url=database_url,
+        port=port,
+        lease_ttl_seconds=2.0,
+        rate_limit_per_second=0,
     )
     ctx = build_context(settings)
     boot = accounts.bootstrap(ctx)

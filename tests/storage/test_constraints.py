@@ -93,6 +93,29 @@ def _populate_account(session: Session) -> uuid.UUID:
     session.add(
         models.CatalogProperty(account_id=account.id, catalog_id=catalog.id, name="uri", **sealed)
     )
+    session.add_all(
+        [
+            models.Team(account_id=account.id, display_name="Data Team"),
+            models.TeamInvitation(account_id=account.id, email="x@example.com", role="developer"),
+            models.ServiceAccount(account_id=account.id, name="ci", role="developer"),
+            models.Guest(
+                account_id=account.id,
+                app_id=stack.app.id,
+                login_token_hash=uuid.uuid4().hex,
+                login_expires_at=run.created_at,
+                session_seconds=3600,
+            ),
+        ]
+    )
+    session.add(
+        models.AuditEvent(
+            account_id=account.id,
+            actor_user_id=user.id,
+            actor_kind="api_key",
+            action="app.create",
+            target="apps/a",
+        )
+    )
     session.flush()
     return account.id
 

@@ -122,6 +122,7 @@ LAZY_COMMANDS = {
     "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
     "runners": ("tower.cli.runners", "runners_group", "List runners, create runner credentials."),
     "teams": ("tower.cli.teams", "teams_group", "List and switch teams; manage members."),
+    "audit": ("tower.cli.audit", "audit_group", "Show who changed what in the account."),
 }
 
 

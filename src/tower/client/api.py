@@ -599,6 +599,26 @@ class TowerApi:
         path = f"/teams/{_seg(slug)}/members"
         return self._http.request("DELETE", path, json={"email": email}).json()
 
+    def list_audit_events(
+        self,
+        *,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> JsonDict:
+        """`GET /audit-events` → `{audit_events, pages}`, newest first; `action` is one
+        action (`secret.create`) or a resource's (`secret`), `since`/`until` RFC 3339."""
+        return self._get(
+            "/audit-events",
+            action=action,
+            since=since,
+            until=until,
+            page=page,
+            page_size=page_size,
+        )
+
 
 def _run_filters(
     page: int,

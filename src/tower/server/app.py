@@ -18,6 +18,7 @@ from tower.server import keys
 from tower.server.api import (
     api_keys,
     apps,
+    audit,
     catalogs,
     environments,
     guests,
@@ -33,8 +34,10 @@ from tower.server.api import (
     waits,
 )
 from tower.server.api import errors as api_errors
+from tower.server.api.ratelimit import RateLimitMiddleware
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import wait_for
+from tower.server.ratelimit import RateLimiter
 from tower.server.services import lifecycle
 from tower.server.services.context import ServerContext
 from tower.server.settings import ServerSettings
@@ -163,6 +166,10 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         teams,
         service_accounts,
         guests,
+        audit,
     ):
         app.include_router(module.router)
+    if settings.rate_limited:
+        limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
     return app

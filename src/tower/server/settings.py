@@ -51,6 +51,22 @@ class ServerSettings(BaseSettings):
         False, description="/healthz answers 503 until a runner is online (set by `tower up`)."
     )
     log_level: str = Field("info", description="Log level of the control plane.")
+    rate_limit_per_second: float = Field(
+        20.0,
+        ge=0,
+        description="Requests a second each credential (or client IP without one) may make, "
+        "per control-plane process; 0 disables the limit.",
+    )
+    rate_limit_burst: int = Field(
+        20,
+        ge=0,
+        description="Requests a credential may make at once before the steady rate applies "
+        "(the token bucket's size); 0 disables the limit.",
+    )
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.rate_limit_per_second > 0 and self.rate_limit_burst > 0
 
     @property
     def home_dir(self) -> Path:

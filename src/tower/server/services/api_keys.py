@@ -16,7 +16,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, scopes
-from tower.server.services import access, auth
+from tower.server.services import access, audit, auth
 from tower.server.services.context import Principal, ServerContext, owned, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -85,7 +85,7 @@ def create_api_key(
     expires_at = validate_expiry(expires_at)
     with ctx.sessions.begin() as session:
         account_id = _target_account(session, principal, team)
-        return mint(
+        view = mint(
             session,
             account_id=account_id,
             user_id=principal.user_id,
@@ -94,6 +94,16 @@ def create_api_key(
             requested=requested,
             expires_at=expires_at,
         )
+        audit.record(
+            session,
+            principal,
+            "api_key.create",
+            f"api-keys/{view.row.identifier}",
+            name=name,
+            scopes=view.row.scopes,
+            expires_at=expires_at.isoformat() if expires_at else None,
+        )
+        return view
 
 
 def mint(
@@ -158,6 +168,9 @@ def delete_api_key(ctx: ServerContext, principal: Principal, identifier: str) ->
         row = matches[0]
         owner = _owner_name(session, row)
         session.delete(row)
+        audit.record(
+            session, principal, "api_key.delete", f"api-keys/{row.identifier}", name=row.name
+        )
     return ApiKeyView(row, owner)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import errors
 from tower.core.retries import RetryPolicy
-from tower.server.services import lifecycle
+from tower.server.services import audit, lifecycle
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 
@@ -74,6 +75,7 @@ def get_or_create_environment(
             session.add(env)
     except DatabaseIntegrityError:
         return session.scalars(stmt).one()
+    audit.record(session, principal, "environment.create", f"environments/{name}", implicit=True)
     return env
 
 
@@ -107,6 +109,7 @@ def create_app(
         )
         session.add(app)
         session.flush()
+        audit.record(session, principal, "app.create", f"apps/{name}")
         return app
 
 
@@ -134,7 +137,13 @@ def update_app(
         if changes.retry_policy is not None:
             lifecycle.apply_policy(app, changes.retry_policy)
         session.flush()
+        audit.record(session, principal, "app.update", f"apps/{name}", changes=_changed(changes))
         return app
+
+
+def _changed(changes: AppChanges) -> dict[str, object]:
+    """What an update set, as JSON (the retry policy as its fields)."""
+    return {k: v for k, v in dataclasses.asdict(changes).items() if v is not None}
 
 
 def list_apps(ctx: ServerContext, principal: Principal) -> list[models.App]:
@@ -163,6 +172,7 @@ def delete_app(ctx: ServerContext, principal: Principal, name: str) -> models.Ap
         for model in (models.Run, models.AppEnvironmentVersion, models.AppVersion):
             session.execute(delete(model).where(model.app_id == app_id))
         session.delete(app)
+        audit.record(session, principal, "app.delete", f"apps/{name}")
     ctx.blobs.delete_prefix(package_prefix(principal.account_id, app_id))
     return app
 

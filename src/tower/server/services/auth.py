@@ -109,6 +109,7 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
         scopes=scopes.parse_scopes(api_key.scopes),
         role=role,
         service_account_id=api_key.service_account_id,
+        credential=api_key.identifier,
     )
 
 

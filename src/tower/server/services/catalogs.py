@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import catalogs as rules
 from tower.core import crypto, errors
-from tower.server.services import inherited, vault
+from tower.server.services import audit, inherited, vault
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
 from tower.server.services.apps import validate_environment_name
 from tower.server.services.context import Principal, ServerContext
@@ -303,6 +303,15 @@ def _insert(
         key = vault.account_key(ctx, session, principal.account_id)
         _add_properties(session, key, catalog, opened)
         session.flush()
+        audit.record(
+            session,
+            principal,
+            "catalog.create",
+            f"catalogs/{name}",
+            environment=env.name,
+            type=type_,
+            properties=sorted(opened.values),
+        )
         return _views(session, [(catalog, env.name)])[0]
 
 
@@ -338,6 +347,14 @@ def update_catalog(
             _seal_into(key, catalog, prop, value)
         catalog.updated_at = utcnow()
         session.flush()
+        audit.record(
+            session,
+            principal,
+            "catalog.update",
+            f"catalogs/{name}",
+            environment=environment,
+            properties=sorted(opened.values),
+        )
         return _views(session, [(catalog, environment)])[0]
 
 
@@ -368,6 +385,9 @@ def delete_catalog(ctx: ServerContext, principal: Principal, name: str, environm
             delete(models.CatalogProperty).where(models.CatalogProperty.catalog_id == catalog.id)
         )
         session.delete(catalog)
+        audit.record(
+            session, principal, "catalog.delete", f"catalogs/{name}", environment=environment
+        )
 
 
 def export_catalogs(
@@ -392,6 +412,15 @@ def export_catalogs(
             _export(key, catalog, env, props[catalog.id], public_key_pem)
             for catalog, env in selected
         ]
+        audit.record(
+            session,
+            principal,
+            "catalog.export",
+            "catalogs",
+            environment=None if selection.all_environments else selection.environment,
+            all_environments=selection.all_environments or None,
+            names=[catalog.name for catalog, _env in selected],
+        )
     return exported, len(rows)
 
 

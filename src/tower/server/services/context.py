@@ -47,6 +47,8 @@ class Principal:
     role: str | None = None
     #: set when the credential is a service account's API key
     service_account_id: uuid.UUID | None = None
+    #: the API key's masked identifier (`sk-abcd…wxyz`) when it authenticated; never the key
+    credential: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, package
 from tower.server.services import apps as apps_service
+from tower.server.services import audit
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -103,6 +104,7 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
             # already deployed to `default` must move production to it).
             for env in environments:
                 pin(session, app, env, existing.id)
+            _record_deploy(session, principal, app, existing, environments, reused=True)
             return existing
         account = session.get(models.Account, principal.account_id)
         account_key = ctx.keys.account_key(account.id, account.wrapped_key)
@@ -130,7 +132,29 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
         session.flush()
         for env in environments:
             pin(session, app, env, version.id)
+        _record_deploy(session, principal, app, version, environments)
         return version
+
+
+def _record_deploy(
+    session: Session,
+    principal: Principal,
+    app: models.App,
+    version: models.AppVersion,
+    environments: list[models.Environment],
+    *,
+    reused: bool = False,
+) -> None:
+    audit.record(
+        session,
+        principal,
+        "app.deploy",
+        f"apps/{app.name}",
+        version=f"v{version.number}",
+        environments=[env.name for env in environments],
+        package_sha256=version.package_sha256,
+        reused_existing_version=reused or None,
+    )
 
 
 def list_versions(

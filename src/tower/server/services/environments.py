@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from tower.core import errors
 from tower.core.runs import ACTIVE
 from tower.server.services import apps as apps_service
-from tower.server.services import deploys
+from tower.server.services import audit, deploys
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
@@ -91,6 +91,7 @@ def create_environment(ctx: ServerContext, principal: Principal, name: str) -> m
         env = models.Environment(account_id=principal.account_id, name=name)
         session.add(env)
         _flush_unique(session, name)
+        audit.record(session, principal, "environment.create", f"environments/{name}")
         return env
 
 
@@ -126,6 +127,9 @@ def rename_environment(
             raise _already_exists(new_name)
         env.name = new_name
         _flush_unique(session, new_name)
+        audit.record(
+            session, principal, "environment.update", f"environments/{new_name}", renamed_from=name
+        )
         return env
 
 
@@ -159,6 +163,7 @@ def delete_environment(ctx: ServerContext, principal: Principal, name: str) -> D
             )
         counts = _delete_contents(session, env)
         session.delete(env)
+        audit.record(session, principal, "environment.delete", f"environments/{name}", **counts)
         return DeletedEnvironment(environment=env, counts=counts)
 
 
@@ -242,6 +247,15 @@ def pin_version(
         env = apps_service.get_or_create_environment(session, principal, environment)
         previous = _pinned_number(session, app, env)
         row = deploys.pin(session, app, env, target.id)
+        audit.record(
+            session,
+            principal,
+            "app.promote",
+            f"apps/{app_name}",
+            environment=env.name,
+            version=target.version,
+            previous_version=f"v{previous}" if previous is not None else None,
+        )
         return Pin(
             environment=env.name,
             version=target.version,

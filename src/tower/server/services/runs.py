@@ -14,7 +14,7 @@ from tower.core.retries import RetryPolicy
 from tower.core.runs import RunStatus, is_active
 from tower.server.dispatch.notifier import run_topic
 from tower.server.services import apps as apps_service
-from tower.server.services import lifecycle, service_accounts
+from tower.server.services import audit, lifecycle, service_accounts
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -121,6 +121,16 @@ def create_run(
         lifecycle.enqueue(session, run, app, utcnow())
         wake.queue_changed()
         view = RunView(run, app.name, version.version, env.name)
+        audit.record(
+            session,
+            principal,
+            "run.create",
+            f"apps/{app.name}/runs/{run.number}",
+            run_id=str(run.id),
+            version=version.version,
+            environment=env.name,
+            parent_run_id=str(parent.id) if parent else None,
+        )
     wake.fire(ctx.notifier)
     return view
 
@@ -259,6 +269,14 @@ def cancel_run(
         for child in children:
             lifecycle.cancel(session, child, now=now, wake=wake)
         view = _view(session, run, with_attempts=True)
+        audit.record(
+            session,
+            principal,
+            "run.cancel",
+            f"apps/{app_name}/runs/{number}",
+            run_id=str(run.id),
+            children_cancelled=len(children),
+        )
     wake.fire(ctx.notifier)
     return view, len(children)
 

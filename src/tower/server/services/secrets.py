@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
-from tower.server.services import inherited, vault
+from tower.server.services import audit, inherited, vault
 from tower.server.services.accounts import DEFAULT_ENVIRONMENT
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
@@ -138,6 +138,7 @@ def _insert(
         vault.store(secret, vault.seal(key, plaintext, _aad(principal.account_id, env.id, name)))
         session.add(secret)
         session.flush()
+        audit.record(session, principal, "secret.create", f"secrets/{name}", environment=env.name)
         return _view(secret, env.name)
 
 
@@ -155,6 +156,9 @@ def update_secret(
         vault.store(secret, vault.seal(key, plaintext, aad))
         secret.updated_at = utcnow()
         session.flush()
+        audit.record(
+            session, principal, "secret.update", f"secrets/{name}", environment=environment
+        )
         return _view(secret, environment)
 
 
@@ -168,6 +172,9 @@ def delete_secret(
             raise _not_found(name, environment)
         view = _view(secret, environment)
         session.delete(secret)
+        audit.record(
+            session, principal, "secret.delete", f"secrets/{name}", environment=environment
+        )
         return view
 
 
@@ -203,6 +210,16 @@ def export_secrets(
             )
             for secret, env in inherited.page_of(rows, page, page_size)
         ]
+        # Reading every value (re-encrypted for the caller) is worth a record too.
+        audit.record(
+            session,
+            principal,
+            "secret.export",
+            "secrets",
+            environment=None if selection.all_environments else selection.environment,
+            all_environments=selection.all_environments or None,
+            names=[secret.name for secret in exported],
+        )
     return exported, len(rows)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, roles, scopes
 from tower.core.runs import ACTIVE
-from tower.server.services import access, api_keys, lifecycle
+from tower.server.services import access, api_keys, audit, lifecycle
 from tower.server.services.api_keys import ApiKeyView
 from tower.server.services.context import Principal, ServerContext, owned, read_session
 from tower.server.store import models
@@ -125,7 +125,12 @@ def create(
         )
         session.add(row)
         session.flush()
+        audit.record(session, principal, "service_account.create", _target(row), role=role)
         return _view(session, row)
+
+
+def _target(row: models.ServiceAccount) -> str:
+    return f"service-accounts/{row.name}"
 
 
 def list_all(ctx: ServerContext, principal: Principal) -> list[ServiceAccountView]:
@@ -169,6 +174,7 @@ def update(
             row.metadata_json = _valid_metadata(metadata)
         row.updated_at = utcnow()
         session.flush()
+        audit.record(session, principal, "service_account.update", _target(row), role=row.role)
         return _view(session, row)
 
 
@@ -199,6 +205,14 @@ def delete(ctx: ServerContext, principal: Principal, id_or_name: str) -> Deleted
         now = utcnow()
         for run in runs:
             lifecycle.cancel(session, run, now=now, wake=wake)
+        audit.record(
+            session,
+            principal,
+            "service_account.delete",
+            _target(row),
+            revoked_keys=len(keys),
+            cancelled_runs=len(runs),
+        )
         session.delete(row)
     wake.fire(ctx.notifier)
     return Deleted(view, len(keys), len(runs))

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors, roles
-from tower.server.services import access, accounts
+from tower.server.services import access, accounts, audit
 from tower.server.services.context import Principal, ServerContext, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -60,6 +60,15 @@ class TeamDetails:
 
 
 # -- names ----------------------------------------------------------------------------
+
+
+def _audit(
+    session: Session, principal: Principal, account: models.Account, action: str, **details: str
+) -> None:
+    """Record a change of a team in the team's own log."""
+    audit.record(
+        session, principal, action, f"teams/{account.name}", account_id=account.id, **details
+    )
 
 
 def validate_slug(slug: str, *, location: str = "body.slug") -> str:
@@ -210,6 +219,7 @@ def create_team(
         )
         session.add(models.Membership(account_id=account.id, user_id=user_id, role=roles.ADMIN))
         session.flush()
+        _audit(session, principal, account, "team.create", name=display_name)
         return TeamView(account, display_name, roles.ADMIN)
 
 
@@ -273,6 +283,7 @@ def update_team(
             _check_slug_free(session, slug)
             team.account.name = slug
         session.flush()
+        _audit(session, principal, team.account, "team.update", name=row.display_name)
         return TeamView(team.account, row.display_name, team.role)
 
 
@@ -281,6 +292,8 @@ def delete_team(ctx: ServerContext, principal: Principal, name: str) -> TeamView
     with ctx.sessions.begin() as session:
         team = _team_for(session, principal, name, "teams:delete", lock=True)
         _require_team_type(team, "delete")
+        # The team's own log goes with it; the event stays in the caller's account.
+        audit.record(session, principal, "team.delete", f"teams/{team.account.name}")
         session.delete(team.account)
         return team
 
@@ -296,6 +309,7 @@ def remove_member(ctx: ServerContext, principal: Principal, name: str, email: st
         _keep_an_admin(session, team, membership, "remove")
         view = MemberView(user, membership.role)
         session.delete(membership)
+        _audit(session, principal, team.account, "member.remove", email=user.email)
         return view
 
 
@@ -310,6 +324,7 @@ def update_member(
         if role != roles.ADMIN:
             _keep_an_admin(session, team, membership, "demote")
         membership.role = role
+        _audit(session, principal, team.account, "member.role", email=user.email, role=role)
         return team, MemberView(user, role)
 
 
@@ -330,6 +345,7 @@ def leave_team(ctx: ServerContext, principal: Principal, name: str) -> TeamView:
             )
         _keep_an_admin(session, team, membership, "leave")
         session.delete(membership)
+        _audit(session, principal, team.account, "member.leave")
         return team
 
 
@@ -410,6 +426,7 @@ def invite(
             row.invited_by_id = principal.user_id
             session.flush()
             views.append(InvitationView(row, team))
+            _audit(session, principal, team.account, "member.invite", email=email, role=role)
         return views
 
 
@@ -456,6 +473,7 @@ def delete_invitation(
         team = _team_for(session, principal, name, "teams:update")
         row = _invitation(session, team, email)
         session.delete(row)
+        _audit(session, principal, team.account, "member.uninvite", email=row.email)
         return InvitationView(row, team)
 
 
@@ -506,4 +524,6 @@ def respond_to_invitation(
                 models.Membership(account_id=account.id, user_id=user_id, role=invitation.role)
             )
         session.delete(invitation)
+        action = "member.join" if accepted else "member.decline"
+        _audit(session, principal, account, action, email=user.email, role=invitation.role)
         return _view(session, account, invitation.role if accepted else None)

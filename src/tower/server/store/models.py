@@ -510,3 +510,30 @@ class GuestSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime]
+
+
+class AuditEvent(Base):
+    """Who did what, when, with which credential: one row per change, written in the
+    change's own transaction (services.audit). Never holds a secret: credentials appear
+    as their masked identifier, secret values not at all."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        # Newest first per account, and the same filtered by action.
+        Index("ix_audit_events__account_id_created_at", "account_id", "created_at"),
+        Index(
+            "ix_audit_events__account_id_action_created_at", "account_id", "action", "created_at"
+        ),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    # Not `_account_fk()`: the composite indexes above serve every per-account lookup.
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = _created()
+    # No foreign key: the record of what a user did outlives the user.
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actor_kind: Mapped[str] = mapped_column(String(16))  # session | api_key | run
+    #: the API key's masked identifier (`sk-abcd…wxyz`), or the run a run token belongs to
+    actor_credential: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(512))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
