@@ -16,15 +16,18 @@ from starlette.concurrency import run_in_threadpool
 from tower.core import errors
 from tower.server import keys
 from tower.server.api import (
+    account,
     api_keys,
     apps,
     catalogs,
     environments,
     listing,
+    login_page,
     misc,
     runner,
     runs,
     secrets,
+    sessions,
     stats,
     waits,
 )
@@ -155,6 +158,9 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         secrets,
         catalogs,
         api_keys,
+        sessions,
+        account,
+        login_page,
     ):
         app.include_router(module.router)
     return app

@@ -43,6 +43,8 @@ class Principal:
     run_id: uuid.UUID | None = None
     #: what an API key with a scope list may do; None = every scope of the account
     scopes: frozenset[str] | None = None
+    #: the signed-in session a session token belongs to (None for keys and run tokens)
+    session_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
