@@ -120,6 +120,7 @@ LAZY_COMMANDS = {
     ),
     "secrets": ("tower.cli.secrets", "secrets_group", "Create, list and delete secrets."),
     "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
+    "login": ("tower.cli.login", "login_command", "Log in to a Tower server (browser or API key)."),
 }
 
 
