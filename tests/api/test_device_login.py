@@ -127,7 +127,11 @@ def test_the_login_page_signs_in_and_approves(api_server: ApiServer) -> None:
 
         approved = browser.post(
             "/login/device",
-            data={"user_code": ticket["user_code"], "email": "ada@example.com", "password": PASSWORD},
+            data={
+                "user_code": ticket["user_code"],
+                "email": "ada@example.com",
+                "password": PASSWORD,
+            },
         )
         assert approved.status_code == 200 and 'id="approved"' in approved.text
         assert browser.cookies.get("tower_session")

@@ -61,7 +61,8 @@ def _server_url() -> str:
 def _session_for_api_key(url: str, key: str) -> dict[str, Any]:
     if not key.startswith("sk-"):
         raise LoginFailed(
-            "An API key starts with `sk-`. Create one with POST /v1/api-keys (or in a session: `tower login` in a browser)."
+            "An API key starts with `sk-` (create one with POST /v1/api-keys), or log in "
+            "through the browser with `tower login`."
         )
     with TowerApi(url, api_key=key) as api:
         # The server checks the key and describes it as a one-team session.

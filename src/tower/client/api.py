@@ -183,7 +183,7 @@ class TowerApi:
         return self._get("/session")
 
     def create_device_login(self) -> JsonDict:
-        """`GET /login/device` → `{device_code, user_code, login_url, interval, expires_in, ...}`."""
+        """`GET /login/device` → `{device_code, user_code, login_url, interval, expires_in…}`."""
         return self._get("/login/device")
 
     def describe_device_login(self, device_code: str) -> JsonDict | None:
