@@ -76,6 +76,8 @@ def hash_password(password: str) -> str:
 
 
 def _verified_user(session: Session, email: str, password: str) -> models.User:
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise errors.Unauthenticated(WRONG_CREDENTIALS)  # and no hashing of a megabyte
     user = session.scalar(
         select(models.User).where(func.lower(models.User.email) == email.strip().lower())
     )
