@@ -145,9 +145,11 @@ def delete_session(
     ctx: ContextDep,
     principal: PrincipalDep,
     body: Annotated[DeleteSessionParams | None, Body()] = None,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Sign out: the session and every token of it stop working."""
-    view = sessions.sign_out(ctx, principal, body.session_id if body else None)
+    token = bearer_token(authorization) or ""
+    view = sessions.sign_out(ctx, principal, token, body.session_id if body else None)
     return {"session": session_json(view)}
 
 

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors
@@ -28,6 +28,7 @@ from tower.server.store.types import utcnow
 USER_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 USER_CODE_LENGTH = 8
 POLL_INTERVAL_SECONDS = 2
+STALE_AFTER = timedelta(days=1)
 LOGIN_PAGE_PATH = "/login/device"
 #: ErrorModel location the official CLI also reads as "keep polling"
 PENDING_LOCATION = "incomplete_device_login"
@@ -63,6 +64,10 @@ def create_ticket(ctx: ServerContext) -> Ticket:
     user_code = _new_user_code()
     now = utcnow()
     with ctx.sessions.begin() as session:
+        # Tickets are worthless once expired; keep a day of them for diagnosis, no more.
+        session.execute(
+            delete(models.DeviceLogin).where(models.DeviceLogin.expires_at < now - STALE_AFTER)
+        )
         session.add(
             models.DeviceLogin(
                 device_code_hash=crypto.hash_token(device_code),

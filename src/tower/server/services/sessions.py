@@ -172,8 +172,13 @@ def refresh(
     return dataclasses.replace(view, refreshed_at=now)
 
 
-def sign_out(ctx: ServerContext, principal: Principal, session_id: str | None) -> SessionView:
-    """Revoke the caller's session (or another of the same user's, by id) and its tokens."""
+def sign_out(
+    ctx: ServerContext, principal: Principal, bearer: str, session_id: str | None
+) -> SessionView:
+    """Revoke the caller's session (or another of the same user's, by id) and its tokens.
+
+    The answer shows the revoked session with the caller's own (now dead) token.
+    """
     user_id = _require_user(principal)
     if principal.session_id is None:
         raise errors.BadRequest(
@@ -195,7 +200,7 @@ def sign_out(ctx: ServerContext, principal: Principal, session_id: str | None) -
         row.revoked_at = row.revoked_at or utcnow()
         row.refresh_token_hash = None  # nothing can bring it back
         user = session.get(models.User, user_id)
-        return _view(ctx, session, user, row, _personal(ctx, row), None)
+        return _view(ctx, session, user, row, (principal.account_id, bearer), None)
 
 
 def revoke_other_sessions(session: Session, user_id: uuid.UUID, keep: uuid.UUID | None) -> None:
