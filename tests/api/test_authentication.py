@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import select, update
 
 from tests.api.conftest import ApiServer
-from tower.server.services import accounts
+from tower.server.services import sessions
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -46,7 +46,7 @@ def test_an_unknown_api_key_is_refused(api_server: ApiServer) -> None:
 
 
 def test_a_signed_out_session_is_refused(api_server: ApiServer) -> None:
-    jwt = accounts.open_cli_session(api_server.ctx, api_server.ctx.settings.admin_email)
+    jwt = sessions.open_cli_session(api_server.ctx, api_server.ctx.settings.admin_email)
     bearer = {"Authorization": f"Bearer {jwt}"}
     with httpx.Client(base_url=f"{api_server.url}/v1", headers=bearer) as client:
         assert client.get("/apps").status_code == 200

@@ -13,7 +13,7 @@ from tests.api.conftest import ApiServer
 from tower.cli import session
 from tower.cli.main import cli
 from tower.client.api import TowerApi
-from tower.server.services import accounts
+from tower.server.services import sessions
 
 EMAIL = "ada@example.com"
 
@@ -29,7 +29,7 @@ def logged_in(api_server: ApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyP
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TOWER_CONFIG_DIR", str(tmp_path / "config"))
     api_server.new_user_key(EMAIL)
-    jwt = accounts.open_cli_session(api_server.ctx, EMAIL)
+    jwt = sessions.open_cli_session(api_server.ctx, EMAIL)
     with TowerApi(api_server.url, jwt=jwt) as client:
         described = client.describe_session()["session"]
     path = tmp_path / "config" / "session.json"
@@ -83,7 +83,7 @@ def test_switch_without_a_session_says_what_to_do(
 
 def _key_in(api_server: ApiServer, slug: str) -> str:
     """An API key of Ada's acting in team `slug`, minted with her session token."""
-    jwt = accounts.open_cli_session(api_server.ctx, EMAIL)
+    jwt = sessions.open_cli_session(api_server.ctx, EMAIL)
     with api_server.client(api_key="", Authorization=f"Bearer {jwt}") as ada:
         answer = ada.post("/api-keys", json={"name": "check", "team": slug})
     assert answer.status_code == 201, answer.text

@@ -22,6 +22,8 @@ from tower.server.services import accounts
 from tower.server.store import models
 
 SCOPE_EXTENSION = "x-tower-scope"
+#: routes anyone may call (logging in, signing up): they need no scope and carry none
+PUBLIC_EXTENSION = "x-tower-public"
 #: routes outside the scope model: health, and the runner protocol (runner tokens)
 UNSCOPED = re.compile(r"^/healthz$|^/v1/runner/")
 PATH_VALUES = {"name": "nope", "number": "1", "version": "v1", "environment": "default"}
@@ -32,7 +34,7 @@ def _operations(api_server: ApiServer) -> list[tuple[str, str, str]]:
     found = []
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            if UNSCOPED.search(path):
+            if UNSCOPED.search(path) or operation.get(PUBLIC_EXTENSION):
                 assert SCOPE_EXTENSION not in operation, f"{method} {path} should not be scoped"
                 continue
             assert SCOPE_EXTENSION in operation, f"{method.upper()} {path} declares no scope"

@@ -11,7 +11,7 @@ import httpx
 from tests.api.conftest import ApiServer
 from tests.api.helpers import FakeRunner, deploy, make_package
 from tower.core import crypto
-from tower.server.services import accounts
+from tower.server.services import sessions
 
 ADMIN_EMAIL = "ada@example.com"
 DEV_EMAIL = "bob@example.com"
@@ -234,7 +234,7 @@ def test_leaving_and_removing_members_keeps_an_admin(api_server: ApiServer) -> N
 
 def test_team_context_through_session_jwts(api_server: ApiServer) -> None:
     ada, bob = _team_with_developer(api_server)
-    jwt = accounts.open_cli_session(api_server.ctx, DEV_EMAIL)
+    jwt = sessions.open_cli_session(api_server.ctx, DEV_EMAIL)
     with api_server.client(api_key="", Authorization=f"Bearer {jwt}") as session:
         teams = session.get("/session").json()["session"]["teams"]
     team_jwt = next(t["token"]["jwt"] for t in teams if t["name"] == "data-team")

@@ -123,6 +123,7 @@ LAZY_COMMANDS = {
     "runners": ("tower.cli.runners", "runners_group", "List runners, create runner credentials."),
     "teams": ("tower.cli.teams", "teams_group", "List and switch teams; manage members."),
     "audit": ("tower.cli.audit", "audit_group", "Show who changed what in the account."),
+    "login": ("tower.cli.login", "login_command", "Log in to a Tower server (browser or API key)."),
 }
 
 

@@ -92,9 +92,9 @@ def _wait_healthy(url: str) -> bool:
 
 def _log_in_cli(ctx: object, url: str, email: str) -> str:
     from tower.cli import session as cli_session
-    from tower.server.services import accounts
+    from tower.server.services import sessions
 
-    jwt = accounts.open_cli_session(ctx, email)
+    jwt = sessions.open_cli_session(ctx, email)
     response = httpx.get(
         f"{url}/v1/session", headers={"Authorization": f"Bearer {jwt}"}, timeout=10
     )

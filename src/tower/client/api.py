@@ -182,6 +182,19 @@ class TowerApi:
         """`GET /session` → `{session: {user, token, teams, ...}}`."""
         return self._get("/session")
 
+    def create_device_login(self) -> JsonDict:
+        """`GET /login/device` → `{device_code, user_code, login_url, interval, expires_in…}`."""
+        return self._get("/login/device")
+
+    def describe_device_login(self, device_code: str) -> JsonDict | None:
+        """`GET /login/device/{code}`: the session once approved; None while pending (404)."""
+        try:
+            return self._get(f"/login/device/{_seg(device_code)}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def list_environments(self) -> list[JsonDict]:
         """`GET /environments` → the environments (`{name, is_deletable}`)."""
         body = self._get("/environments", page=0, page_size=100)

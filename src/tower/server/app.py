@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from tower.core import errors
 from tower.server import keys
 from tower.server.api import (
+    account,
     api_keys,
     apps,
     audit,
@@ -23,12 +24,14 @@ from tower.server.api import (
     environments,
     guests,
     listing,
+    login_page,
     misc,
     runner,
     runners,
     runs,
     secrets,
     service_accounts,
+    sessions,
     stats,
     teams,
     waits,
@@ -167,6 +170,9 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         service_accounts,
         guests,
         audit,
+        sessions,
+        account,
+        login_page,
     ):
         app.include_router(module.router)
     if settings.rate_limited:

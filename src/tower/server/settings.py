@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,17 @@ class ServerSettings(BaseSettings):
         "one was last seen (untagged runners don't take its runs meanwhile).",
     )
     session_ttl_days: int = Field(30, description="Lifetime of a CLI session token.")
+    allow_signup: bool = Field(
+        False,
+        description="Anyone may create a user (POST /v1/accounts); off: only admins create users.",
+    )
+    device_login_ttl_seconds: int = Field(
+        600, description="How long a `tower login` request waits for approval in the browser."
+    )
+    feature_flags: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Feature flag values as JSON, e.g. {"new-ui": true} (/v1/feature-flags/KEY).',
+    )
     health_requires_runner: bool = Field(
         False, description="/healthz answers 503 until a runner is online (set by `tower up`)."
     )

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from tower.core import errors
 from tower.server.services import access, auth
 from tower.server.services.context import Principal, RunnerPrincipal, ServerContext
 
@@ -20,7 +21,8 @@ def get_context(request: Request) -> ServerContext:
 ContextDep = Annotated[ServerContext, Depends(get_context)]
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header, if that is what it holds."""
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip() or None
     return None
@@ -31,13 +33,13 @@ def get_principal(
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return auth.authenticate(ctx, api_key=x_api_key, bearer=_bearer(authorization))
+    return auth.authenticate(ctx, api_key=x_api_key, bearer=bearer_token(authorization))
 
 
 def get_runner_principal(
     ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> RunnerPrincipal:
-    return auth.authenticate_runner(ctx, _bearer(authorization))
+    return auth.authenticate_runner(ctx, bearer_token(authorization))
 
 
 def is_official_cli(request: Request) -> bool:
@@ -57,13 +59,48 @@ def _require(scope: str | None) -> Callable[[Principal], None]:
     return check
 
 
-def scoped(scope: str | None) -> dict[str, Any]:
-    """Route decorator arguments declaring the scope the route needs:
-    `@router.get("/apps", **scoped("apps:read"))`. None = any authenticated caller."""
-    return {
-        "dependencies": [Depends(_require(scope))],
-        "openapi_extra": {SCOPE_EXTENSION: scope or ""},
-    }
+#: the OpenAPI extension marking a path whose placeholders name something every account
+#: shares (a feature flag), not an object of the caller's account (read by tenancy tests)
+SHARED_EXTENSION = "x-tower-shared"
 
+
+def scoped(scope: str | None, *, shared: bool = False) -> dict[str, Any]:
+    """Route decorator arguments declaring the scope the route needs:
+    `@router.get("/apps", **scoped("apps:read"))`. None = any authenticated caller.
+    `shared`: the path names something that belongs to no account (see SHARED_EXTENSION)."""
+    extra: dict[str, Any] = {SCOPE_EXTENSION: scope or ""}
+    if shared:
+        extra[SHARED_EXTENSION] = True
+    return {"dependencies": [Depends(_require(scope))], "openapi_extra": extra}
+
+
+#: the OpenAPI extension marking a route that needs no credential (login, sign-up, keys)
+PUBLIC_EXTENSION = "x-tower-public"
+
+
+def public() -> dict[str, Any]:
+    """Route decorator arguments for a route anyone may call, e.g. logging in. Such a
+    route ignores any credential sent along (the official CLI sends a stale token
+    to the login endpoints) unless it reads one itself via `OptionalPrincipalDep`."""
+    return {"openapi_extra": {PUBLIC_EXTENSION: True}}
+
+
+def get_optional_principal(
+    ctx: ContextDep,
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal | None:
+    """The caller when valid credentials came along; None when none did or they are stale."""
+    try:
+        return auth.authenticate(ctx, api_key=x_api_key, bearer=bearer_token(authorization))
+    except errors.Unauthenticated:
+        return None
+
+
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
 
 RunnerDep = Annotated[RunnerPrincipal, Depends(get_runner_principal)]
+
+
+#: older name, kept for the routes that import it
+_bearer = bearer_token

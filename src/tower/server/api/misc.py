@@ -1,17 +1,14 @@
-"""Health, the landing page and the session."""
+"""Health and the landing page."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import func, select, text
 
-from tower.server.api import serializers
-from tower.server.api.deps import ContextDep, PrincipalDep, _bearer, scoped
-from tower.server.services import accounts
+from tower.server.api.deps import ContextDep
 from tower.server.store import models
 from tower.server.store.types import utcnow
 from tower.server.ui import landing
@@ -44,45 +41,3 @@ def healthz(ctx: ContextDep) -> JSONResponse:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def landing_page(ctx: ContextDep) -> HTMLResponse:
     return HTMLResponse(landing.render(ctx.settings.resolved_public_url, _runners_online(ctx)))
-
-
-def _team_json(account: models.Account, jwt: str) -> dict[str, Any]:
-    return {
-        "name": account.name,
-        "slug": account.name,
-        "type": account.type,
-        "execution_region": "self-hosted",
-        "organization": account.name,
-        "token": {"jwt": jwt, "access_token": jwt, "refresh_token": None},
-    }
-
-
-def _user_json(user: models.User) -> dict[str, Any]:
-    return {
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "created_at": serializers.ts(user.created_at),
-        "company": "",
-        "country": "",
-        "profile_photo_url": "",
-        "promo_code": "",
-        "is_alerts_enabled": False,
-        "is_confirmed": True,
-        "is_subscribed_to_changelog": False,
-        "is_invitation_claimed": True,
-    }
-
-
-@router.get("/v1/session", tags=["session"], **scoped(None))
-def describe_session(request: Request, ctx: ContextDep, principal: PrincipalDep) -> dict[str, Any]:
-    token = _bearer(request.headers.get("authorization")) or ""
-    data = accounts.describe_session(ctx, principal, token)
-    return {
-        "session": {
-            "user": _user_json(data["user"]),
-            "token": {"jwt": token, "access_token": token, "refresh_token": None},
-            "teams": [_team_json(t["account"], t["jwt"]) for t in data["teams"]],
-            "featurebase_identity": {"company_hash": "", "user_hash": ""},
-        }
-    }

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from tower.core import roles
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, scoped
-from tower.server.api.misc import _user_json as user_json
+from tower.server.api.sessions import user_json
 from tower.server.services import teams as teams_service
 from tower.server.services.teams import InvitationView, MemberView, TeamView
 

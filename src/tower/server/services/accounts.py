@@ -9,7 +9,6 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -18,14 +17,14 @@ from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors
 from tower.server.services import api_keys, auth
-from tower.server.services.context import Principal, ServerContext
+from tower.server.services.context import ServerContext
 from tower.server.store import models
-from tower.server.store.types import utcnow
 
 DEFAULT_ENVIRONMENT = "default"
 ADMIN_API_KEY_FILE = "admin-api-key"
 ADMIN_PASSWORD_FILE = "admin-password"
-_hasher = PasswordHasher()
+#: the one argon2 hasher for passwords (services.sessions verifies with it)
+password_hasher = PasswordHasher()
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,21 @@ def _account_name_for(email: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "-" for c in local) or "admin"
 
 
+def _free_account_name(session: Session, base: str) -> str:
+    """`base`, or `base-2`, `base-3`…: ada@one.com and ada@two.com both get an account."""
+    taken = set(
+        session.scalars(
+            select(models.Account.name).where(
+                (models.Account.name == base) | models.Account.name.like(f"{base}-%")
+            )
+        )
+    )
+    name, suffix = base, 2
+    while name in taken:
+        name, suffix = f"{base}-{suffix}", suffix + 1
+    return name
+
+
 def create_account(
     ctx: ServerContext, session: Session, *, name: str, type_: str
 ) -> models.Account:
@@ -71,10 +85,11 @@ def create_account(
 def create_user(
     ctx: ServerContext, session: Session, *, email: str, password: str, is_admin: bool = False
 ) -> models.User:
-    account = create_account(ctx, session, name=_account_name_for(email), type_="personal")
+    name = _free_account_name(session, _account_name_for(email))
+    account = create_account(ctx, session, name=name, type_="personal")
     user = models.User(
         email=email,
-        password_hash=_hasher.hash(password),
+        password_hash=password_hasher.hash(password),
         is_admin=is_admin,
         personal_account_id=account.id,
     )
@@ -131,44 +146,3 @@ def bootstrap(ctx: ServerContext) -> Bootstrap:
     if not ctx.settings.admin_api_key:
         _write_secret_file(key_file, key)
     return Bootstrap(True, user.email, account.name, key, key_file, password_file)
-
-
-def open_cli_session(ctx: ServerContext, email: str) -> str:
-    """A session JWT for the given user, as `tower up` hands to the local CLI."""
-    ttl = timedelta(days=ctx.settings.session_ttl_days)
-    with ctx.sessions.begin() as session:
-        user = session.scalar(select(models.User).where(models.User.email == email))
-        if user is None:
-            raise errors.NotFound(f"No user {email!r}.")
-        row = models.Session(
-            account_id=user.personal_account_id, user_id=user.id, expires_at=utcnow() + ttl
-        )
-        session.add(row)
-        session.flush()
-        return auth.issue_jwt(
-            ctx, account_id=row.account_id, user_id=user.id, ttl=ttl, session_id=row.id
-        )
-
-
-def describe_session(ctx: ServerContext, principal: Principal, token: str) -> dict:
-    """The contract's Session object for the caller (user, token, teams)."""
-    if principal.user_id is None:
-        raise errors.Unauthenticated("This credential has no user session.")
-    with ctx.sessions.begin() as session:
-        user = session.get(models.User, principal.user_id)
-        rows = session.execute(
-            select(models.Account)
-            .join(models.Membership, models.Membership.account_id == models.Account.id)
-            .where(models.Membership.user_id == principal.user_id)
-            .order_by(models.Account.created_at)
-        ).scalars()
-        ttl = timedelta(days=ctx.settings.session_ttl_days)
-        teams = []
-        for account in rows:
-            team_token = (
-                token
-                if account.id == principal.account_id
-                else auth.issue_jwt(ctx, account_id=account.id, user_id=user.id, ttl=ttl)
-            )
-            teams.append({"account": account, "jwt": team_token})
-        return {"user": user, "token": token, "teams": teams}

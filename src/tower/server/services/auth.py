@@ -122,14 +122,17 @@ def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
             "The session token is invalid or expired. Log in again (`tower up` or `tower login`)."
         ) from exc
     user_id = uuid.UUID(claims["sub"]) if claims.get("sub") else None
+    session_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
     with read_session(ctx) as session:
         account = session.get(models.Account, account_id)
         if account is None:
             raise errors.Unauthenticated("The account of this token no longer exists.")
-        if "sid" in claims:
-            row = session.get(models.Session, uuid.UUID(claims["sid"]))
+        if session_id is not None:
+            row = session.get(models.Session, session_id)
             if row is None or row.revoked_at is not None:
                 raise errors.Unauthenticated("This session was signed out. Log in again.")
+            if row.expires_at <= utcnow():
+                raise errors.Unauthenticated("This session expired. Log in again.")
         # A team JWT names its account in the `aid` claim; it is honoured only while
         # its user is still a member there, and with the role they have now.
         membership = session.get(models.Membership, (account_id, user_id)) if user_id else None
@@ -138,7 +141,9 @@ def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
     run_id = uuid.UUID(claims["rid"]) if "rid" in claims else None
     kind = "run" if run_id else "session"
     role = roles.RUN_ROLE if run_id else membership.role if membership else None
-    return Principal(account_id, account.name, user_id, kind, run_id=run_id, role=role)
+    return Principal(
+        account_id, account.name, user_id, kind, run_id=run_id, role=role, session_id=session_id
+    )
 
 
 def authenticate_runner(ctx: ServerContext, bearer: str | None) -> RunnerPrincipal:

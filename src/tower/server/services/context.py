@@ -49,6 +49,8 @@ class Principal:
     service_account_id: uuid.UUID | None = None
     #: the API key's masked identifier (`sk-abcd…wxyz`) when it authenticated; never the key
     credential: str | None = None
+    #: the signed-in session a session token belongs to (None for keys and run tokens)
+    session_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)

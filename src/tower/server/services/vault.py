@@ -25,7 +25,6 @@ from tower.server.store import models
 
 SERVER_KEY_NAME = "secrets"
 _SERVER_KEY_PURPOSE = "server-rsa-key"
-_SERVER_KEY_AAD = b"server-key:secrets"
 _key_lock = threading.Lock()
 
 
@@ -47,16 +46,18 @@ def catalog_property_aad(account_id: uuid.UUID, catalog_id: uuid.UUID, name: str
 # ------------------------------------------------------------------ the server key
 
 
-def server_private_key(ctx: ServerContext) -> RSAPrivateKey:
-    """The server's RSA-2048 key, created on first use and shared by every replica."""
-    cached = ctx.loaded_keys.get(SERVER_KEY_NAME)
+def server_private_key(ctx: ServerContext, name: str = SERVER_KEY_NAME) -> RSAPrivateKey:
+    """One of the server's RSA-2048 keys (`secrets`: what clients encrypt to; others, e.g.
+    the identity-token signing key, by name), created on first use and shared by every
+    replica through the database."""
+    cached = ctx.loaded_keys.get(name)
     if cached is not None:
         return cached
     with _key_lock:
-        cached = ctx.loaded_keys.get(SERVER_KEY_NAME)
+        cached = ctx.loaded_keys.get(name)
         if cached is None:
-            cached = _load_or_create_server_key(ctx)
-            ctx.loaded_keys[SERVER_KEY_NAME] = cached
+            cached = _load_or_create_server_key(ctx, name)
+            ctx.loaded_keys[name] = cached
     return cached
 
 
@@ -65,14 +66,21 @@ def server_public_key_pem(ctx: ServerContext) -> str:
     return crypto.public_key_pem_pkcs1(server_private_key(ctx))
 
 
+def _server_key_aad(name: str) -> bytes:
+    # The AAD names the key, so one sealed key cannot be passed off as another.
+    return f"server-key:{name}".encode()
+
+
 def _open_server_key(kek: bytes, row: models.ServerKey) -> RSAPrivateKey:
-    return crypto.load_private_key(crypto.open_sealed(kek, row.sealed_private_key, _SERVER_KEY_AAD))
+    return crypto.load_private_key(
+        crypto.open_sealed(kek, row.sealed_private_key, _server_key_aad(row.name))
+    )
 
 
-def _load_or_create_server_key(ctx: ServerContext) -> RSAPrivateKey:
+def _load_or_create_server_key(ctx: ServerContext, name: str) -> RSAPrivateKey:
     kek = ctx.keys.derive(_SERVER_KEY_PURPOSE)
     with ctx.sessions.begin() as session:
-        row = session.get(models.ServerKey, SERVER_KEY_NAME)
+        row = session.get(models.ServerKey, name)
         if row is not None:
             return _open_server_key(kek, row)
     key = crypto.generate_rsa_private_key()
@@ -80,9 +88,9 @@ def _load_or_create_server_key(ctx: ServerContext) -> RSAPrivateKey:
         with ctx.sessions.begin() as session:
             session.add(
                 models.ServerKey(
-                    name=SERVER_KEY_NAME,
+                    name=name,
                     sealed_private_key=crypto.seal(
-                        kek, crypto.private_key_to_pem(key), _SERVER_KEY_AAD
+                        kek, crypto.private_key_to_pem(key), _server_key_aad(name)
                     ),
                     public_key_pem=crypto.public_key_pem_pkcs1(key),
                 )
@@ -90,7 +98,7 @@ def _load_or_create_server_key(ctx: ServerContext) -> RSAPrivateKey:
     except DatabaseIntegrityError:
         # Another replica created it first: everyone must use the same key.
         with ctx.sessions.begin() as session:
-            return _open_server_key(kek, session.get(models.ServerKey, SERVER_KEY_NAME))
+            return _open_server_key(kek, session.get(models.ServerKey, name))
     return key
 
 

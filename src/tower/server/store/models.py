@@ -537,3 +537,56 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(512))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class UserProfile(Base):
+    """What a user tells about themselves beyond email and name, and their email choices.
+
+    A row appears the first time a user changes one of these; until then the defaults
+    below are what `GET /v1/user` shows.
+    """
+
+    __tablename__ = "user_profiles"
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    company: Mapped[str] = mapped_column(String(256), default="")
+    country: Mapped[str] = mapped_column(String(128), default="")
+    promo_code: Mapped[str] = mapped_column(String(128), default="")
+    is_alerts_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the email lists (contract EmailSubscriptions: feature_updates, marketing, newsletter)
+    is_subscribed_to_changelog: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_subscribed_to_marketing_emails: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_subscribed_to_newsletter: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = _created()
+
+
+class Organization(Base):
+    """The organization name an account shows (`Team.organization`); default: the account's."""
+
+    __tablename__ = "organizations"
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = _created()
+
+
+class DeviceLogin(Base):
+    """A `tower login` ticket: the CLI polls with the device code (stored hashed) while a
+    signed-in person approves the short user code in a browser. The session is minted
+    when the CLI collects it, so no token is ever stored in the clear."""
+
+    __tablename__ = "device_logins"
+    id: Mapped[uuid.UUID] = _id()
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code: Mapped[str] = mapped_column(String(16), unique=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime]
+    #: who approved it, and when; null while pending
+    claimed_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE")
+    )
+    claimed_at: Mapped[datetime | None]
+    #: when the CLI collected its session; a ticket is good for one session only
+    collected_at: Mapped[datetime | None]
