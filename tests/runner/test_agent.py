@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from procs import group_members, wait_until
 
 from tower.core.package import BuiltPackage, build_package
 from tower.core.towerfile import load_towerfile
+from tower.runner import workdirs
 from tower.runner.agent import Agent, main
 from tower.runner.settings import RunnerSettings
 from tower.runner.venvs import VenvCache
@@ -228,8 +230,15 @@ for i in range(40):
 """
 
 
-def app_pgid(run: FakeRun) -> int:
-    return int(next(line for line in program(run) if line.startswith("pgid ")).split()[1])
+def app_pgid(run: FakeRun, home: Path) -> int:
+    """The app's process group on the host, as the runner recorded it (inside the
+    sandbox's PID namespace the app cannot see its group's leader, bubblewrap)."""
+    printed = int(next(line for line in program(run) if line.startswith("pgid ")).split()[1])
+    record = workdirs.group_record(RunnerSettings(home=home).work_dir / run.run_id)
+    wait_until(record.is_file)
+    recorded = int(json.loads(record.read_text())["pgid"])
+    assert printed in (recorded, 0), "outside a sandbox the app sees its own group"
+    return recorded
 
 
 def test_cancel_kills_an_app_ignoring_sigterm_within_grace_plus_one_second(
@@ -243,7 +252,7 @@ def test_cancel_kills_an_app_ignoring_sigterm_within_grace_plus_one_second(
     run = plane.enqueue(package_of(IGNORES_SIGTERM_APP))
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
         plane.wait_for(lambda: any(line.startswith("pgid ") for line in program(run)))
-        pgid = app_pgid(run)
+        pgid = app_pgid(run, tmp_path / "home")
         assert group_members(pgid)
         beats_before = len(plane.heartbeats)
         plane.cancel(run.run_id)
@@ -268,7 +277,7 @@ def test_superseded_attempt_is_stopped_and_reports_nothing_more(
     run = plane.enqueue(package_of(TICKING_APP))
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
         plane.wait_for(lambda: "tick 3" in program(run))
-        pgid = app_pgid(run)
+        pgid = app_pgid(run, tmp_path / "home")
         plane.supersede(run.run_id)  # lease lost, retried elsewhere: the token changed
         wait_until(lambda: not agent.active_run_ids(), timeout=20)
         assert not group_members(pgid)
@@ -302,7 +311,7 @@ def test_a_retry_claimed_by_the_same_runner_supersedes_the_older_attempt(
     run = plane.enqueue(package_of(quiet_app))
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
         plane.wait_for(lambda: any(line.startswith("pgid ") for line in program(run)))
-        first_pgid = app_pgid(run)
+        first_pgid = app_pgid(run, tmp_path / "home")
         # Attempt 1 lost its lease (say, a network split) and attempt 2 lands here too.
         # Attempt 1 prints nothing more, so only the new claim can tell it to stop.
         plane.retry(run.run_id)

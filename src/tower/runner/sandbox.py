@@ -34,7 +34,9 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -92,6 +94,8 @@ PROCESS_MARKERS = ("Resource temporarily unavailable", "BlockingIOError", "fork:
 #: output that says a write went beyond RLIMIT_FSIZE (Python ignores SIGXFSZ)
 FILE_SIZE_MARKERS = ("File too large",)
 UID_LOCKS_DIR = "run-uids"
+#: world-writable temp dirs a run uid may litter when there is no bwrap
+SHARED_TEMP_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 BWRAP_PROBE_TIMEOUT_S = 10.0
 #: how many rounds the clean-up of a run uid's processes gets (a fork bomb races it)
 KILL_ROUNDS = 50
@@ -177,8 +181,10 @@ class SandboxConfig:
     default_limits: Limits = field(default_factory=Limits)
     max_limits: Limits = field(default_factory=Limits)
     run_uids: range = range(2_000_000, 2_001_000)
-    #: where uid leases are kept (the runner dir)
+    #: where uid leases are kept (the runner dir: work dirs and venvs live under it)
     state_dir: Path = Path("/tmp")
+    #: the interpreter venvs are made from (a run's uid must be able to reach it)
+    python: str = sys.executable
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,7 @@ def system_binds(paths: Sequence[str] = SYSTEM_PATHS, etc: Path = Path("/etc")) 
             args += ["--symlink", os.readlink(path), raw]
         elif path.is_dir():
             args += ["--ro-bind", raw, raw]
+    args += ["--perms", "0755", "--dir", str(etc)]  # else 0700: a run uid could not enter
     for name in ETC_ENTRIES:
         entry = str(etc / name)
         args += ["--ro-bind-try", entry, entry]
@@ -435,7 +442,10 @@ class Sandbox:
         self.setpriv: str | None = shutil.which("setpriv") if self.is_root else None
         self._system = tuple(system_binds())
         self._uid_lock = threading.Lock()
+        self.run_uids = self.is_root
         self._detect()
+        if self.is_root and self.bwrap is None:
+            self._check_reachable()
 
     def _detect(self) -> None:
         if self.config.mode == SandboxMode.OFF:
@@ -472,6 +482,22 @@ class Sandbox:
         self.bwrap = path
         return None
 
+    def _check_reachable(self) -> None:
+        """Without bwrap an app sees the real file system: as its own uid it must be
+        able to walk to its work dir, its venv and the Python install. When it cannot,
+        runs keep the runner's uid (and the runner says how to fix that)."""
+        python_home = Path(os.path.realpath(self.config.python)).parent.parent
+        blocked = [p for p in (self.config.state_dir, python_home) if not reachable_by_all(p)]
+        if blocked:
+            self.run_uids = False
+            logger.warning(
+                "runs execute as the runner's own uid: a run uid could not reach %s "
+                "(a parent directory is not world-searchable, like /root). Put TOWER_HOME "
+                "and the runner's Python under world-searchable directories (e.g. "
+                "/var/lib/tower-runner, /usr or /opt) for a uid per run.",
+                ", ".join(str(p) for p in blocked),
+            )
+
     def _uid_note(self) -> str:
         if self.is_root:
             first, last = self.config.run_uids[0], self.config.run_uids[-1]
@@ -503,10 +529,12 @@ class Sandbox:
             finally:
                 if uid is not None:
                     kill_uid_processes(uid)
+                    if self.bwrap is None:  # with bwrap, /tmp and /dev/shm were its own
+                        remove_temp_files_of(uid)
 
     @contextmanager
     def _run_uid(self) -> Iterator[int | None]:
-        if not self.is_root:
+        if not self.run_uids:
             yield None
             return
         locks = self.config.state_dir / UID_LOCKS_DIR
@@ -518,6 +546,35 @@ class Sandbox:
             yield uid
         finally:
             handle.close()  # releases the flock
+
+
+def remove_temp_files_of(uid: int, dirs: Sequence[Path] = SHARED_TEMP_DIRS) -> list[Path]:
+    """Remove what `uid` left at the top of the shared temp dirs; returns the paths."""
+    removed = []
+    for top in dirs:
+        with contextlib.suppress(OSError):
+            for entry in top.iterdir():
+                with contextlib.suppress(OSError):
+                    if entry.lstat().st_uid != uid:
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink()
+                    removed.append(entry)
+    return removed
+
+
+def reachable_by_all(path: Path) -> bool:
+    """Whether any user can walk down to `path` (every ancestor world-searchable)."""
+    for directory in [*reversed(path.parents), path]:
+        try:
+            mode = directory.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
 
 
 def _lease_uid(locks: Path, uids: range) -> tuple[Any, int]:

@@ -137,6 +137,7 @@ class RunnerSettings:
             max_limits=self.max_limits,
             run_uids=self.run_uids,
             state_dir=self.runner_dir,
+            python=self.python,
         )
 
     def require_token(self) -> str:
