@@ -171,9 +171,8 @@ class _SandboxedRun:
         if reason is None:
             return outcome
         sink(SETUP_CHANNEL, f"The run crashed: {reason}.")
-        detail = (outcome.message or "").rstrip(".")
-        detail = detail[:1].lower() + detail[1:]
-        return dataclasses.replace(outcome, message=f"{reason[:1].upper()}{reason[1:]} ({detail}).")
+        message = f"{reason[:1].upper()}{reason[1:]} (exit code {outcome.exit_code})."
+        return dataclasses.replace(outcome, message=message)
 
 
 def _run_app(
