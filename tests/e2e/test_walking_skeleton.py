@@ -160,10 +160,7 @@ def test_restart_keeps_data_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
 
 def test_cancel_stops_the_app_on_the_runner(tower: LiveTower, tmp_path: Path) -> None:
     body = (
-        "import time\n"
-        "for i in range(600):\n"
-        "    print('tick', i, flush=True)\n"
-        "    time.sleep(0.1)\n"
+        "import time\nfor i in range(600):\n    print('tick', i, flush=True)\n    time.sleep(0.1)\n"
     )
     app = write_app(tmp_path, "long-runner", "main.py", body)
     assert tower.tower("deploy", "--create", cwd=app).returncode == 0
