@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -294,6 +296,7 @@ def test_network_isolation_is_per_run(
     port = server.getsockname()[1]
     app = f"""\
 import socket
+import subprocess
 try:
     socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
     print("connected")
@@ -360,3 +363,20 @@ def test_network_isolation_without_bwrap_is_refused(
     assert outcome.status == RunStatus.ERRORED
     assert "network isolation" in (outcome.message or "")
     assert sink.program() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: run uids exist only when root")
+def test_a_new_runner_kills_what_a_crashed_one_left_under_run_uids(home: RunnerHome) -> None:
+    uid = TEST_UIDS[-1]
+    # A process of a run that left its group (setsid) outlived its crashed runner.
+    orphan = subprocess.Popen(
+        ["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True
+    )
+    try:
+        assert uid_processes(uid) == [orphan.pid]
+        home.sandbox(mode=SandboxMode.OFF)
+        assert orphan.wait(5) == -signal.SIGKILL
+        assert uid_processes(uid) == []
+    finally:
+        orphan.kill()
+        orphan.wait()

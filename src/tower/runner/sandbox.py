@@ -7,8 +7,8 @@ Three layers, each used when the host allows it:
    count (RLIMIT_NPROC counts every process of a uid, so under the runner's own uid
    it would count the runner's processes too and is left unset).
 2. **A uid per run, when the runner is root**: each run leases a uid from
-   `TOWER_RUNNER_RUN_UIDS` (an flock under the runner dir, so runners sharing a
-   `$TOWER_HOME` never hand out the same uid twice). The run's directories are
+   `TOWER_RUNNER_RUN_UIDS` (an flock in /run/tower/run-uids, so no two runners of
+   a host ever hand out the same uid at once). The run's directories are
    chowned to it; other runs and the runner's files (0600/0700, root-owned) are out
    of its reach; after the run every process of that uid is killed, so nothing a
    run left behind meets the next run of the same uid.
@@ -93,7 +93,6 @@ MEMORY_MARKERS = (
 PROCESS_MARKERS = ("Resource temporarily unavailable", "BlockingIOError", "fork: retry")
 #: output that says a write went beyond RLIMIT_FSIZE (Python ignores SIGXFSZ)
 FILE_SIZE_MARKERS = ("File too large",)
-UID_LOCKS_DIR = "run-uids"
 #: world-writable temp dirs a run uid may litter when there is no bwrap
 SHARED_TEMP_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 BWRAP_PROBE_TIMEOUT_S = 10.0
@@ -181,8 +180,11 @@ class SandboxConfig:
     default_limits: Limits = field(default_factory=Limits)
     max_limits: Limits = field(default_factory=Limits)
     run_uids: range = range(2_000_000, 2_001_000)
-    #: where uid leases are kept (the runner dir: work dirs and venvs live under it)
+    #: the runner dir (work dirs and venvs live under it)
     state_dir: Path = Path("/tmp")
+    #: where run uid leases are kept: host-wide (and cleared at boot), so runners with
+    #: different homes never share a uid, and a held lease means a live run
+    uid_locks: Path = Path("/run/tower/run-uids")
     #: the interpreter venvs are made from (a run's uid must be able to reach it)
     python: str = sys.executable
 
@@ -442,16 +444,18 @@ class Sandbox:
         self.setpriv: str | None = shutil.which("setpriv") if self.is_root else None
         self._system = tuple(system_binds())
         self._uid_lock = threading.Lock()
+        #: whether runs get a uid of their own (root, and the uid can reach its files)
         self.run_uids = self.is_root
         self._detect()
-        if self.is_root and self.bwrap is None:
-            self._check_reachable()
+        if self.is_root:
+            self.sweep()
 
     def _detect(self) -> None:
+        """Decide what confinement this host allows, and say it once."""
         if self.config.mode == SandboxMode.OFF:
-            logger.warning("the sandbox is off (TOWER_RUNNER_SANDBOX=off): %s", self._fallback())
-            return
-        problem = self._bwrap_problem()
+            problem = "the sandbox is off (TOWER_RUNNER_SANDBOX=off)"
+        else:
+            problem = self._bwrap_problem()
         if problem is None:
             logger.info("runs execute in bubblewrap (%s)%s", self.bwrap, self._uid_note())
             return
@@ -460,7 +464,16 @@ class Sandbox:
                 f"TOWER_RUNNER_SANDBOX=bwrap but {problem}. Install bubblewrap "
                 "(`apt-get install bubblewrap`) or set TOWER_RUNNER_SANDBOX=auto."
             )
-        logger.warning("%s: runs are not isolated by bubblewrap; %s", problem, self._fallback())
+        blocked = self._unreachable() if self.is_root else []
+        self.run_uids = self.is_root and not blocked
+        logger.warning("%s; runs are not isolated by bubblewrap: %s", problem, self._fallback())
+        if blocked:
+            logger.warning(
+                "a run uid could not reach %s (a parent directory is not world-searchable, "
+                "like /root). Put TOWER_HOME and the runner's Python under world-searchable "
+                "directories (e.g. /var/lib/tower-runner, /usr or /opt) for a uid per run.",
+                ", ".join(str(p) for p in blocked),
+            )
 
     def _bwrap_problem(self) -> str | None:
         """None when bwrap works here (it is then remembered), else what is wrong."""
@@ -482,21 +495,35 @@ class Sandbox:
         self.bwrap = path
         return None
 
-    def _check_reachable(self) -> None:
+    def _unreachable(self) -> list[Path]:
         """Without bwrap an app sees the real file system: as its own uid it must be
-        able to walk to its work dir, its venv and the Python install. When it cannot,
-        runs keep the runner's uid (and the runner says how to fix that)."""
+        able to walk to its work dir, its venv and the Python install."""
         python_home = Path(os.path.realpath(self.config.python)).parent.parent
-        blocked = [p for p in (self.config.state_dir, python_home) if not reachable_by_all(p)]
-        if blocked:
-            self.run_uids = False
-            logger.warning(
-                "runs execute as the runner's own uid: a run uid could not reach %s "
-                "(a parent directory is not world-searchable, like /root). Put TOWER_HOME "
-                "and the runner's Python under world-searchable directories (e.g. "
-                "/var/lib/tower-runner, /usr or /opt) for a uid per run.",
-                ", ".join(str(p) for p in blocked),
-            )
+        return [p for p in (self.config.state_dir, python_home) if not reachable_by_all(p)]
+
+    def sweep(self) -> list[int]:
+        """Kill what runs of a crashed runner left under run uids no live runner holds
+        (with bwrap they die with it; without, a process that left its group would
+        not); returns the uids cleaned."""
+        uids = self.config.run_uids
+        left = sorted({uid for uid in all_process_uids() if uid in uids})
+        locks = self.config.uid_locks
+        cleaned = []
+        for uid in left:
+            if not locks.is_dir():
+                break
+            handle = (locks / f"{uid}.lock").open("a+b")
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live runner's run
+                kill_uid_processes(uid)
+                remove_temp_files_of(uid)
+                cleaned.append(uid)
+        if cleaned:
+            logger.warning("killed processes left under run uids %s by a previous runner", cleaned)
+        return cleaned
 
     def _uid_note(self) -> str:
         if self.is_root:
@@ -505,8 +532,8 @@ class Sandbox:
         return ", as the runner's own user (run the runner as root for a uid per run)"
 
     def _fallback(self) -> str:
-        if self.is_root:
-            return "each run executes as its own uid with resource limits only"
+        if self.run_uids:
+            return "each run executes as its own uid, with resource limits"
         return (
             "runs execute as the runner's own user with resource limits only "
             "(memory, CPU time, file size; no process-count limit without a uid per run)"
@@ -537,7 +564,7 @@ class Sandbox:
         if not self.run_uids:
             yield None
             return
-        locks = self.config.state_dir / UID_LOCKS_DIR
+        locks = self.config.uid_locks
         locks.mkdir(parents=True, exist_ok=True)
         with self._uid_lock:
             handle, uid = _lease_uid(locks, self.config.run_uids)
@@ -590,6 +617,17 @@ def _lease_uid(locks: Path, uids: range) -> tuple[Any, int]:
         f"every run uid of {uids.start}-{uids.stop - 1} is in use; widen TOWER_RUNNER_RUN_UIDS "
         "(it needs at least one uid per concurrent run)"
     )
+
+
+def all_process_uids() -> set[int]:
+    """The real uids of every live process (one pass over /proc)."""
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            match = re.search(r"^Uid:\s+(\d+)", status.read_text(), re.MULTILINE)
+            if match:
+                found.add(int(match.group(1)))
+    return found
 
 
 def uid_processes(uid: int) -> list[int]:
