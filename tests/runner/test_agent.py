@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.xdist_group("runner-uv")
 
 ENV_APP = """\
 import os
+import shutil
 print("hello", os.environ.get("friend"))
 for name in ("RUN_ID", "RUN_NUMBER", "APP_NAME", "TEAM_NAME", "IS_TOWER_MANAGED", "RUNNER_ID"):
     print(name, os.environ.get("TOWER__RUNTIME__" + name))
@@ -381,3 +383,24 @@ def test_heartbeats_renew_about_every_interval_without_spinning(
     assert 2.0 / interval - 4 <= len(beats) <= 2.0 / interval + 3
     assert all(beat["run_ids"] == [run.run_id] for beat in beats)
     assert all(beat["wait_seconds"] == interval for beat in beats)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap"), reason="needs root and bwrap")
+def test_a_run_over_its_memory_limit_crashes_and_the_runner_serves_the_next(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    hog = plane.enqueue(package_of("x = bytearray(1 << 30)\n"), limits={"memory_mb": 256})
+    after = plane.enqueue(package_of("print('next run fine')\n"))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
+        assert agent.sandbox.bwrap is not None
+        plane.wait_for(hog.finished)
+        plane.wait_for(after.finished)
+    assert hog.status_names == ["running", "crashed"]
+    assert hog.statuses[-1]["message"] == (
+        "The app exceeded the memory limit of 256 MiB (exit code 1)."
+    )
+    assert after.status_names == ["running", "exited"]
+    assert program(after) == ["next run fine"]
