@@ -36,6 +36,7 @@ from tower.runner.sandbox import (
     RunRequest,
     Sandbox,
     SandboxUnavailable,
+    local_catalog_dirs,
     python_install_dirs,
 )
 from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, VenvCache
@@ -118,10 +119,23 @@ def execute(
             outcome = _run_app(process, sink, work_dir, on_started, cancel, cancel_grace_s)
         else:
             own_dirs = _own_dirs(work_dir, package_dir)
-            mounts = Mounts(own_dirs, (venv.path, *python_install_dirs(venv.path)), app_dir)
-            run = _SandboxedRun(sandbox, request or RunRequest(), own_dirs, mounts)
+            shared = _shared_dirs(ctx, sandbox, sink)
+            readable = (venv.path, *python_install_dirs(venv.path))
+            mounts = Mounts(own_dirs, readable, app_dir, shared)
+            request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
+            run = _SandboxedRun(sandbox, request, own_dirs, mounts)
             outcome = run.execute(argv, env, sink, work_dir, on_started, cancel, cancel_grace_s)
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+
+
+def _shared_dirs(ctx: RunContext, sandbox: Sandbox, sink: LineSink) -> tuple[Path, ...]:
+    """Local-file catalogs of the run: the sandbox lets it write them, as the runner's
+    uid (a run uid could not write files earlier runs of the account made)."""
+    dirs = local_catalog_dirs(ctx.catalog_variables, [sandbox.config.state_dir])
+    if dirs:
+        where = ", ".join(str(d) for d in dirs)
+        sink(SETUP_CHANNEL, f"The run can write its local catalog storage: {where}")
+    return tuple(dirs)
 
 
 def _own_dirs(work_dir: Path, package_dir: Path) -> tuple[Path, ...]:

@@ -195,6 +195,9 @@ class RunRequest:
 
     limits: Mapping[str, Any] | None = None
     isolate_network: bool = False
+    #: host directories the run shares with others of its account (a local-file
+    #: catalog): bound writable, and the run keeps the runner's uid to write them
+    shared_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def from_assignment(cls, assignment: Mapping[str, Any]) -> RunRequest:
@@ -218,6 +221,8 @@ class Mounts:
     #: its venv and the Python install the venv links to
     readable: tuple[Path, ...]
     cwd: Path
+    #: host directories it shares with other runs of its account (local catalogs)
+    shared: tuple[Path, ...] = ()
 
 
 def system_binds(paths: Sequence[str] = SYSTEM_PATHS, etc: Path = Path("/etc")) -> list[str]:
@@ -245,6 +250,7 @@ def bwrap_argv(
     isolate_network: bool,
     run_as: int | None = None,
     setpriv: str | None = None,
+    drop_caps: bool = False,
 ) -> list[str]:
     """The argv that runs `command` inside bubblewrap (pure: no file system access).
 
@@ -253,17 +259,19 @@ def bwrap_argv(
     args = [bwrap, *system]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
-    for parent in mount_parents([*mounts.readable, *mounts.writable]):
+    for parent in mount_parents([*mounts.readable, *mounts.writable, *mounts.shared]):
         # bwrap would create them 0700 (root's): the run's uid could not get through
         args += ["--perms", "0755", "--dir", str(parent)]
     for path in mounts.readable:
         args += ["--ro-bind", str(path), str(path)]
-    for path in mounts.writable:
+    for path in (*mounts.writable, *mounts.shared):
         args += ["--bind", str(path), str(path)]
     args += ["--chdir", str(mounts.cwd)]
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if isolate_network:
         args.append("--unshare-net")
+    if drop_caps:  # a root runner's own uid, without root's powers
+        args += ["--cap-drop", "ALL"]
     args += ["--die-with-parent", "--"]
     if run_as is not None:
         if setpriv is None:
@@ -275,6 +283,34 @@ def bwrap_argv(
 
 #: directories the sandbox has already, never recreated as mount parents
 _PROVIDED = ("/", "/tmp", "/dev", "/dev/shm", "/proc", *SYSTEM_PATHS)
+
+
+#: URL prefixes of local-file catalog properties (an SQLite catalog, a file warehouse)
+_LOCAL_URL_PREFIXES = ("sqlite:///", "file://")
+
+
+def local_catalog_dirs(variables: Mapping[str, str], protected: Sequence[Path]) -> list[Path]:
+    """The existing host directories a run's catalog variables point into (the SQLite
+    file's directory, a `file://` warehouse), never one holding a `protected` path
+    (the runner's own dir) nor a system directory."""
+    found: list[Path] = []
+    for value in variables.values():
+        for prefix in _LOCAL_URL_PREFIXES:
+            if not value.startswith(prefix):
+                continue
+            path = Path(value[len(prefix) :].split("?", 1)[0])
+            if not path.is_absolute():
+                continue
+            directory = path if path.is_dir() else path.parent
+            if directory.is_dir() and _may_share(directory, protected) and directory not in found:
+                found.append(directory)
+    return [d for d in found if not any(other in d.parents for other in found)]
+
+
+def _may_share(directory: Path, protected: Sequence[Path]) -> bool:
+    if str(directory) in _PROVIDED or any(Path(s) in directory.parents for s in SYSTEM_PATHS):
+        return False
+    return not any(directory == p or directory in p.parents for p in protected)
 
 
 def mount_parents(paths: Sequence[Path]) -> list[Path]:
@@ -389,6 +425,8 @@ class Jail:
     setpriv: str | None
     isolate_network: bool
     system: tuple[str, ...] = ()
+    #: the runner is root but the run keeps its uid: bwrap drops every capability
+    drop_caps: bool = False
 
     @property
     def wrapped(self) -> bool:
@@ -406,6 +444,7 @@ class Jail:
             isolate_network=self.isolate_network,
             run_as=self.uid,
             setpriv=self.setpriv,
+            drop_caps=self.drop_caps,
         )
 
     def preexec(self) -> Callable[[], None]:
@@ -550,9 +589,10 @@ class Sandbox:
                 "bubblewrap to provide it. Install bubblewrap on the runner host."
             )
         limits = self.config.default_limits.overridden(request.limits, self.config.max_limits)
-        with self._run_uid() as uid:
+        with self._run_uid(own=not request.shared_dirs) as uid:
+            drop_caps = self.is_root and uid is None
             try:
-                yield Jail(limits, uid, self.bwrap, self.setpriv, isolate, self._system)
+                yield Jail(limits, uid, self.bwrap, self.setpriv, isolate, self._system, drop_caps)
             finally:
                 if uid is not None:
                     kill_uid_processes(uid)
@@ -560,8 +600,8 @@ class Sandbox:
                         remove_temp_files_of(uid)
 
     @contextmanager
-    def _run_uid(self) -> Iterator[int | None]:
-        if not self.run_uids:
+    def _run_uid(self, *, own: bool) -> Iterator[int | None]:
+        if not (self.run_uids and own):
             yield None
             return
         locks = self.config.uid_locks
