@@ -19,6 +19,7 @@ from tower.runner.sandbox import (
     SandboxMode,
     SandboxUnavailable,
     bwrap_argv,
+    local_catalog_dirs,
     mount_parents,
     parse_uid_range,
     reachable_by_all,
@@ -304,3 +305,28 @@ def test_venv_size_is_counted_once_when_unknown(tmp_path: Path) -> None:
     )
     assert cache.evict(1) == ["k"]
     assert not venv.exists()
+
+
+def test_local_catalog_dirs_are_shared_but_never_the_runners_own(tmp_path: Path) -> None:
+    catalog = tmp_path / "home" / "catalogs" / "acct-1"
+    (catalog / "warehouse").mkdir(parents=True)
+    runner_dir = tmp_path / "home" / "runner"
+    variables = {
+        "PYICEBERG_CATALOG__DEFAULT__URI": f"sqlite:///{catalog / 'catalog.db'}",
+        "PYICEBERG_CATALOG__DEFAULT__WAREHOUSE": f"file://{catalog / 'warehouse'}",
+        "PYICEBERG_CATALOG__EVIL__URI": f"sqlite:///{tmp_path / 'home' / 'tower.db'}",
+        "PYICEBERG_CATALOG__SYS__WAREHOUSE": "file:///usr/share",
+        "PYICEBERG_CATALOG__REMOTE__URI": "https://catalog.example.com",
+        "PYICEBERG_CATALOG__REL__URI": "sqlite:///relative.db",
+    }
+    assert local_catalog_dirs(variables, [runner_dir]) == [catalog]
+
+
+def test_bwrap_argv_shared_dirs_and_dropped_capabilities() -> None:
+    mounts = Mounts(MOUNTS.writable, MOUNTS.readable, MOUNTS.cwd, (Path("/data/catalogs/a"),))
+    argv = bwrap_argv("bwrap", COMMAND, mounts, system=[], isolate_network=False, drop_caps=True)
+    assert pairs(argv, "--bind") == ["/srv/tower/runner/work/r-1", "/data/catalogs/a"]
+    assert pairs(argv, "--cap-drop") == ["ALL"]
+    assert "--cap-drop" not in bwrap_argv(
+        "bwrap", COMMAND, MOUNTS, system=[], isolate_network=False
+    )
