@@ -89,6 +89,9 @@ class Cluster:
             "TOWER_RUNNER_TOKEN": self.runner_token(),
             "TOWER_RUNNER_NAME": f"chaos-{len(self.runners)}",
             "TOWER_RUNNER_CANCEL_GRACE_SECONDS": str(self.cancel_grace_s),
+            # These apps leave pid files and markers for the test to watch from
+            # outside, which bubblewrap forbids; tests/runner/test_sandbox.py covers it.
+            "TOWER_RUNNER_SANDBOX": "off",
             **extra,
         }
         runner = self._spawn(["runner", "start"], f"runner-{len(self.runners)}.log", env)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -17,6 +19,7 @@ from procs import group_members, wait_until
 
 from tower.core.package import BuiltPackage, build_package
 from tower.core.towerfile import load_towerfile
+from tower.runner import workdirs
 from tower.runner.agent import Agent, main
 from tower.runner.settings import RunnerSettings
 from tower.runner.venvs import VenvCache
@@ -25,6 +28,7 @@ pytestmark = pytest.mark.xdist_group("runner-uv")
 
 ENV_APP = """\
 import os
+import shutil
 print("hello", os.environ.get("friend"))
 for name in ("RUN_ID", "RUN_NUMBER", "APP_NAME", "TEAM_NAME", "IS_TOWER_MANAGED", "RUNNER_ID"):
     print(name, os.environ.get("TOWER__RUNTIME__" + name))
@@ -228,8 +232,15 @@ for i in range(40):
 """
 
 
-def app_pgid(run: FakeRun) -> int:
-    return int(next(line for line in program(run) if line.startswith("pgid ")).split()[1])
+def app_pgid(run: FakeRun, home: Path) -> int:
+    """The app's process group on the host, as the runner recorded it (inside the
+    sandbox's PID namespace the app cannot see its group's leader, bubblewrap)."""
+    printed = int(next(line for line in program(run) if line.startswith("pgid ")).split()[1])
+    record = workdirs.group_record(RunnerSettings(home=home).work_dir / run.run_id)
+    wait_until(record.is_file)
+    recorded = int(json.loads(record.read_text())["pgid"])
+    assert printed in (recorded, 0), "outside a sandbox the app sees its own group"
+    return recorded
 
 
 def test_cancel_kills_an_app_ignoring_sigterm_within_grace_plus_one_second(
@@ -243,7 +254,7 @@ def test_cancel_kills_an_app_ignoring_sigterm_within_grace_plus_one_second(
     run = plane.enqueue(package_of(IGNORES_SIGTERM_APP))
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
         plane.wait_for(lambda: any(line.startswith("pgid ") for line in program(run)))
-        pgid = app_pgid(run)
+        pgid = app_pgid(run, tmp_path / "home")
         assert group_members(pgid)
         beats_before = len(plane.heartbeats)
         plane.cancel(run.run_id)
@@ -268,7 +279,7 @@ def test_superseded_attempt_is_stopped_and_reports_nothing_more(
     run = plane.enqueue(package_of(TICKING_APP))
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
         plane.wait_for(lambda: "tick 3" in program(run))
-        pgid = app_pgid(run)
+        pgid = app_pgid(run, tmp_path / "home")
         plane.supersede(run.run_id)  # lease lost, retried elsewhere: the token changed
         wait_until(lambda: not agent.active_run_ids(), timeout=20)
         assert not group_members(pgid)
@@ -302,7 +313,7 @@ def test_a_retry_claimed_by_the_same_runner_supersedes_the_older_attempt(
     run = plane.enqueue(package_of(quiet_app))
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
         plane.wait_for(lambda: any(line.startswith("pgid ") for line in program(run)))
-        first_pgid = app_pgid(run)
+        first_pgid = app_pgid(run, tmp_path / "home")
         # Attempt 1 lost its lease (say, a network split) and attempt 2 lands here too.
         # Attempt 1 prints nothing more, so only the new claim can tell it to stop.
         plane.retry(run.run_id)
@@ -372,3 +383,24 @@ def test_heartbeats_renew_about_every_interval_without_spinning(
     assert 2.0 / interval - 4 <= len(beats) <= 2.0 / interval + 3
     assert all(beat["run_ids"] == [run.run_id] for beat in beats)
     assert all(beat["wait_seconds"] == interval for beat in beats)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("bwrap"), reason="needs root and bwrap")
+def test_a_run_over_its_memory_limit_crashes_and_the_runner_serves_the_next(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    hog = plane.enqueue(package_of("x = bytearray(1 << 30)\n"), limits={"memory_mb": 256})
+    after = plane.enqueue(package_of("print('next run fine')\n"))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)) as agent:
+        assert agent.sandbox.bwrap is not None
+        plane.wait_for(hog.finished)
+        plane.wait_for(after.finished)
+    assert hog.status_names == ["running", "crashed"]
+    assert hog.statuses[-1]["message"] == (
+        "The app exceeded the memory limit of 256 MiB (exit code 1)."
+    )
+    assert after.status_names == ["running", "exited"]
+    assert program(after) == ["next run fine"]

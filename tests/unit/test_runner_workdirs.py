@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tower.runner.workdirs import APP_GROUP_FILE, record_app_group, remove_leftovers, run_work_dir
+from tower.runner.workdirs import group_record, record_app_group, remove_leftovers, run_work_dir
 
 HOLD_LOCK = """
 import fcntl, sys, time
@@ -116,8 +116,8 @@ def test_a_group_id_now_used_by_someone_else_is_spared(
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         record_app_group(run_dir, stranger.pid)
-        record = json.loads((run_dir / APP_GROUP_FILE).read_text())
-        (run_dir / APP_GROUP_FILE).write_text(json.dumps({**record, field: value}))
+        record = json.loads(group_record(run_dir).read_text())
+        group_record(run_dir).write_text(json.dumps({**record, field: value}))
         assert remove_leftovers(tmp_path) == ["crashed"]
         time.sleep(0.1)
         assert stranger.poll() is None

@@ -47,6 +47,7 @@ from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
 from tower.runner.logs import LogShipper
 from tower.runner.runtime_values import RuntimeValues, open_runtime_values
+from tower.runner.sandbox import RunRequest, Sandbox
 from tower.runner.settings import (
     RunnerSettings,
     SettingsError,
@@ -143,6 +144,7 @@ class Agent:
         venvs: VenvCache | None = None,
         claim_wait_s: float = CLAIM_WAIT_S,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.settings = settings
         self._owns_api = api is None
@@ -153,7 +155,10 @@ class Agent:
             sdk_dir=settings.sdk_dir,
             python=settings.python,
             base_env=installer_environment(),
+            max_mb=settings.venv_cache_max_mb,
         )
+        #: decided (and warned about) once, at start: bubblewrap, run uids, limits
+        self.sandbox = sandbox or Sandbox(settings.sandbox_config())
         self.claim_wait_s = claim_wait_s
         self.shutdown_grace_s = shutdown_grace_s
         self.private_key = generate_rsa_private_key()
@@ -373,6 +378,8 @@ class Agent:
             on_started=lambda: self._report_running_soon(run),
             cancel=run.cancel,
             cancel_grace_s=self.settings.cancel_grace_s,
+            sandbox=self.sandbox,
+            request=RunRequest.from_assignment(assignment),
         )
 
     def _fetch_package(self, assignment: dict[str, Any], dest: Path) -> Manifest:

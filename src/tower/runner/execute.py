@@ -16,6 +16,7 @@ process group gets SIGTERM the moment `cancel` is set, and SIGKILL after the gra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -29,7 +30,16 @@ from tower.core.runs import RunStatus, outcome_for_exit_code
 from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
 from tower.runner.process import AppProcess, command_for, script_relpath
-from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
+from tower.runner.sandbox import (
+    LimitWatch,
+    Mounts,
+    RunRequest,
+    Sandbox,
+    SandboxUnavailable,
+    local_catalog_dirs,
+    python_install_dirs,
+)
+from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, VenvCache
 
 logger = logging.getLogger(__name__)
 
@@ -78,48 +88,126 @@ def execute(
     on_started: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+    sandbox: Sandbox | None = None,
+    request: RunRequest | None = None,
 ) -> Outcome:
-    """Run the app of an extracted package to completion and say how it ended."""
+    """Run the app of an extracted package to completion and say how it ended.
+
+    With a `sandbox` the app runs confined (limits, its own uid, bubblewrap; see
+    `tower.runner.sandbox`) as the run's `request` asks; without one it runs as the
+    caller's user, unconfined (`tower run --local`)."""
     app_dir, module_dirs = app_layout(package_dir, manifest)
     script = app_dir / script_relpath(manifest.invoke)
     if not script.is_file():
         return _errored(sink, f"The app's script {manifest.invoke!r} is not in the package.")
     if _is_set(cancel):
         return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START)
-    try:
-        venv = _provision(venvs, app_dir, sink, cancel)
-    except DependencyInstallError as exc:
-        if _is_set(cancel):  # the installer failed because the cancel killed it
-            return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START)
-        return _errored(sink, exc.message, headline=exc.message.splitlines()[0])
-    if _is_set(cancel):
-        return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
-    paths = _run_paths(work_dir, app_dir, module_dirs, venv.path)
-    process = AppProcess(
-        command_for(manifest.invoke, app_dir, venv.path),
-        cwd=app_dir,
-        env=build_environment(ctx, paths, parent_env),
-        on_line=sink,
-    )
+    with contextlib.ExitStack() as in_use:  # the venv cannot be evicted while in use
+        try:
+            venv = in_use.enter_context(venvs.use(app_dir, sink, cancel))
+        except DependencyInstallError as exc:
+            if _is_set(cancel):  # the installer failed because the cancel killed it
+                return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START)
+            return _errored(sink, exc.message, headline=exc.message.splitlines()[0])
+        if _is_set(cancel):
+            return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
+        paths = _run_paths(work_dir, app_dir, module_dirs, venv.path)
+        argv = command_for(manifest.invoke, app_dir, venv.path)
+        env = build_environment(ctx, paths, parent_env)
+        if sandbox is None:
+            process = AppProcess(argv, cwd=app_dir, env=env, on_line=sink)
+            outcome = _run_app(process, sink, work_dir, on_started, cancel, cancel_grace_s)
+        else:
+            own_dirs = _own_dirs(work_dir, package_dir)
+            shared = _shared_dirs(ctx, sandbox, sink)
+            readable = (venv.path, *python_install_dirs(venv.path))
+            mounts = Mounts(own_dirs, readable, app_dir, shared)
+            request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
+            run = _SandboxedRun(sandbox, request, own_dirs, mounts)
+            outcome = run.execute(argv, env, sink, work_dir, on_started, cancel, cancel_grace_s)
+        return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+
+
+def _shared_dirs(ctx: RunContext, sandbox: Sandbox, sink: LineSink) -> tuple[Path, ...]:
+    """Local-file catalogs of the run: the sandbox lets it write them, as the runner's
+    uid (a run uid could not write files earlier runs of the account made)."""
+    dirs = local_catalog_dirs(ctx.catalog_variables, [sandbox.config.state_dir])
+    if dirs:
+        where = ", ".join(str(d) for d in dirs)
+        sink(SETUP_CHANNEL, f"The run can write its local catalog storage: {where}")
+    return tuple(dirs)
+
+
+def _own_dirs(work_dir: Path, package_dir: Path) -> tuple[Path, ...]:
+    """The run's own directories: its work dir, and its package dir unless inside it."""
+    if work_dir == package_dir or work_dir in package_dir.parents:
+        return (work_dir,)
+    return (work_dir, package_dir)
+
+
+@dataclass(frozen=True)
+class _SandboxedRun:
+    sandbox: Sandbox
+    request: RunRequest
+    own_dirs: tuple[Path, ...]
+    mounts: Mounts
+
+    def execute(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        sink: LineSink,
+        work_dir: Path,
+        on_started: Callable[[], None] | None,
+        cancel: threading.Event | None,
+        cancel_grace_s: float,
+    ) -> Outcome:
+        watch = LimitWatch(sink)
+        try:
+            with self.sandbox.confine(self.request) as jail:
+                jail.hand_over(self.own_dirs)
+                process = AppProcess(
+                    jail.command(argv, self.mounts),
+                    cwd=self.mounts.cwd,
+                    env=env,
+                    on_line=watch,
+                    preexec=jail.preexec(),
+                    popen_extra=jail.popen_user(),
+                    wrapped=jail.wrapped,
+                )
+                outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
+                limits = jail.limits
+        except SandboxUnavailable as exc:
+            return _errored(sink, str(exc))
+        if outcome.status != RunStatus.CRASHED:
+            return outcome
+        reason = watch.explain(limits, process.killed_by)
+        if reason is None:
+            return outcome
+        sink(SETUP_CHANNEL, f"The run crashed: {reason}.")
+        message = f"{reason[:1].upper()}{reason[1:]} (exit code {outcome.exit_code})."
+        return dataclasses.replace(outcome, message=message)
+
+
+def _run_app(
+    process: AppProcess,
+    sink: LineSink,
+    work_dir: Path,
+    on_started: Callable[[], None] | None,
+    cancel: threading.Event | None,
+    cancel_grace_s: float,
+) -> Outcome:
     try:
         process.start()
     except OSError as exc:
         return _errored(sink, f"The app could not be started: {exc}.")
     workdirs.record_app_group(work_dir, process.pid)
     _notify_started(on_started)
-    outcome = _wait(process, cancel, cancel_grace_s)
-    return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+    return _wait(process, cancel, cancel_grace_s)
 
 
 def _is_set(cancel: threading.Event | None) -> bool:
     return cancel is not None and cancel.is_set()
-
-
-def _provision(
-    venvs: VenvCache, app_dir: Path, sink: LineSink, cancel: threading.Event | None
-) -> Venv:
-    """The app's venv; a cancel meanwhile stops the installer (BuildCancelled)."""
-    return venvs.ensure(app_dir, sink, cancel)
 
 
 def _run_paths(

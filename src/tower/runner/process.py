@@ -34,6 +34,8 @@ DRAIN_TIMEOUT_S = 5.0
 KILL_WAIT_S = 5.0
 #: exit codes for signals follow the shell convention
 SIGNAL_EXIT_BASE = 128
+#: highest signal number a wrapper's `128 + N` exit status can stand for
+MAX_SIGNAL = 64
 #: prctl(2) option: the signal the kernel sends the child when its parent thread exits
 PR_SET_PDEATHSIG = 1
 
@@ -82,12 +84,21 @@ class AppProcess:
         env: Mapping[str, str],
         on_line: LineCallback,
         channel: str = "program",
+        preexec: Callable[[], None] | None = None,
+        popen_extra: Mapping[str, object] | None = None,
+        wrapped: bool = False,
     ) -> None:
+        """`preexec` replaces the default die-with-parent hook (it should include it);
+        `popen_extra` adds Popen arguments (e.g. `user`); `wrapped` says the process is
+        a wrapper (bubblewrap) that exits with the app's status, 128+N for signal N."""
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
         self.on_line = on_line
         self.channel = channel
+        self.preexec = preexec
+        self.popen_extra = dict(popen_extra or {})
+        self.wrapped = wrapped
         self._proc: subprocess.Popen[bytes] | None = None
         self._readers: list[threading.Thread] = []
         #: the signal that ended the process, if one did
@@ -114,7 +125,8 @@ class AppProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=die_with_parent_hook(),
+            preexec_fn=self.preexec or die_with_parent_hook(),
+            **self.popen_extra,  # type: ignore[arg-type]
         )
         for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
             assert stream is not None
@@ -160,12 +172,14 @@ class AppProcess:
             reader.join(DRAIN_TIMEOUT_S)
         returncode = self._popen.returncode
         self.killed_by = -returncode if returncode < 0 else None
+        if self.wrapped and SIGNAL_EXIT_BASE < returncode <= SIGNAL_EXIT_BASE + MAX_SIGNAL:
+            self.killed_by = returncode - SIGNAL_EXIT_BASE
         return exit_code_of(returncode)
 
     def terminate(self, grace_s: float) -> int:
         """SIGTERM the whole group, wait up to `grace_s`, then SIGKILL; returns the exit code."""
         if self._popen.poll() is None:
-            self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGTERM, spare_leader=self.wrapped)
             try:
                 self._popen.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
@@ -174,9 +188,31 @@ class AppProcess:
                 self._popen.wait(timeout=KILL_WAIT_S)
         return self._finish()
 
-    def _signal_group(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
+    def _signal_group(self, signum: int, *, spare_leader: bool = False) -> None:
+        """Signal the app's process group. `spare_leader`: all but the group leader —
+        bubblewrap dies of SIGTERM and would take the app down at once (SIGKILL by
+        die-with-parent), when the app should get its grace period."""
+        if not spare_leader:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+            return
+        for pid in group_members(self.pid):
+            if pid != self.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`, from /proc (empty without /proc)."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
 
 
 @cache

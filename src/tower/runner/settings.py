@@ -16,6 +16,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from tower.core.errors import TowerError
+from tower.runner.sandbox import Limits, NetworkMode, SandboxConfig, SandboxMode, parse_uid_range
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CAPACITY = 4
@@ -23,6 +24,21 @@ DEFAULT_CANCEL_GRACE_S = 10.0
 #: how long status reports and log lines are retried while the control plane is down (s)
 DEFAULT_REPORT_DEADLINE_S = 900.0
 DEFAULT_HOME = "~/.tower"
+#: a run's limits unless its app asks otherwise (see `tower.runner.sandbox`)
+DEFAULT_LIMITS = Limits(memory_mb=4096, cpu_seconds=86_400, file_size_mb=10_240, processes=1024)
+#: the most an app may ask for
+DEFAULT_MAX_LIMITS = Limits(
+    memory_mb=16_384, cpu_seconds=604_800, file_size_mb=102_400, processes=4096
+)
+#: the variable of each limit: TOWER_RUNNER_<NAME> (default), TOWER_RUNNER_MAX_<NAME>
+LIMIT_VARIABLES = {
+    "memory_mb": "MEMORY_MB",
+    "cpu_seconds": "CPU_SECONDS",
+    "file_size_mb": "FILE_SIZE_MB",
+    "processes": "PROCESSES",
+}
+DEFAULT_RUN_UIDS = "2000000-2000999"
+DEFAULT_VENV_CACHE_MAX_MB = 10_240
 
 #: variables a child app inherits from the runner (everything else is scrubbed)
 RUN_PASSTHROUGH_VARS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -80,6 +96,18 @@ class RunnerSettings:
     report_deadline_s: float = DEFAULT_REPORT_DEADLINE_S
     #: TOWER_RUNNER_UV_CACHE_DIR: share uv's download cache between runner homes
     uv_cache_override: Path | None = None
+    #: TOWER_RUNNER_SANDBOX: auto (bubblewrap when it works), bwrap (required), off
+    sandbox: str = SandboxMode.AUTO
+    #: TOWER_RUNNER_NETWORK: host (runs may ask for isolation), none (every run isolated)
+    network: str = NetworkMode.HOST
+    #: TOWER_RUNNER_{MEMORY_MB,CPU_SECONDS,FILE_SIZE_MB,PROCESSES}
+    limits: Limits = DEFAULT_LIMITS
+    #: TOWER_RUNNER_MAX_{MEMORY_MB,...}: the most an app's `limits` may ask for
+    max_limits: Limits = DEFAULT_MAX_LIMITS
+    #: TOWER_RUNNER_RUN_UIDS: uids leased to runs when the runner is root
+    run_uids: range = field(default_factory=lambda: parse_uid_range(DEFAULT_RUN_UIDS))
+    #: TOWER_RUNNER_VENV_CACHE_MAX_MB: LRU-evict venvs beyond this size (None: unbounded)
+    venv_cache_max_mb: int | None = DEFAULT_VENV_CACHE_MAX_MB
 
     @property
     def runner_dir(self) -> Path:
@@ -100,6 +128,17 @@ class RunnerSettings:
     @property
     def sdk_dir(self) -> Path:
         return self.runner_dir / "sdk"
+
+    def sandbox_config(self) -> SandboxConfig:
+        return SandboxConfig(
+            mode=self.sandbox,
+            network=self.network,
+            default_limits=self.limits.clamped_to(self.max_limits),
+            max_limits=self.max_limits,
+            run_uids=self.run_uids,
+            state_dir=self.runner_dir,
+            python=self.python,
+        )
 
     def require_token(self) -> str:
         """The runner token, or a clear error saying how to get one."""
@@ -133,7 +172,53 @@ class RunnerSettings:
             report_deadline_s=_non_negative_float(
                 values, "TOWER_RUNNER_REPORT_DEADLINE_SECONDS", DEFAULT_REPORT_DEADLINE_S
             ),
+            sandbox=_choice(values, "TOWER_RUNNER_SANDBOX", SandboxMode.ALL, SandboxMode.AUTO),
+            network=_choice(values, "TOWER_RUNNER_NETWORK", NetworkMode.ALL, NetworkMode.HOST),
+            limits=_limits(values, "TOWER_RUNNER_", DEFAULT_LIMITS),
+            max_limits=_limits(values, "TOWER_RUNNER_MAX_", DEFAULT_MAX_LIMITS),
+            run_uids=_uid_range(values.get("TOWER_RUNNER_RUN_UIDS") or DEFAULT_RUN_UIDS),
+            venv_cache_max_mb=_optional_size(
+                values, "TOWER_RUNNER_VENV_CACHE_MAX_MB", DEFAULT_VENV_CACHE_MAX_MB
+            ),
         )
+
+
+def _choice(values: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = (values.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}.")
+    return raw
+
+
+def _limits(values: Mapping[str, str], prefix: str, defaults: Limits) -> Limits:
+    """The limits named `<prefix><NAME>`; `0` lifts a limit, unset keeps the default."""
+    chosen = {}
+    for name, suffix in LIMIT_VARIABLES.items():
+        variable = prefix + suffix
+        if values.get(variable):
+            chosen[name] = _optional_size(values, variable, None)
+    return Limits(**{**{n: getattr(defaults, n) for n in Limits.names()}, **chosen})
+
+
+def _optional_size(values: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A whole number of at least 0 (0 means "no limit" → None)."""
+    raw = values.get(name)
+    if not raw:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise SettingsError(f"{name} must be a whole number (0 for no limit), got {raw!r}.")
+    return number or None
+
+
+def _uid_range(raw: str) -> range:
+    try:
+        return parse_uid_range(raw)
+    except ValueError as exc:
+        raise SettingsError(f"TOWER_RUNNER_RUN_UIDS: {exc}.") from exc
 
 
 def _optional_path(value: str | None) -> Path | None:

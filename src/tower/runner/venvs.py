@@ -10,6 +10,11 @@ its final place (`uv venv --relocatable`, so it still works after the move) and
 published with an atomic rename. A crash leaves at most a temp dir, removed by the
 next builder of that key.
 
+The cache is bounded (`max_mb`): after each run the least recently used venvs are
+removed until the cache fits. A venv in use is never removed: `use()` holds a
+shared lock on it for the run, and eviction only takes venvs whose lock it can
+take exclusively.
+
 SDK injection: unless the app declares a dependency named `tower` (or `tower-oss`),
 this project's SDK is installed into the venv. When the running `tower` package is a
 source checkout, a wheel is built once per source-tree hash with `uv build` and
@@ -54,6 +59,11 @@ ERROR_TAIL_LINES = 25
 CANCEL_WATCH_S = 0.05
 LOCKS_DIR_NAME = ".locks"
 TEMP_PREFIX = ".tmp-"
+#: in a venv: its size in bytes, written when it was built
+SIZE_FILE = ".tower-size"
+#: in a venv: touched on every use; its mtime orders eviction
+LAST_USED_FILE = ".tower-last-used"
+USE_LOCK_SUFFIX = ".use"
 SDK_DIST_NAME = "tower-oss"
 #: dependency names (PEP 503-normalised) that mean "the app brings its own SDK"
 SDK_NAMES = frozenset({"tower", "tower-oss"})
@@ -351,8 +361,11 @@ class VenvCache:
         python: str,
         base_env: Mapping[str, str] | None = None,
         uv_bin: str | None = None,
+        max_mb: int | None = None,
     ) -> None:
         self.root = root
+        #: LRU eviction keeps the cache within this size (None: unbounded)
+        self.max_mb = max_mb
         self.uv_cache_dir = uv_cache_dir
         self.sdk_dir = sdk_dir
         self.python = python
@@ -388,6 +401,73 @@ class VenvCache:
                 return Venv(final, key, cache_hit=True)
             self._build(key, spec, sdk, app_dir, _Installer(on_line, cancel))
         return Venv(final, key, cache_hit=False)
+
+    @contextmanager
+    def use(
+        self, app_dir: Path, on_line: LineSink, cancel: threading.Event | None = None
+    ) -> Iterator[Venv]:
+        """`ensure()` for the `with` block, during which the venv cannot be evicted;
+        afterwards the cache is trimmed to `max_mb`."""
+        key = self.key_for(app_dir)
+        lock_path = self.root / LOCKS_DIR_NAME / f"{key}{USE_LOCK_SUFFIX}"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with lock_path.open("a+b") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+                venv = self.ensure(app_dir, on_line, cancel)
+                _touch(venv.path / LAST_USED_FILE)
+                yield venv
+        finally:
+            if self.max_mb is not None:
+                self.evict(self.max_mb * 1024 * 1024)
+
+    def evict(self, max_bytes: int) -> list[str]:
+        """Remove least recently used venvs (never one in use) until the cache holds
+        at most `max_bytes`; returns the keys removed."""
+        venvs = sorted(self._cached(), key=lambda entry: entry[1])
+        total = sum(size for _, _, size in venvs)
+        removed = []
+        for path, _, size in venvs:
+            if total <= max_bytes:
+                break
+            if self._remove_unused(path):
+                total -= size
+                removed.append(path.name)
+                logger.info("evicted the venv %s (%d MiB) from the cache", path.name, size >> 20)
+        return removed
+
+    def _cached(self) -> list[tuple[Path, float, int]]:
+        """(path, last used, size) of every published venv."""
+        found = []
+        if not self.root.is_dir():
+            return found
+        for path in self.root.iterdir():
+            if path.name.startswith(".") or not _is_venv(path):
+                continue
+            try:
+                used = (path / LAST_USED_FILE).stat().st_mtime
+            except OSError:
+                used = 0.0
+            found.append((path, used, venv_size(path)))
+        return found
+
+    def _remove_unused(self, path: Path) -> bool:
+        lock_path = self.root / LOCKS_DIR_NAME / f"{path.name}{USE_LOCK_SUFFIX}"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a run uses it
+            # Renamed first, so a builder never finds a half-removed venv; a crash
+            # leaves a temp dir the next builder of this key removes.
+            doomed = self.root / f"{TEMP_PREFIX}{path.name}-evicted-{uuid.uuid4().hex[:8]}"
+            try:
+                path.rename(doomed)
+            except OSError:
+                return False
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
 
     def key_for(self, app_dir: Path) -> str:
         """The venv key `ensure` would use for `app_dir` (without building anything)."""
@@ -438,6 +518,7 @@ class VenvCache:
             self._install_dependencies(temp, spec, app_dir, on_line)
             if sdk is not None:
                 self._install_sdk(temp, sdk, on_line)
+            venv_size(temp)
             temp.rename(self.root / key)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
@@ -534,6 +615,26 @@ def _install_error(
     if output:
         message += f"\nLast lines of the installer output:\n{output}"
     return DependencyInstallError(message, file=file, output_tail=output)
+
+
+def venv_size(path: Path) -> int:
+    """Bytes in a venv's files, counted once and remembered in the venv."""
+    size_file = path / SIZE_FILE
+    with contextlib.suppress(OSError, ValueError):
+        return int(size_file.read_text())
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    with contextlib.suppress(OSError):
+        size_file.write_text(str(total))
+    return total
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.touch()
 
 
 def _is_venv(path: Path) -> bool:

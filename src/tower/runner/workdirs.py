@@ -5,7 +5,9 @@ While a run is in progress its worker holds an exclusive `fcntl` lock on
 take: those were left behind by a crashed runner. Dirs of runs that another live
 runner (sharing the same `$TOWER_HOME`) is executing stay untouched.
 
-When the app starts, its process group is recorded in `<run dir>/app.pgid`. A runner
+When the app starts, its process group is recorded in `<work>/<run_id>.pgid` — next
+to the run dir, not in it: a sandboxed app owns its run dir and must not be able to
+forge the record a later clean-up acts on. A runner
 killed with SIGKILL cannot stop its apps, so the clean-up first SIGKILLs the group
 recorded in each leftover dir: no app outlives its runner's restart. The record also
 holds the boot id and the group leader's start time, so a group id the kernel has
@@ -28,7 +30,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
-APP_GROUP_FILE = "app.pgid"
+GROUP_SUFFIX = ".pgid"
 PROC = Path("/proc")
 BOOT_ID_FILE = PROC / "sys" / "kernel" / "random" / "boot_id"
 #: index of `starttime` among the fields of /proc/<pid>/stat that follow `(comm)`
@@ -49,6 +51,7 @@ def run_work_dir(root: Path, run_id: str) -> Iterator[Path]:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            group_record(path).unlink(missing_ok=True)
             lock_path.unlink(missing_ok=True)
 
 
@@ -56,7 +59,7 @@ def remove_leftovers(root: Path) -> list[str]:
     """Remove run dirs (and lock files) no live worker holds; returns the run ids removed."""
     if not root.is_dir():
         return []
-    names = {p.name.removesuffix(LOCK_SUFFIX) for p in root.iterdir()}
+    names = {p.name.removesuffix(LOCK_SUFFIX).removesuffix(GROUP_SUFFIX) for p in root.iterdir()}
     return sorted(run_id for run_id in names if _remove_if_unlocked(root, run_id))
 
 
@@ -70,11 +73,12 @@ def _remove_if_unlocked(root: Path, run_id: str) -> bool:
                 return False  # a live worker owns it
             target = root / run_id
             existed = target.exists()
+            kill_recorded_group(target)
             if target.is_dir() and not target.is_symlink():
-                kill_recorded_group(target)
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+            group_record(target).unlink(missing_ok=True)
             lock_path.unlink(missing_ok=True)
     except OSError as exc:
         logger.warning("could not clean up %s: %s", root / run_id, exc)
@@ -84,11 +88,16 @@ def _remove_if_unlocked(root: Path, run_id: str) -> bool:
     return existed
 
 
+def group_record(run_dir: Path) -> Path:
+    """Where the process group of the app running in `run_dir` is recorded."""
+    return run_dir.with_name(run_dir.name + GROUP_SUFFIX)
+
+
 def record_app_group(run_dir: Path, pgid: int) -> None:
-    """Note the app's process group in `run_dir`, for the clean-up after a runner crash."""
+    """Note the app's process group of `run_dir`, for the clean-up after a runner crash."""
     record = {"pgid": pgid, "leader_start": _start_time(pgid), "boot_id": _boot_id()}
     try:
-        (run_dir / APP_GROUP_FILE).write_text(json.dumps(record))
+        group_record(run_dir).write_text(json.dumps(record))
     except OSError as exc:  # the app runs anyway; only the crash clean-up loses track of it
         logger.warning("could not record the process group of %s: %s", run_dir, exc)
 
@@ -98,7 +107,7 @@ def kill_recorded_group(run_dir: Path) -> int | None:
 
     Returns the group id signalled, or None when there was nothing (safe) to kill.
     """
-    record = _read_record(run_dir / APP_GROUP_FILE)
+    record = _read_record(group_record(run_dir))
     if record is None or not _same_group(record):
         return None
     pgid = int(record["pgid"])
