@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.token is None
     assert settings.name == socket.gethostname()
     assert settings.environment is None
-    assert settings.capacity == 4
+    assert settings.capacity == os.cpu_count()
+    assert settings.api_key is None
     assert settings.home == Path("~/.tower").expanduser()
     assert settings.python == sys.executable
     assert settings.cancel_grace_s == 10.0
@@ -55,6 +57,14 @@ def test_values_and_dirs(tmp_path: Path) -> None:
     assert s.uv_cache_dir == tmp_path / "runner" / "uv-cache"
     assert s.sdk_dir == tmp_path / "runner" / "sdk"
     assert s.require_token() == "rt-abc"
+
+
+def test_the_documented_environment_tag_and_an_api_key(tmp_path: Path) -> None:
+    env = {"TOWER_ENVIRONMENT": "production", "TOWER_API_KEY": "sk-123"}
+    s = RunnerSettings.from_env(env, dotenv_path=tmp_path / "none")
+    assert (s.environment, s.api_key, s.token) == ("production", "sk-123", None)
+    both = {"TOWER_ENVIRONMENT": "production", "TOWER_RUNNER_ENVIRONMENT": "staging"}
+    assert RunnerSettings.from_env(both, dotenv_path=tmp_path / "none").environment == "staging"
 
 
 def test_dotenv_never_overrides_real_env(tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ def server_command(host: str | None, port: int | None) -> None:
 def _start_runner(url: str, token: str, home: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TOWER_URL": url, "TOWER_RUNNER_TOKEN": token, "TOWER_HOME": home}
     env.setdefault("TOWER_RUNNER_NAME", "embedded")
+    # The shell's TOWER_ENVIRONMENT picks the CLI's environment; it must not turn the
+    # embedded runner into one that serves only that environment.
+    env.pop("TOWER_ENVIRONMENT", None)
     return subprocess.Popen([sys.executable, "-m", "tower.cli.main", "runner", "start"], env=env)
 
 

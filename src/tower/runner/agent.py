@@ -24,6 +24,7 @@ fail because the control plane is down are retried, with a short backoff, until
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.metadata
 import logging
 import signal
@@ -42,6 +43,7 @@ from tower.core.crypto import generate_rsa_private_key, open_sealed, public_key_
 from tower.core.errors import IntegrityError, InvalidInput, TowerError
 from tower.core.package import Manifest, extract_package, sha256_hex
 from tower.core.runs import RunStatus
+from tower.runner import credentials as runner_credentials
 from tower.runner import workdirs
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
@@ -590,14 +592,24 @@ def _decode_inline(value: str) -> bytes:
         raise RunFailed(f"The inline package is not valid base64: {exc}") from exc
 
 
+class RegistrationRejected(SettingsError):
+    """The control plane refused the runner's token."""
+
+
 def _registration_error(exc: Exception) -> TowerError:
     if isinstance(exc, ApiError) and exc.status in (401, 403):
-        return SettingsError(
+        return RegistrationRejected(
             f"The control plane rejected the runner token ({exc.status}: {exc.detail}). "
             "Check TOWER_RUNNER_TOKEN; mint a new one with `tower up` or "
             "`POST /v1/runners/credentials`."
         )
     return TowerError(f"Could not register the runner: {exc}")
+
+
+def _run_agent(settings: RunnerSettings) -> int:
+    agent = Agent(settings)
+    with _signals_stop(agent):
+        return agent.run()
 
 
 @contextmanager
@@ -622,10 +634,16 @@ def main(settings: RunnerSettings | None = None) -> int:
         # Every long-poll would otherwise log a line at INFO.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        settings = settings or RunnerSettings.from_env()
-        agent = Agent(settings)
-        with _signals_stop(agent):
-            return agent.run()
+        settings, saved = runner_credentials.resolve(settings or RunnerSettings.from_env())
+        try:
+            return _run_agent(settings)
+        except RegistrationRejected:
+            if not saved:
+                raise
+            logger.info("the saved runner credential was rejected; minting a new one")
+            runner_credentials.forget(settings)
+            settings, _ = runner_credentials.resolve(dataclasses.replace(settings, token=None))
+            return _run_agent(settings)
     except TowerError as exc:
         logger.error("%s", exc.message)
         return 1

@@ -19,7 +19,8 @@ from tower.core.errors import TowerError
 from tower.runner.sandbox import Limits, NetworkMode, SandboxConfig, SandboxMode, parse_uid_range
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-DEFAULT_CAPACITY = 4
+#: runs at once when TOWER_RUNNER_CAPACITY is not set: one per CPU core
+DEFAULT_CAPACITY = os.cpu_count() or 1
 DEFAULT_CANCEL_GRACE_S = 10.0
 #: how long status reports and log lines are retried while the control plane is down (s)
 DEFAULT_REPORT_DEADLINE_S = 900.0
@@ -86,6 +87,8 @@ class RunnerSettings:
 
     url: str = DEFAULT_URL
     token: str | None = None
+    #: TOWER_API_KEY: used only to mint the runner's own credentials when it has none
+    api_key: str | None = None
     name: str = ""
     environment: str | None = None
     capacity: int = DEFAULT_CAPACITY
@@ -145,8 +148,9 @@ class RunnerSettings:
         if not self.token:
             raise SettingsError(
                 "TOWER_RUNNER_TOKEN is not set. A runner needs its own credentials: "
-                "`tower up` mints one for the embedded runner, or create one with "
-                "`POST /v1/runners/credentials` and export it as TOWER_RUNNER_TOKEN."
+                "`tower up` mints one for the embedded runner; elsewhere run "
+                "`tower runners credentials` and set TOWER_RUNNER_TOKEN, or set "
+                "TOWER_API_KEY and the runner mints its own."
             )
         return self.token
 
@@ -160,8 +164,12 @@ class RunnerSettings:
         return cls(
             url=values.get("TOWER_URL") or DEFAULT_URL,
             token=values.get("TOWER_RUNNER_TOKEN") or None,
+            api_key=values.get("TOWER_API_KEY") or None,
             name=values.get("TOWER_RUNNER_NAME") or socket.gethostname(),
-            environment=values.get("TOWER_RUNNER_ENVIRONMENT") or None,
+            # TOWER_ENVIRONMENT is the name the product documentation gives the tag.
+            environment=values.get("TOWER_RUNNER_ENVIRONMENT")
+            or values.get("TOWER_ENVIRONMENT")
+            or None,
             capacity=_positive_int(values, "TOWER_RUNNER_CAPACITY", DEFAULT_CAPACITY),
             home=home,
             python=values.get("TOWER_RUNNER_PYTHON") or sys.executable,
