@@ -87,7 +87,8 @@ def test_missing_token_names_the_variable(tmp_path: Path) -> None:
         s.require_token()
     assert "TOWER_RUNNER_TOKEN" in info.value.message
     assert "tower up" in info.value.message
-    assert "/v1/runners/credentials" in info.value.message
+    assert "tower runners credentials" in info.value.message
+    assert "TOWER_API_KEY" in info.value.message
 
 
 @pytest.mark.parametrize(
