@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tower.core.crypto import generate_data_key, load_public_key, rsa_wrap, seal
+from tower.core.crypto import (
+    generate_data_key,
+    generate_signing_key,
+    load_public_key,
+    package_statement,
+    rsa_wrap,
+    seal,
+    sign_b64,
+    verify_key_b64,
+)
 from tower.core.package import BuiltPackage
 
 TERMINAL = {"exited", "crashed", "errored"}
@@ -62,6 +71,8 @@ class FakeControlPlane:
         self.runs: dict[str, FakeRun] = {}
         self.queue: list[str] = []
         self.public_key_pem: str | None = None
+        #: signs every package it hands out, like the real control plane
+        self.signing_key = generate_signing_key()
         self.registrations: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
         #: monotonic time each heartbeat arrived
@@ -164,7 +175,11 @@ class FakeControlPlane:
         self.registrations.append(body)
         self.public_key_pem = body["public_key"]
         interval = self.heartbeat_interval_s
-        return 200, {"runner_id": "runner-1", "heartbeat_interval_seconds": interval}
+        return 200, {
+            "runner_id": "runner-1",
+            "heartbeat_interval_seconds": interval,
+            "package_signing_key": verify_key_b64(self.signing_key),
+        }
 
     def claim(self, body: dict[str, Any]) -> tuple[int, Any]:
         deadline = time.monotonic() + float(body["wait_seconds"])
@@ -198,6 +213,10 @@ class FakeControlPlane:
             "package_key": rsa_wrap(load_public_key(self.public_key_pem), key),
             "package_aad": aad,
             "content_checksum": run.package.manifest.checksum,
+            "version_id": f"version-of-{run.run_id}",
+            "package_signature": self.sign(
+                f"version-of-{run.run_id}", run.package.sha256, run.package.manifest.checksum
+            ),
             "tower_url": self.url,
             "run_token": "ey.run.token",
             "is_scheduled": False,
@@ -206,6 +225,9 @@ class FakeControlPlane:
         }
         assignment.update(run.fields)
         return assignment
+
+    def sign(self, version_id: str, sha256: str, checksum: str) -> str:
+        return sign_b64(self.signing_key, package_statement(version_id, sha256, checksum))
 
     def _fenced(self, run: FakeRun, body: dict[str, Any]) -> tuple[int, Any] | None:
         """The error answer for a report that is not about the current attempt."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 from control_plane import FakeControlPlane, FakeRun
 from procs import group_members, wait_until
 
+from tower.core.crypto import generate_signing_key, sign_b64, verify_key_b64
 from tower.core.package import BuiltPackage, build_package
 from tower.core.towerfile import load_towerfile
 from tower.runner import workdirs
@@ -135,6 +137,55 @@ def test_integrity_failure_is_errored(
     assert run.statuses[0]["message"].startswith("package integrity check failed: ")
     assert "sha256" in run.statuses[0]["message"]
     assert any("integrity" in line["content"] for line in run.lines.values())
+
+
+def test_a_package_the_control_plane_did_not_sign_is_refused(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    original, substitute = package_of("print('original')\n"), package_of("print('evil')\n")
+    forged = {"package_signature": sign_b64(generate_signing_key(), b"anything")}
+    # A substituted package: its own digests are consistent, but the signature is the
+    # one the control plane made for the original.
+    swapped = {
+        "package_signature": plane.sign(
+            "version-of-swapped", original.sha256, original.manifest.checksum
+        ),
+        "version_id": "version-of-swapped",
+    }
+    runs = [
+        plane.enqueue(original, **forged),
+        plane.enqueue(substitute, **swapped),
+        plane.enqueue(original, package_signature=None),
+    ]
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        for run in runs:
+            plane.wait_for(run.finished)
+    messages = [run.statuses[0]["message"] for run in runs]
+    assert [run.status_names for run in runs] == [["errored"]] * 3, messages
+    assert all(m.startswith("package integrity check failed: ") for m in messages)
+    assert "signature does not match" in messages[0] and "signature does not match" in messages[1]
+    assert "no signature" in messages[2]
+    assert not any("evil" in line["content"] for run in runs for line in run.lines.values())
+
+
+def test_a_pinned_package_key_refuses_packages_signed_by_another_control_plane(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    agent = make_agent(plane.url, tmp_path / "home", venv_cache)
+    agent.settings = dataclasses.replace(
+        agent.settings, package_key=verify_key_b64(generate_signing_key())
+    )
+    run = plane.enqueue(package_of("print('hi')\n"))
+    with AgentThread(agent):
+        plane.wait_for(run.finished)
+    assert run.status_names == ["errored"]
+    assert "signature does not match" in run.statuses[0]["message"]
 
 
 def test_cancel_from_heartbeat(

@@ -26,9 +26,13 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -347,3 +351,58 @@ def preview(value: str) -> str:
     if len(value) <= len(PREVIEW_MASK):
         return PREVIEW_MASK
     return PREVIEW_PREFIX + value[-4:]
+
+
+# ------------------------------------------------------------------ package signatures
+#
+# The control plane signs what it knows about each package (its sha256, its MANIFEST
+# checksum, the version it belongs to) with an Ed25519 key; runners verify before
+# they execute anything. Public keys travel as base64 of their 32 raw bytes, which fits
+# on one line of a runner's `.env` file.
+
+PACKAGE_SIGNATURE_CONTEXT = "tower-package-v1"
+
+
+def package_statement(version_id: str, package_sha256: str, content_checksum: str) -> bytes:
+    """The bytes a package signature covers; one field per line, so none can bleed
+    into another."""
+    fields = (PACKAGE_SIGNATURE_CONTEXT, version_id, package_sha256.lower(), content_checksum)
+    return "\n".join(fields).encode()
+
+
+def generate_signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def signing_key_to_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+
+
+def signing_key_from_bytes(raw: bytes) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def verify_key_b64(key: Ed25519PrivateKey) -> str:
+    """The public half, as base64 of its 32 raw bytes."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def sign_b64(key: Ed25519PrivateKey, message: bytes) -> str:
+    return base64.b64encode(key.sign(message)).decode()
+
+
+def verify_signature(public_key_b64: str, message: bytes, signature_b64: str) -> None:
+    """Raise IntegrityError unless `signature_b64` is the key's signature of `message`."""
+    try:
+        public = Ed25519PublicKey.from_public_bytes(_b64decode(public_key_b64, "signing key"))
+    except ValueError as exc:
+        raise IntegrityError(f"the package signing key is malformed: {exc}") from exc
+    try:
+        public.verify(_b64decode(signature_b64, "signature"), message)
+    except InvalidSignature as exc:
+        raise IntegrityError("the package signature does not match") from exc

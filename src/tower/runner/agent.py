@@ -39,7 +39,14 @@ from typing import Any
 
 from tower.client import ApiError, ConnectionFailed
 from tower.client.runner_api import RunnerApi
-from tower.core.crypto import generate_rsa_private_key, open_sealed, public_key_pem_spki, rsa_unwrap
+from tower.core.crypto import (
+    generate_rsa_private_key,
+    open_sealed,
+    package_statement,
+    public_key_pem_spki,
+    rsa_unwrap,
+    verify_signature,
+)
 from tower.core.errors import IntegrityError, InvalidInput, TowerError
 from tower.core.package import Manifest, extract_package, sha256_hex
 from tower.core.runs import RunStatus
@@ -165,6 +172,8 @@ class Agent:
         self.shutdown_grace_s = shutdown_grace_s
         self.private_key = generate_rsa_private_key()
         self.runner_id: str | None = None
+        #: verifies package signatures; learned at registration unless pinned
+        self.package_key: str | None = settings.package_key
         self.heartbeat_interval_s = DEFAULT_HEARTBEAT_INTERVAL_S
         self.registered = threading.Event()
         self._parent_env = run_parent_environment()
@@ -239,6 +248,15 @@ class Agent:
 
     def _registered(self, answer: dict[str, Any]) -> None:
         self.runner_id = str(answer["runner_id"])
+        announced = answer.get("package_signing_key")
+        if self.settings.package_key and announced and announced != self.settings.package_key:
+            logger.warning(
+                "the control plane announces package signing key %s, not the pinned "
+                "TOWER_RUNNER_PACKAGE_KEY %s: its packages will be refused",
+                announced,
+                self.settings.package_key,
+            )
+        self.package_key = self.settings.package_key or announced
         interval = answer.get("heartbeat_interval_seconds") or DEFAULT_HEARTBEAT_INTERVAL_S
         self.heartbeat_interval_s = float(interval)
         self.registered.set()
@@ -412,12 +430,22 @@ class Agent:
         if actual != expected:
             raise IntegrityError(f"the package sha256 is {actual}, expected {expected}")
         manifest = extract_package(data, dest)
-        checksum = assignment.get("content_checksum")
-        if checksum and manifest.checksum != checksum:
+        checksum = str(assignment.get("content_checksum") or "")
+        if manifest.checksum != checksum:
             raise IntegrityError(
                 f"the MANIFEST checksum is {manifest.checksum}, expected {checksum}"
             )
+        self._verify_signature(assignment, actual, checksum)
         return manifest
+
+    def _verify_signature(self, assignment: dict[str, Any], sha256: str, checksum: str) -> None:
+        """The control plane signed (version, sha256, checksum) when it stored the package:
+        what we unpacked is what it stored, not a blob substituted on the way."""
+        signature = assignment.get("package_signature")
+        if not signature or not self.package_key:
+            raise IntegrityError("the package carries no signature this runner can check")
+        statement = package_statement(str(assignment.get("version_id") or ""), sha256, checksum)
+        verify_signature(self.package_key, statement, str(signature))
 
     def _context(self, assignment: dict[str, Any], runtime: RuntimeValues) -> RunContext:
         return RunContext(

@@ -89,6 +89,9 @@ class RunnerSettings:
     token: str | None = None
     #: TOWER_API_KEY: used only to mint the runner's own credentials when it has none
     api_key: str | None = None
+    #: TOWER_RUNNER_PACKAGE_KEY: the control plane's package signing key, pinned (as
+    #: `tower runners credentials` prints it); unset = the one announced at registration
+    package_key: str | None = None
     name: str = ""
     environment: str | None = None
     capacity: int = DEFAULT_CAPACITY
@@ -165,6 +168,7 @@ class RunnerSettings:
             url=values.get("TOWER_URL") or DEFAULT_URL,
             token=values.get("TOWER_RUNNER_TOKEN") or None,
             api_key=values.get("TOWER_API_KEY") or None,
+            package_key=values.get("TOWER_RUNNER_PACKAGE_KEY") or None,
             name=values.get("TOWER_RUNNER_NAME") or socket.gethostname(),
             # TOWER_ENVIRONMENT is the name the product documentation gives the tag.
             environment=values.get("TOWER_RUNNER_ENVIRONMENT")

@@ -41,7 +41,7 @@ from tower.server.api.ratelimit import RateLimitMiddleware
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import wait_for
 from tower.server.ratelimit import RateLimiter
-from tower.server.services import lifecycle
+from tower.server.services import lifecycle, vault
 from tower.server.services.context import ServerContext
 from tower.server.settings import ServerSettings
 from tower.server.store import db
@@ -98,6 +98,13 @@ async def _run_clock(ctx: ServerContext) -> None:
             await wait_for(woken, max(wait, 0.01))
 
 
+def _load_server_keys(ctx: ServerContext) -> None:
+    """Create or open the server's long-term keys before the first request, so no use
+    case ever makes one inside its own write transaction."""
+    vault.server_private_key(ctx)
+    vault.package_signing_key(ctx)
+
+
 def _extend_leases(ctx: ServerContext) -> None:
     with ctx.sessions.begin() as session:
         renewed = lifecycle.extend_leases_after_restart(session, ctx.settings.lease_ttl_seconds)
@@ -136,6 +143,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = app.state.context
         ctx.notifier.bind(asyncio.get_running_loop())
+        await run_in_threadpool(_load_server_keys, ctx)
         await run_in_threadpool(_extend_leases, ctx)
         clock = asyncio.create_task(_run_clock(ctx))
         yield

@@ -70,6 +70,8 @@ def register(ctx: ContextDep, who: RunnerDep, body: RegisterParams) -> dict[str,
     return {
         "runner_id": str(runner.id),
         "heartbeat_interval_seconds": runners_service.heartbeat_interval(ctx),
+        # What assignments' package signatures verify with (a runner may pin it instead).
+        "package_signing_key": runners_service.package_verify_key(ctx),
     }
 
 

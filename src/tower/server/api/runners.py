@@ -15,6 +15,7 @@ from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.dispatch.notifier import QUEUE_TOPIC
 from tower.server.services import runner_fleet
+from tower.server.services import runners as runners_service
 from tower.server.services.runner_fleet import MAX_CREDENTIAL_NAME, RunnerView
 
 router = APIRouter(prefix="/v1", tags=["runners"])
@@ -76,6 +77,8 @@ def generate_credentials(
             "token": minted.token,
             "runner_service_url": ctx.settings.resolved_public_url,
             "expires_at": serializers.ts(minted.expires_at),
+            # Pin it with TOWER_RUNNER_PACKAGE_KEY: packages signed by anything else fail.
+            "package_signing_key": runners_service.package_verify_key(ctx),
             "root_ca": None,
         }
     }

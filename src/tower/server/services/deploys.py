@@ -6,12 +6,13 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, package
 from tower.server.services import apps as apps_service
-from tower.server.services import audit
+from tower.server.services import audit, vault
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -90,10 +91,20 @@ def pin(
     return row
 
 
+def sign_package(
+    key: Ed25519PrivateKey, version_id: uuid.UUID, package_sha256: str, content_checksum: str
+) -> str:
+    """The control plane's signature of what it stored for a version; runners verify it
+    before they run anything (see tower.core.crypto.package_statement)."""
+    statement = crypto.package_statement(str(version_id), package_sha256, content_checksum)
+    return crypto.sign_b64(key, statement)
+
+
 def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> models.AppVersion:
     """Store a new immutable version, or return the one an idempotency key already made."""
     sha = verify_checksum(request.data, request.checksum)
     info = package.inspect_package(request.data, verify=True)
+    signing_key = vault.package_signing_key(ctx)  # loaded outside the write transaction
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, request.app_name, lock=True)
         environments = _target_environments(session, principal, request)
@@ -123,6 +134,7 @@ def deploy(ctx: ServerContext, principal: Principal, request: DeployRequest) -> 
             invoke=info.manifest.invoke,
             content_checksum=info.manifest.checksum,
             package_sha256=sha,
+            package_signature=sign_package(signing_key, version_id, sha, info.manifest.checksum),
             package_size=len(request.data),
             blob_key=blob_key,
             wrapped_data_key=crypto.wrap_key(account_key, data_key, package_aad(version_id)),

@@ -162,6 +162,7 @@ def _assignment(
         "run_number": run.number,
         "app_name": app.name,
         "app_version": version.version,
+        "version_id": str(version.id),
         "account_name": account.name,
         "environment": env.name,
         "parameters": {p["name"]: p["value"] for p in run.parameters},
@@ -170,6 +171,7 @@ def _assignment(
         "package_url": f"/v1/runner/runs/{run.id}/package",
         "package_inline": inline,
         "package_sha256": version.package_sha256,
+        "package_signature": _signature(ctx, version),
         "package_key": crypto.rsa_wrap(runner_key, data_key),
         "package_aad": deploys.package_aad(version.id).decode(),
         "content_checksum": version.content_checksum,
@@ -185,6 +187,24 @@ def _assignment(
         "schedule_id": run.initiator.get("details", {}).get("schedule_id"),
         "schedule_name": run.initiator.get("details", {}).get("schedule_name"),
     }
+
+
+def package_verify_key(ctx: ServerContext) -> str:
+    """The public half of the package signing key (base64 of its raw 32 bytes)."""
+    return crypto.verify_key_b64(vault.package_signing_key(ctx))
+
+
+def _signature(ctx: ServerContext, version: models.AppVersion) -> str:
+    # Versions stored before signing existed are signed on first dispatch; the key is
+    # loaded at start-up, so this never opens a transaction of its own.
+    if version.package_signature is None:
+        version.package_signature = deploys.sign_package(
+            vault.package_signing_key(ctx),
+            version.id,
+            version.package_sha256,
+            version.content_checksum,
+        )
+    return version.package_signature
 
 
 def _sealed_runtime(

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors
-from tower.server.services.context import ServerContext
+from tower.server.services.context import ServerContext, read_session
 from tower.server.store import models
 
 SERVER_KEY_NAME = "secrets"
@@ -46,17 +49,51 @@ def catalog_property_aad(account_id: uuid.UUID, catalog_id: uuid.UUID, name: str
 # ------------------------------------------------------------------ the server key
 
 
+@dataclass(frozen=True)
+class _KeyKind:
+    """How one kind of server key is made, stored and published."""
+
+    generate: Callable[[], Any]
+    private_bytes: Callable[[Any], bytes]
+    load: Callable[[bytes], Any]
+    public_text: Callable[[Any], str]
+
+
+_RSA = _KeyKind(
+    crypto.generate_rsa_private_key,
+    crypto.private_key_to_pem,
+    crypto.load_private_key,
+    crypto.public_key_pem_pkcs1,
+)
+_ED25519 = _KeyKind(
+    crypto.generate_signing_key,
+    crypto.signing_key_to_bytes,
+    crypto.signing_key_from_bytes,
+    crypto.verify_key_b64,
+)
+PACKAGE_SIGNING_KEY_NAME = "package-signing"
+
+
 def server_private_key(ctx: ServerContext, name: str = SERVER_KEY_NAME) -> RSAPrivateKey:
     """One of the server's RSA-2048 keys (`secrets`: what clients encrypt to; others, e.g.
     the identity-token signing key, by name), created on first use and shared by every
     replica through the database."""
+    return _server_key(ctx, name, _RSA)
+
+
+def package_signing_key(ctx: ServerContext) -> Ed25519PrivateKey:
+    """The Ed25519 key packages are signed with; runners verify with its public half."""
+    return _server_key(ctx, PACKAGE_SIGNING_KEY_NAME, _ED25519)
+
+
+def _server_key(ctx: ServerContext, name: str, kind: _KeyKind) -> Any:
     cached = ctx.loaded_keys.get(name)
     if cached is not None:
         return cached
     with _key_lock:
         cached = ctx.loaded_keys.get(name)
         if cached is None:
-            cached = _load_or_create_server_key(ctx, name)
+            cached = _load_or_create_server_key(ctx, name, kind)
             ctx.loaded_keys[name] = cached
     return cached
 
@@ -71,34 +108,32 @@ def _server_key_aad(name: str) -> bytes:
     return f"server-key:{name}".encode()
 
 
-def _open_server_key(kek: bytes, row: models.ServerKey) -> RSAPrivateKey:
-    return crypto.load_private_key(
-        crypto.open_sealed(kek, row.sealed_private_key, _server_key_aad(row.name))
-    )
+def _open_server_key(kek: bytes, row: models.ServerKey, kind: _KeyKind) -> Any:
+    return kind.load(crypto.open_sealed(kek, row.sealed_private_key, _server_key_aad(row.name)))
 
 
-def _load_or_create_server_key(ctx: ServerContext, name: str) -> RSAPrivateKey:
+def _load_or_create_server_key(ctx: ServerContext, name: str, kind: _KeyKind) -> Any:
     kek = ctx.keys.derive(_SERVER_KEY_PURPOSE)
-    with ctx.sessions.begin() as session:
+    with read_session(ctx) as session:
         row = session.get(models.ServerKey, name)
         if row is not None:
-            return _open_server_key(kek, row)
-    key = crypto.generate_rsa_private_key()
+            return _open_server_key(kek, row, kind)
+    key = kind.generate()
     try:
         with ctx.sessions.begin() as session:
             session.add(
                 models.ServerKey(
                     name=name,
                     sealed_private_key=crypto.seal(
-                        kek, crypto.private_key_to_pem(key), _server_key_aad(name)
+                        kek, kind.private_bytes(key), _server_key_aad(name)
                     ),
-                    public_key_pem=crypto.public_key_pem_pkcs1(key),
+                    public_key_pem=kind.public_text(key),
                 )
             )
     except DatabaseIntegrityError:
         # Another replica created it first: everyone must use the same key.
-        with ctx.sessions.begin() as session:
-            return _open_server_key(kek, session.get(models.ServerKey, name))
+        with read_session(ctx) as session:
+            return _open_server_key(kek, session.get(models.ServerKey, name), kind)
     return key
 
 

@@ -42,15 +42,24 @@ class _WriteGate:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._owner: int | None = None
 
     def acquire(self) -> None:
+        if self._owner == threading.get_ident():
+            # It would wait for itself until the timeout: say so at once instead.
+            raise sqlite3.OperationalError(
+                "database is locked: this thread opened a second write transaction while "
+                "its first one is still open (finish or reuse the first session)"
+            )
         if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
             raise sqlite3.OperationalError(
                 "database is locked: another write transaction of this process held it "
                 f"for more than {SQLITE_BUSY_TIMEOUT_MS} ms"
             )
+        self._owner = threading.get_ident()
 
     def release(self) -> None:
+        self._owner = None
         self._lock.release()
 
     def connection_factory(self) -> type[sqlite3.Connection]:

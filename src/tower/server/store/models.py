@@ -242,6 +242,9 @@ class AppVersion(Base):
     invoke: Mapped[str] = mapped_column(String(1024))
     content_checksum: Mapped[str] = mapped_column(String(64))
     package_sha256: Mapped[str] = mapped_column(String(64))  # of the plaintext .tar.gz
+    #: the control plane's Ed25519 signature of (version, sha256, checksum); null for
+    #: versions stored before signing existed, which are signed when first dispatched
+    package_signature: Mapped[str | None] = mapped_column(String(128))
     package_size: Mapped[int] = mapped_column(BigInteger)
     blob_key: Mapped[str] = mapped_column(String(512))
     wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
