@@ -160,9 +160,7 @@ def _phrase_to_cron(original: str, phrase: str) -> str:
     return f"{minute} {hour} * * {weekdays}"
 
 
-def _interval_cron(
-    original: str, match: re.Match[str], hour: int, minute: int, timed: bool
-) -> str:
+def _interval_cron(original: str, match: re.Match[str], hour: int, minute: int, timed: bool) -> str:
     count = int(match.group(1) or 1)
     unit = {"min": "minute", "hr": "hour"}.get(match.group(2), match.group(2))
     if count < 1:
@@ -313,7 +311,11 @@ def plan_fire(
     if following <= now:  # a very long downtime: jump instead of counting every tick
         latest = _latest_at_or_before(cron, timezone, now)
         following = next_fire_after(cron, timezone, now)
-    limit = max_lateness if max_lateness is not None else next_fire_after(cron, timezone, latest) - latest
+    limit = (
+        max_lateness
+        if max_lateness is not None
+        else next_fire_after(cron, timezone, latest) - latest
+    )
     if now - latest > limit:
         return FirePlan(fire_at=None, missed=missed + 1, next_fire_at=following)
     return FirePlan(fire_at=latest, missed=missed, next_fire_at=following)

@@ -24,6 +24,7 @@ from tower.server.api import (
     misc,
     runner,
     runs,
+    schedules,
     secrets,
     stats,
     waits,
@@ -31,6 +32,7 @@ from tower.server.api import (
 from tower.server.api import errors as api_errors
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import wait_for
+from tower.server.scheduler.loop import run_scheduler
 from tower.server.services import lifecycle
 from tower.server.services.context import ServerContext
 from tower.server.settings import ServerSettings
@@ -128,10 +130,15 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         ctx.notifier.bind(asyncio.get_running_loop())
         await run_in_threadpool(_extend_leases, ctx)
         clock = asyncio.create_task(_run_clock(ctx))
+        scheduler = (
+            asyncio.create_task(run_scheduler(ctx)) if ctx.settings.scheduler_enabled else None
+        )
         yield
-        clock.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await clock
+        for task in (clock, scheduler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="Tower",
@@ -155,6 +162,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         secrets,
         catalogs,
         api_keys,
+        schedules,
     ):
         app.include_router(module.router)
     return app

@@ -46,6 +46,19 @@ class ServerSettings(BaseSettings):
         False, description="/healthz answers 503 until a runner is online (set by `tower up`)."
     )
     log_level: str = Field("info", description="Log level of the control plane.")
+    scheduler_enabled: bool = Field(
+        True, description="Fire schedules from this control plane (one leads on PostgreSQL)."
+    )
+    scheduler_max_sleep_seconds: float = Field(
+        1.0,
+        description="Longest the scheduler sleeps between looks at the database (changes "
+        "made through another control plane are seen within it).",
+    )
+    schedule_max_lateness_seconds: float | None = Field(
+        None,
+        description="A tick later than this (after downtime) is skipped, not run; "
+        "default one interval of the schedule.",
+    )
 
     @property
     def home_dir(self) -> Path:
