@@ -165,9 +165,7 @@ def test_unknown_app_environment_or_schedule_is_404(server: ApiServer) -> None:
 
 def test_a_tick_fires_one_run_with_the_schedule_and_its_parameters(server: ApiServer) -> None:
     with server.client() as api:
-        schedule = _create(
-            api, cron="* * * * *", parameters=[{"name": "friend", "value": "Brad"}]
-        )
+        schedule = _create(api, cron="* * * * *", parameters=[{"name": "friend", "value": "Brad"}])
     due = _due(server, schedule["id"])
     assert fire_due(server.ctx, due - timedelta(seconds=1)).fired == 0  # not yet
     assert fire_due(server.ctx, due).fired == 1

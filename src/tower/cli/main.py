@@ -120,6 +120,11 @@ LAZY_COMMANDS = {
     ),
     "secrets": ("tower.cli.secrets", "secrets_group", "Create, list and delete secrets."),
     "catalogs": ("tower.cli.catalogs", "catalogs_group", "Manage Iceberg catalogs."),
+    "schedules": (
+        "tower.cli.schedules",
+        "schedules_group",
+        "Create, list, update and delete schedules.",
+    ),
 }
 
 
