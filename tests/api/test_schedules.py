@@ -297,7 +297,12 @@ def test_two_control_planes_firing_at_once_start_one_run_per_tick(
         barrier = threading.Barrier(len(planes))
         fired: list[int] = []
 
-        def fire(ctx: ServerContext, now: datetime = now, barrier: Any = barrier) -> None:
+        def fire(
+            ctx: ServerContext,
+            now: datetime = now,
+            barrier: Any = barrier,
+            fired: list[int] = fired,
+        ) -> None:
             barrier.wait()
             fired.append(fire_due(ctx, now).fired)
 

@@ -3,6 +3,7 @@ across daylight-saving changes."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -118,7 +119,7 @@ def test_repeating_schedules_follow_real_time_across_the_change() -> None:
         "11-01 02:00 EST",
         "11-01 03:00 EST",
     ]
-    assert all(b - a == timedelta(hours=1) for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(ticks))
 
 
 def test_on_time_the_due_tick_fires_and_the_next_one_is_planned() -> None:
