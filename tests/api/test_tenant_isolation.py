@@ -21,7 +21,9 @@ from tower.core import crypto
 
 UNSCOPED = re.compile(r"^/healthz$|^/v1/runner/")
 APP, ENV, SECRET, CATALOG = "iso-app", "iso-env", "ISO_SECRET", "iso-cat"
+SCHEDULE = "iso-schedule"
 NAME_BY_PREFIX = {
+    "/v1/schedules/": SCHEDULE,
     "/v1/apps/": APP,
     "/v1/environments/": ENV,
     "/v1/secrets/": SECRET,
@@ -47,7 +49,16 @@ def _populate(api: httpx.Client, root: Path, marker: str) -> dict[str, str]:
     catalog = {"name": CATALOG, "environment": ENV, "type": "pyiceberg-sql"}
     answer = api.post("/catalogs", json={**catalog, "properties": [prop, warehouse]})
     assert answer.status_code == 200, answer.text
-    return {"run_id": run["run_id"], "marker": marker}
+    schedule = {"app_name": APP, "cron": "0 9 * * 1", "name": SCHEDULE}
+    answer = api.post(
+        "/schedules", json={**schedule, "parameters": [{"name": "friend", "value": marker}]}
+    )
+    assert answer.status_code == 201, answer.text
+    return {
+        "run_id": run["run_id"],
+        "marker": marker,
+        "schedule_id": answer.json()["schedule"]["id"],
+    }
 
 
 def _operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
@@ -97,4 +108,7 @@ def test_another_account_can_neither_see_nor_touch_anything(
         assert SECRET in names
         assert owner.get(f"/catalogs/{CATALOG}", params={"environment": ENV}).status_code == 200
         assert owner.get(f"/environments/{ENV}").status_code == 200
+        schedule = owner.get(f"/schedules/{SCHEDULE}").json()["schedule"]
+        assert schedule["id"] == secret_values["schedule_id"] and schedule["status"] == "active"
+        assert schedule["cron"] == "0 9 * * 1"
         assert owner.get(f"/apps/{APP}/versions/v1").status_code == 200
