@@ -21,7 +21,7 @@ from tower.core import schedules as syntax
 from tower.core.runs import RunStatus, is_active
 from tower.server.services import lifecycle
 from tower.server.services import runs as runs_service
-from tower.server.services.context import ServerContext
+from tower.server.services.context import ServerContext, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -67,7 +67,7 @@ def fire_due(
 
 def next_due(ctx: ServerContext) -> datetime | None:
     """The earliest tick of any active schedule (an index read)."""
-    with ctx.sessions() as session:
+    with read_session(ctx) as session:
         return session.scalar(
             select(func.min(models.Schedule.next_fire_at)).where(models.Schedule.status == "active")
         )

@@ -176,6 +176,59 @@ def _view(
     )
 
 
+def _views(session: Session, schedules: list[models.Schedule]) -> list[ScheduleView]:
+    """Views of many schedules with one query per kind of name (a listing may hold
+    thousands)."""
+    if not schedules:
+        return []
+    app_ids = {s.app_id for s in schedules}
+    apps = {
+        row.id: row
+        for row in session.execute(
+            select(models.App.id, models.App.name, models.App.status).where(
+                models.App.id.in_(app_ids)
+            )
+        )
+    }
+    envs = dict(
+        session.execute(
+            select(models.Environment.id, models.Environment.name).where(
+                models.Environment.id.in_({s.environment_id for s in schedules})
+            )
+        ).tuples()
+    )
+    owner_ids = {s.created_by_id for s in schedules if s.created_by_id}
+    owners = dict(
+        session.execute(
+            select(models.User.id, models.User.email).where(models.User.id.in_(owner_ids))
+        ).tuples()
+    )
+    pin = models.AppEnvironmentVersion
+    pins = {
+        (app_id, env_id): number
+        for app_id, env_id, number in session.execute(
+            select(pin.app_id, pin.environment_id, models.AppVersion.number)
+            .join(models.AppVersion, models.AppVersion.id == pin.version_id)
+            .where(pin.app_id.in_(app_ids))
+        ).tuples()
+    }
+    views = []
+    for schedule in schedules:
+        app = apps.get(schedule.app_id)
+        number = pins.get((schedule.app_id, schedule.environment_id))
+        views.append(
+            ScheduleView(
+                schedule=schedule,
+                app_name=app.name if app else "",
+                app_status=app.status if app else "disabled",
+                environment=envs.get(schedule.environment_id, ""),
+                owner_name=owners.get(schedule.created_by_id, "") if schedule.created_by_id else "",
+                app_version=f"v{number}" if number is not None else None,
+            )
+        )
+    return views
+
+
 def _first_tick(schedule: models.Schedule, now: datetime) -> datetime | None:
     if schedule.status != "active":
         return None
@@ -324,7 +377,7 @@ def list_schedules(
         stmt = stmt.order_by(models.Schedule.created_at, models.Schedule.id)
         if page > 0:
             stmt = stmt.offset((page - 1) * page_size).limit(page_size)
-        return [_view(session, schedule) for schedule in session.scalars(stmt)], total
+        return _views(session, list(session.scalars(stmt))), total
 
 
 def _many(session: Session, principal: Principal, ids: list[str]) -> list[models.Schedule]:
@@ -346,7 +399,7 @@ def delete_schedules(
     """Delete the named schedules (all or none); their past runs stay."""
     with ctx.sessions.begin() as session:
         schedules = _many(session, principal, ids)
-        views = [_view(session, schedule) for schedule in schedules]
+        views = _views(session, schedules)
         for schedule in schedules:
             session.delete(schedule)
     return views
@@ -366,6 +419,6 @@ def set_status(
                 schedule.next_fire_at = _first_tick(schedule, now)
                 schedule.updated_at = now
         session.flush()
-        views = [_view(session, schedule) for schedule in schedules]
+        views = _views(session, schedules)
     ctx.notifier.notify(SCHEDULER_TOPIC)
     return views
