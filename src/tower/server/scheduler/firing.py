@@ -53,7 +53,9 @@ def fire_due(
         due = session.execute(
             select(models.Schedule.id, models.Schedule.next_fire_at)
             .where(models.Schedule.status == "active", models.Schedule.next_fire_at <= now)
-            .order_by(models.Schedule.next_fire_at)
+            # A total order: two planes firing at once lock rows in the same order, so
+            # the second waits on the first row instead of deadlocking on another.
+            .order_by(models.Schedule.next_fire_at, models.Schedule.id)
             .limit(batch_size)
         ).all()
         report.more = len(due) == batch_size
