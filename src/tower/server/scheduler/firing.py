@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tower.core import errors
 from tower.core import schedules as syntax
@@ -50,19 +51,20 @@ def fire_due(
     report = FireReport()
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
-        due = session.execute(
-            select(models.Schedule.id, models.Schedule.next_fire_at)
-            .where(models.Schedule.status == "active", models.Schedule.next_fire_at <= now)
-            # A total order: two planes firing at once lock rows in the same order, so
-            # the second waits on the first row instead of deadlocking on another.
-            .order_by(models.Schedule.next_fire_at, models.Schedule.id)
-            .limit(batch_size)
-        ).all()
+        due = list(
+            session.scalars(
+                select(models.Schedule)
+                .where(models.Schedule.status == "active", models.Schedule.next_fire_at <= now)
+                # A total order: two planes firing at once lock rows in the same order, so
+                # the second waits on the first row instead of deadlocking on another.
+                .order_by(models.Schedule.next_fire_at, models.Schedule.id)
+                .limit(batch_size)
+            )
+        )
         report.more = len(due) == batch_size
-        for schedule_id, due_at in due:
-            fired = _fire_one(session, schedule_id, due_at, now, max_lateness, wake, report)
-            if fired is not None:
-                report.fired += 1
+        batch = _Batch.load(session, due)
+        for schedule in due:
+            _fire_one(session, batch, schedule, now, max_lateness, wake, report)
     wake.fire(ctx.notifier)
     return report
 
@@ -80,43 +82,110 @@ def _max_lateness(ctx: ServerContext) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
 
 
+@dataclass
+class _Batch:
+    """What the due schedules of one batch refer to, read with one query per kind (a
+    minute boundary may bring hundreds of ticks of the same few apps)."""
+
+    apps: dict[uuid.UUID, models.App]
+    environments: dict[uuid.UUID, models.Environment]
+    #: (number, status) of each schedule's previous run, for the `skip` policy
+    previous_runs: dict[uuid.UUID, tuple[int, str]]
+    #: held so the session's (weak) identity map keeps them for run creation to find
+    pinned: list[object] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, session: Session, due: list[models.Schedule]) -> _Batch:
+        if not due:
+            return cls({}, {}, {})
+        app_ids = {s.app_id for s in due}
+        # Locked (in id order) because runs are numbered from the app row.
+        apps = session.scalars(
+            select(models.App)
+            .where(models.App.id.in_(app_ids))
+            .order_by(models.App.id)
+            .with_for_update()
+        )
+        environments = session.scalars(
+            select(models.Environment).where(
+                models.Environment.id.in_({s.environment_id for s in due})
+            )
+        )
+        # Into the identity map: run creation then finds pins and versions without a query.
+        pins = list(
+            session.scalars(
+                select(models.AppEnvironmentVersion).where(
+                    models.AppEnvironmentVersion.app_id.in_(app_ids)
+                )
+            )
+        )
+        versions = list(
+            session.scalars(
+                select(models.AppVersion).where(
+                    models.AppVersion.id.in_({pin.version_id for pin in pins})
+                )
+            )
+        )
+        previous_ids = {s.last_run_id for s in due if s.last_run_id is not None}
+        previous = session.execute(
+            select(models.Run.id, models.Run.number, models.Run.status).where(
+                models.Run.id.in_(previous_ids)
+            )
+        ).all()
+        return cls(
+            apps={app.id: app for app in apps},
+            environments={env.id: env for env in environments},
+            previous_runs={row.id: (row.number, row.status) for row in previous},
+            pinned=[*pins, *versions],
+        )
+
+
+def _claim(session: Session, schedule: models.Schedule, next_fire_at: datetime) -> bool:
+    """Move the schedule's tick forward if nobody else has: the compare-and-set."""
+    # On the connection, not through the ORM: no autoflush, so the runs of the whole
+    # batch are written together at the commit.
+    claimed = session.connection().execute(
+        update(models.Schedule.__table__)
+        .where(
+            models.Schedule.id == schedule.id,
+            models.Schedule.next_fire_at == schedule.next_fire_at,
+            models.Schedule.status == "active",
+        )
+        .values(next_fire_at=next_fire_at)
+    )
+    return claimed.rowcount == 1
+
+
 def _fire_one(
     session: Session,
-    schedule_id: uuid.UUID,
-    due_at: datetime,
+    batch: _Batch,
+    schedule: models.Schedule,
     now: datetime,
     max_lateness: timedelta | None,
     wake: lifecycle.Wakeups,
     report: FireReport,
-) -> models.Run | None:
-    schedule = session.get(models.Schedule, schedule_id, populate_existing=True)
-    if schedule is None:
-        return None
+) -> None:
+    assert schedule.next_fire_at is not None
     plan = syntax.plan_fire(
-        schedule.cron, schedule.timezone, due=due_at, now=now, max_lateness=max_lateness
+        schedule.cron,
+        schedule.timezone,
+        due=schedule.next_fire_at,
+        now=now,
+        max_lateness=max_lateness,
     )
-    claimed = session.execute(
-        update(models.Schedule)
-        .where(
-            models.Schedule.id == schedule_id,
-            models.Schedule.next_fire_at == due_at,
-            models.Schedule.status == "active",
-        )
-        .values(next_fire_at=plan.next_fire_at)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:  # another control plane fired this tick first
-        return None
-    schedule.next_fire_at = plan.next_fire_at
+    if not _claim(session, schedule, plan.next_fire_at):
+        return  # another control plane fired this tick first
+    # The row already holds the value: keep the ORM's copy in step without an UPDATE.
+    set_committed_value(schedule, "next_fire_at", plan.next_fire_at)
     skipped, reason = plan.missed, "missed while no scheduler was running" if plan.missed else None
-    run = None
     if plan.fire_at is not None:
-        run, why_not = _start_run(session, schedule, plan.fire_at, wake)
+        run, why_not = _start_run(session, batch, schedule, plan.fire_at, wake)
         if run is None:
             skipped, reason = skipped + 1, why_not
         else:
             schedule.last_fired_at = now
             schedule.last_run_id = run.id
+            report.fired += 1
     elif plan.missed:
         reason = "the tick was later than the maximum lateness"
     if skipped:
@@ -125,23 +194,27 @@ def _fire_one(
         schedule.last_skip_reason = reason
         report.skipped += skipped
         logger.info("schedule %s skipped %d tick(s): %s", schedule.id, skipped, reason)
-    return run
 
 
 def _start_run(
-    session: Session, schedule: models.Schedule, tick: datetime, wake: lifecycle.Wakeups
+    session: Session,
+    batch: _Batch,
+    schedule: models.Schedule,
+    tick: datetime,
+    wake: lifecycle.Wakeups,
 ) -> tuple[models.Run | None, str]:
     """The run of this tick, or None and why the tick starts none."""
-    app = session.get(models.App, schedule.app_id, with_for_update=True)
-    env = session.get(models.Environment, schedule.environment_id)
+    app = batch.apps.get(schedule.app_id)
+    env = batch.environments.get(schedule.environment_id)
     if app is None or env is None:
         return None, "the app or environment is gone"
     if app.status == "disabled":
         return None, f"app '{app.name}' is disabled"
-    if schedule.overlap_policy == "skip" and schedule.last_run_id is not None:
-        previous = session.get(models.Run, schedule.last_run_id)
-        if previous is not None and is_active(RunStatus(previous.status)):
-            return None, f"overlap policy skip: run #{previous.number} is still {previous.status}"
+    previous = batch.previous_runs.get(schedule.last_run_id) if schedule.last_run_id else None
+    if schedule.overlap_policy == "skip" and previous is not None:
+        number, status = previous
+        if is_active(RunStatus(status)):
+            return None, f"overlap policy skip: run #{number} is still {status}"
     initiator = {
         "type": INITIATOR_TYPE,
         "details": {
@@ -151,18 +224,17 @@ def _start_run(
         },
     }
     try:
-        # A savepoint: a tick that cannot run (nothing deployed, a parameter the new
-        # version dropped) undoes only its own run, never the other schedules' ticks.
-        with session.begin_nested():
-            view = runs_service.queue_run(
-                session,
-                app=app,
-                env=env,
-                parameters={p["name"]: p["value"] for p in schedule.parameters},
-                initiator=initiator,
-                created_by_id=schedule.created_by_id,
-                wake=wake,
-            )
+        # queue_run checks everything before it changes anything: a tick that cannot
+        # run (nothing deployed, a parameter the new version dropped) leaves no trace.
+        view = runs_service.queue_run(
+            session,
+            app=app,
+            env=env,
+            parameters={p["name"]: p["value"] for p in schedule.parameters},
+            initiator=initiator,
+            created_by_id=schedule.created_by_id,
+            wake=wake,
+        )
     except errors.TowerError as exc:
         return None, exc.message
     return view.run, ""

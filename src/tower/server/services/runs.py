@@ -123,7 +123,10 @@ def queue_run(
     parent: models.Run | None = None,
 ) -> RunView:
     """Create and enqueue a run inside the caller's transaction (the app row locked):
-    the one place runs are made, for users (`create_run`) and the scheduler alike."""
+    the one place runs are made, for users (`create_run`) and the scheduler alike.
+
+    Every check comes before the first change, so a refused run leaves the session as
+    it was. Nothing is flushed here: a caller queueing many runs writes them together."""
     if app.status == "disabled":
         raise errors.Conflict(f"App '{app.name}' is disabled; enable it before running it.")
     version = _pinned_version(session, app, env)
@@ -132,6 +135,7 @@ def queue_run(
     )
     app.last_run_number += 1
     run = models.Run(
+        id=uuid.uuid4(),
         account_id=app.account_id,
         app_id=app.id,
         version_id=version.id,
@@ -145,7 +149,6 @@ def queue_run(
     )
     lifecycle.apply_policy(run, retry_policy or lifecycle.policy_of(app))
     session.add(run)
-    session.flush()
     lifecycle.enqueue(session, run, app, utcnow())
     wake.queue_changed()
     return RunView(run, app.name, version.version, env.name)

@@ -195,13 +195,13 @@ def _views(session: Session, schedules: list[models.Schedule]) -> list[ScheduleV
             select(models.Environment.id, models.Environment.name).where(
                 models.Environment.id.in_({s.environment_id for s in schedules})
             )
-        ).tuples()
+        ).all()
     )
     owner_ids = {s.created_by_id for s in schedules if s.created_by_id}
     owners = dict(
         session.execute(
             select(models.User.id, models.User.email).where(models.User.id.in_(owner_ids))
-        ).tuples()
+        ).all()
     )
     pin = models.AppEnvironmentVersion
     pins = {
@@ -210,7 +210,7 @@ def _views(session: Session, schedules: list[models.Schedule]) -> list[ScheduleV
             select(pin.app_id, pin.environment_id, models.AppVersion.number)
             .join(models.AppVersion, models.AppVersion.id == pin.version_id)
             .where(pin.app_id.in_(app_ids))
-        ).tuples()
+        ).all()
     }
     views = []
     for schedule in schedules:
