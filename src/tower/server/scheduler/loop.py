@@ -28,10 +28,13 @@ def _tick(ctx: ServerContext, leadership: Leadership) -> float:
     max_sleep = ctx.settings.scheduler_max_sleep_seconds
     if not leadership.holds():
         return max_sleep
-    report = fire_due(ctx)
-    if report.more:
-        return 0.0
+    # Read first: an idle round takes no write lock (SQLite) and writes nothing.
     earliest = next_due(ctx)
+    now = utcnow()
+    if earliest is not None and earliest <= now:
+        if fire_due(ctx, now).more:
+            return 0.0
+        earliest = next_due(ctx)
     if earliest is None:
         return max_sleep
     return min(max((earliest - utcnow()).total_seconds(), 0.0), max_sleep)
