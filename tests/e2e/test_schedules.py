@@ -131,9 +131,7 @@ def test_ticks_fire_once_on_time_across_two_control_planes_and_a_restart(
     url = make_database_url("postgresql")
     master_key = base64.b64encode(os.urandom(32)).decode()
     blobs = tmp_path / "blobs"
-    planes = [
-        SharedDatabaseCluster(tmp_path / name, url, master_key, blobs) for name in ("a", "b")
-    ]
+    planes = [SharedDatabaseCluster(tmp_path / name, url, master_key, blobs) for name in ("a", "b")]
     a, b = planes
     try:
         for plane in planes:  # one after the other: each migrates the database at start
@@ -205,4 +203,3 @@ def test_ticks_fire_once_on_time_across_two_control_planes_and_a_restart(
     finally:
         for plane in planes:
             plane.stop()
-
