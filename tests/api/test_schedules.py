@@ -211,7 +211,11 @@ def test_skip_policy_skips_while_the_previous_run_is_active(server: ApiServer) -
         skipped = api.get(f"/schedules/{schedule['id']}").json()["schedule"]
         assert skipped["skipped_ticks"] == 1
         assert "still pending" in skipped["last_skip_reason"]
-        first = _scheduled_runs(server)[0]
+        first = next(
+            run
+            for run in _scheduled_runs(server)
+            if run.initiator["details"]["schedule_id"] == schedule["id"]
+        )
         assert api.post(f"/apps/{APP}/runs/{first.number}").status_code == 200  # cancel
     fire_due(server.ctx, due + timedelta(minutes=2))  # no longer active: fires again
     by_schedule = [run.initiator["details"]["schedule_id"] for run in _scheduled_runs(server)]
