@@ -93,6 +93,15 @@ def _populate_account(session: Session) -> uuid.UUID:
     session.add(
         models.CatalogProperty(account_id=account.id, catalog_id=catalog.id, name="uri", **sealed)
     )
+    session.add(
+        models.Schedule(
+            account_id=account.id,
+            app_id=stack.app.id,
+            environment_id=env_id,
+            name="nightly",
+            cron="0 2 * * *",
+        )
+    )
     session.flush()
     return account.id
 
