@@ -126,6 +126,7 @@ def test_create_list_show_update_delete(server: ApiServer) -> None:
         ({"cron": "every 30 seconds"}, "body.cron", "minimum interval is 1 minute"),
         ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "body.timezone", "IANA"),
         ({"cron": "* * * * *", "overlap_policy": "queue"}, "body.overlap_policy", "allow"),
+        ({"cron": "* * * * *", "app_version": "v1"}, "body.app_version", "promote"),
         (
             {"cron": "* * * * *", "parameters": [{"name": "nope", "value": "1"}]},
             "body.parameters",

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from tower.core import errors
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.services import schedules as schedules_service
@@ -30,10 +31,18 @@ class ScheduleFields(BaseModel):
     overlap_policy: str | None = None
     status: str | None = None
     parameters: list[ScheduleParameter] | None = None
-    #: accepted for compatibility; a schedule always runs its environment's version
+    #: in the official model; refused when set: a schedule runs its environment's version
     app_version: str | None = None
 
     def changes(self) -> ScheduleChanges:
+        if self.app_version:
+            raise errors.InvalidInput(
+                "A schedule runs the version deployed to its environment when it fires, "
+                "never a fixed one: leave out app_version and pin the version to the "
+                "environment instead (`tower apps promote APP --version vN -e ENV`).",
+                location="body.app_version",
+                value=self.app_version,
+            )
         return ScheduleChanges(
             cron=self.cron,
             name=self.name,
