@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/listing.py
 	$(BIN)/python bench/ratelimit.py
+	$(BIN)/python bench/schedules.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

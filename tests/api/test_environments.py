@@ -231,8 +231,11 @@ def test_delete_takes_secrets_catalogs_pins_and_runs_with_it(
         # ciphertexts.
         for env in ("default", "staging"):
             _add_secret_and_catalog(api_server, env)
+        schedule = {"app_name": "hello", "cron": "0 9 * * 1", "environment": "staging"}
+        assert api.post("/schedules", json=schedule).status_code == 201
         described = api.get("/environments/staging").json()
         assert (described["number_secrets"], described["number_catalogs"]) == (1, 1)
+        assert described["number_schedules"] == 1
         staging_id, default_id = _env_id(api_server, "staging"), _env_id(api_server, "default")
         staging_before = _rows_in(api_server, staging_id)
         assert all(staging_before.values()), staging_before  # one of each kind at least
@@ -241,7 +244,14 @@ def test_delete_takes_secrets_catalogs_pins_and_runs_with_it(
 
         deleted = api.delete("/environments/staging")
         assert deleted.status_code == 200, deleted.text
-        assert deleted.json()["deleted"] == {"runs": 1, "secrets": 1, "catalogs": 1, "app_pins": 1}
+        assert deleted.json()["deleted"] == {
+            "runs": 1,
+            "secrets": 1,
+            "catalogs": 1,
+            "app_pins": 1,
+            "schedules": 1,
+        }
+        assert api.get("/schedules").json()["schedules"] == []
 
         # Nothing of staging is left, default is untouched.
         assert _count(api_server, models.Environment, models.Environment.id == staging_id) == 0

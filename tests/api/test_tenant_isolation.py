@@ -24,7 +24,9 @@ UNSCOPED = re.compile(r"^/healthz$|^/v1/runner/")
 APP, ENV, SECRET, CATALOG = "iso-app", "iso-env", "ISO_SECRET", "iso-cat"
 TEAM, SERVICE_ACCOUNT = "iso-team", "iso-sa"
 OWNER_ACCOUNT = "admin"  # the bootstrap admin's (admin@localhost) personal account
+SCHEDULE = "iso-schedule"
 NAME_BY_PREFIX = {
+    "/v1/schedules/": SCHEDULE,
     "/v1/apps/": APP,
     "/v1/environments/": ENV,
     "/v1/secrets/": SECRET,
@@ -56,6 +58,12 @@ def _populate(api: httpx.Client, root: Path, marker: str) -> dict[str, str]:
     catalog = {"name": CATALOG, "environment": ENV, "type": "pyiceberg-sql"}
     answer = api.post("/catalogs", json={**catalog, "properties": [prop, warehouse]})
     assert answer.status_code == 200, answer.text
+    schedule = {"app_name": APP, "cron": "0 9 * * 1", "name": SCHEDULE}
+    answer = api.post(
+        "/schedules", json={**schedule, "parameters": [{"name": "friend", "value": marker}]}
+    )
+    assert answer.status_code == 201, answer.text
+    schedule_id = answer.json()["schedule"]["id"]
     assert api.post("/teams", json={"name": f"Team {marker}", "slug": TEAM}).status_code == 200
     invite = {"emails": f"{marker}@example.com"}
     assert api.post(f"/teams/{TEAM}/invites", json=invite).status_code == 200
@@ -63,7 +71,12 @@ def _populate(api: httpx.Client, root: Path, marker: str) -> dict[str, str]:
     assert api.post("/service-accounts", json=account).status_code == 201
     guest = api.post("/guests", json={"app": APP, "name": marker}).json()
     NAME_BY_PREFIX["/v1/guests/"] = guest["guest"]["id"]
-    return {"run_id": run["run_id"], "marker": marker, "guest_login": guest["login_url"]}
+    return {
+        "run_id": run["run_id"],
+        "marker": marker,
+        "guest_login": guest["login_url"],
+        "schedule_id": schedule_id,
+    }
 
 
 def _operations(spec: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -124,6 +137,9 @@ def test_another_account_can_neither_see_nor_touch_anything(
         assert SECRET in names
         assert owner.get(f"/catalogs/{CATALOG}", params={"environment": ENV}).status_code == 200
         assert owner.get(f"/environments/{ENV}").status_code == 200
+        schedule = owner.get(f"/schedules/{SCHEDULE}").json()["schedule"]
+        assert schedule["id"] == secret_values["schedule_id"] and schedule["status"] == "active"
+        assert schedule["cron"] == "0 9 * * 1"
         assert owner.get(f"/apps/{APP}/versions/v1").status_code == 200
         team = owner.get(f"/teams/{TEAM}").json()
         assert [i["email"] for i in team["invitations"]] == [f"{marker}@example.com"]

@@ -98,6 +98,7 @@ def _populate_account(session: Session) -> uuid.UUID:
             models.Team(account_id=account.id, display_name="Data Team"),
             models.TeamInvitation(account_id=account.id, email="x@example.com", role="developer"),
             models.ServiceAccount(account_id=account.id, name="ci", role="developer"),
+            models.Organization(account_id=account.id, name="Acme"),
             models.Guest(
                 account_id=account.id,
                 app_id=stack.app.id,
@@ -114,6 +115,15 @@ def _populate_account(session: Session) -> uuid.UUID:
             actor_kind="api_key",
             action="app.create",
             target="apps/a",
+        )
+    )
+    session.add(
+        models.Schedule(
+            account_id=account.id,
+            app_id=stack.app.id,
+            environment_id=env_id,
+            name="nightly",
+            cron="0 2 * * *",
         )
     )
     session.flush()

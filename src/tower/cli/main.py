@@ -124,6 +124,11 @@ LAZY_COMMANDS = {
     "teams": ("tower.cli.teams", "teams_group", "List and switch teams; manage members."),
     "audit": ("tower.cli.audit", "audit_group", "Show who changed what in the account."),
     "login": ("tower.cli.login", "login_command", "Log in to a Tower server (browser or API key)."),
+    "schedules": (
+        "tower.cli.schedules",
+        "schedules_group",
+        "Create, list, update and delete schedules.",
+    ),
 }
 
 

@@ -447,6 +447,63 @@ class TowerApi:
         body = {"self_hosted_only": self_hosted_only}
         return self._http.request("PUT", "/runners/settings", json=body).json()
 
+    # -- schedules (section: schedules) ------------------------------------------------
+
+    def list_schedules(
+        self, app: str | None = None, environment: str | None = None
+    ) -> list[JsonDict]:
+        """`GET /schedules` → every schedule (`{id, app_name, environment, cron, status,
+        ...}`), optionally only one app's or one environment's."""
+        filters = {k: v for k, v in (("app", app), ("environment", environment)) if v}
+        body = self._get("/schedules", page=0, page_size=100, **filters)
+        return list(body.get("schedules", []))
+
+    def create_schedule(
+        self,
+        app: str,
+        cron: str,
+        environment: str = "default",
+        parameters: dict[str, str] | None = None,
+        **fields: str,
+    ) -> JsonDict:
+        """`POST /schedules` → `{schedule}`; `cron` may be a phrase ("every hour"), the
+        answer shows the cron stored. `fields`: name, timezone, overlap_policy, status."""
+        body: JsonDict = {"app_name": app, "cron": cron, "environment": environment, **fields}
+        if parameters:
+            body["parameters"] = _name_values(parameters)
+        return self._http.post_json("/schedules", body)
+
+    def describe_schedule(self, id_or_name: str) -> JsonDict:
+        """`GET /schedules/{id_or_name}` → `{schedule}` with its `next_fire_times`."""
+        return self._get(f"/schedules/{_seg(id_or_name)}")
+
+    def update_schedule(
+        self,
+        id_or_name: str,
+        cron: str | None = None,
+        parameters: dict[str, str] | None = None,
+        **fields: str,
+    ) -> JsonDict:
+        """`PUT /schedules/{id_or_name}` with only the fields given → `{schedule}`."""
+        body: JsonDict = dict(fields)
+        if cron is not None:
+            body["cron"] = cron
+        if parameters:
+            body["parameters"] = _name_values(parameters)
+        path = f"/schedules/{_seg(id_or_name)}"
+        return self._http.request("PUT", path, json=body).json()
+
+    def delete_schedules(self, ids: Sequence[str]) -> list[JsonDict]:
+        """`DELETE /schedules` with `{ids}` → the deleted schedules."""
+        body = self._http.request("DELETE", "/schedules", json={"ids": list(ids)}).json()
+        return list(body.get("schedules", []))
+
+    def set_schedules_active(self, ids: Sequence[str], active: bool) -> list[JsonDict]:
+        """`PATCH /schedules/activate` (or `/deactivate`) with `{ids}` → the schedules."""
+        path = "/schedules/activate" if active else "/schedules/deactivate"
+        body = self._http.request("PATCH", path, json={"ids": list(ids)}).json()
+        return list(body.get("schedules", []))
+
     # -- secrets (section: secrets) ----------------------------------------------------
 
     def secrets_key(self) -> str:
@@ -631,6 +688,11 @@ class TowerApi:
             page=page,
             page_size=page_size,
         )
+
+
+def _name_values(values: dict[str, str]) -> list[JsonDict]:
+    """Schedules carry parameters as a list of `{name, value}` (runs use a map)."""
+    return [{"name": name, "value": value} for name, value in values.items()]
 
 
 def _run_filters(

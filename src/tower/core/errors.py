@@ -5,7 +5,8 @@ TowerError
  │    ├── AppNotFound
  │    ├── RunNotFound
  │    ├── VersionNotFound
- │    └── EnvironmentNotFound
+ │    ├── EnvironmentNotFound
+ │    └── ScheduleNotFound
  ├── Conflict            409
  │    ├── AlreadyExists
  │    ├── InvalidTransition
@@ -13,7 +14,8 @@ TowerError
  ├── InvalidInput        422
  │    ├── TowerfileError
  │    ├── PackageError
- │    └── UnknownParameter
+ │    ├── UnknownParameter
+ │    └── InvalidSchedule
  ├── BadRequest          400
  ├── Unauthenticated     401
  ├── Forbidden           403
@@ -123,6 +125,18 @@ class UnknownParameter(InvalidInput):
     """The run names a parameter the app does not declare."""
 
     code = "unknown_parameter"
+
+
+class InvalidSchedule(InvalidInput):
+    """The schedule's cron expression, phrase or timezone is not understood."""
+
+    code = "invalid_schedule"
+
+
+class ScheduleNotFound(NotFound):
+    """The schedule does not exist."""
+
+    code = "schedule_not_found"
 
 
 class BadRequest(TowerError):

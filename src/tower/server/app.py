@@ -29,6 +29,7 @@ from tower.server.api import (
     runner,
     runners,
     runs,
+    schedules,
     secrets,
     service_accounts,
     sessions,
@@ -41,6 +42,7 @@ from tower.server.api.ratelimit import RateLimitMiddleware
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import wait_for
 from tower.server.ratelimit import RateLimiter
+from tower.server.scheduler.loop import run_scheduler
 from tower.server.services import lifecycle, vault
 from tower.server.services.context import ServerContext
 from tower.server.settings import ServerSettings
@@ -146,10 +148,15 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         await run_in_threadpool(_load_server_keys, ctx)
         await run_in_threadpool(_extend_leases, ctx)
         clock = asyncio.create_task(_run_clock(ctx))
+        scheduler = (
+            asyncio.create_task(run_scheduler(ctx)) if ctx.settings.scheduler_enabled else None
+        )
         yield
-        clock.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await clock
+        for task in (clock, scheduler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="Tower",
@@ -181,6 +188,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         sessions,
         account,
         login_page,
+        schedules,
     ):
         app.include_router(module.router)
     if settings.rate_limited:

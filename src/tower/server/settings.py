@@ -80,6 +80,20 @@ class ServerSettings(BaseSettings):
     def rate_limited(self) -> bool:
         return self.rate_limit_per_second > 0 and self.rate_limit_burst > 0
 
+    scheduler_enabled: bool = Field(
+        True, description="Fire schedules from this control plane (one leads on PostgreSQL)."
+    )
+    scheduler_max_sleep_seconds: float = Field(
+        1.0,
+        description="Longest the scheduler sleeps between looks at the database (changes "
+        "made through another control plane are seen within it).",
+    )
+    schedule_max_lateness_seconds: float | None = Field(
+        None,
+        description="A tick later than this (after downtime) is skipped, not run; "
+        "default one interval of the schedule.",
+    )
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()

@@ -82,3 +82,7 @@ def run_topic(run_id: object) -> str:
 def runner_topic(runner_id: object) -> str:
     """Woken when a runner must stop one of its runs (its heartbeat long-poll waits here)."""
     return f"runner:{runner_id}"
+
+
+#: woken when a schedule is created or changed: its tick may be the earliest now
+SCHEDULER_TOPIC = "schedules"

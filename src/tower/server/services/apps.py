@@ -169,7 +169,12 @@ def delete_app(ctx: ServerContext, principal: Principal, name: str) -> models.Ap
                     model.run_id.in_(select(models.Run.id).where(models.Run.app_id == app_id))
                 )
             )
-        for model in (models.Run, models.AppEnvironmentVersion, models.AppVersion):
+        for model in (
+            models.Schedule,
+            models.Run,
+            models.AppEnvironmentVersion,
+            models.AppVersion,
+        ):
             session.execute(delete(model).where(model.app_id == app_id))
         session.delete(app)
         audit.record(session, principal, "app.delete", f"apps/{name}")

@@ -190,9 +190,9 @@ def _delete_contents(session: Session, env: models.Environment) -> dict[str, int
             models.AppEnvironmentVersion.environment_id == env.id,
         ),
     }
-    schedule_model, in_env = _schedules_of(env)
-    if schedule_model is not None and in_env is not None:
-        counts["schedules"] = _delete_where(session, schedule_model, in_env)
+    counts["schedules"] = _delete_where(
+        session, models.Schedule, models.Schedule.environment_id == env.id
+    )
     return counts
 
 
@@ -363,23 +363,5 @@ def _delete_where(session: Session, model: Any, where: ColumnElement[bool]) -> i
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _schedules_of(env: models.Environment) -> tuple[Any, ColumnElement[bool] | None]:
-    """The schedule model, if this schema has one, and how to select `env`'s schedules.
-
-    Schedules are another module's table; it may name the environment by id or by name.
-    """
-    model = getattr(models, "Schedule", None)
-    if model is None:
-        return None, None
-    if hasattr(model, "environment_id"):
-        return model, model.environment_id == env.id
-    if hasattr(model, "environment"):
-        return model, (model.environment == env.name) & (model.account_id == env.account_id)
-    return model, None
-
-
 def _count_schedules(session: Session, env: models.Environment) -> int:
-    model, in_env = _schedules_of(env)
-    if model is None or in_env is None:
-        return 0
-    return _count(session, model, in_env)
+    return _count(session, models.Schedule, models.Schedule.environment_id == env.id)

@@ -93,46 +93,76 @@ def create_run(
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         app = apps_service.get_app(session, principal, app_name, lock=True)
-        if app.status == "disabled":
-            raise errors.Conflict(f"App '{app_name}' is disabled; enable it before running it.")
         env = apps_service.get_environment(session, principal, environment)
-        version = _pinned_version(session, app, env)
-        resolved = resolve_parameters(
-            version.parameters, parameters, app=app.name, version=version.version
-        )
         parent = _parent_run(session, principal, parent_run_id) if parent_run_id else None
-        app.last_run_number += 1
-        run = models.Run(
-            account_id=app.account_id,
-            app_id=app.id,
-            version_id=version.id,
-            environment_id=env.id,
-            number=app.last_run_number,
-            status=RunStatus.SCHEDULED.value,
-            parameters=resolved,
+        view = queue_run(
+            session,
+            app=app,
+            env=env,
+            parameters=parameters,
             initiator=initiator or _initiator_for(session, parent),
             created_by_id=principal.user_id,
-            parent_run_id=parent.id if parent else None,
+            wake=wake,
+            retry_policy=retry_policy,
+            parent=parent,
         )
-        lifecycle.apply_policy(run, retry_policy or lifecycle.policy_of(app))
-        session.add(run)
-        session.flush()
-        service_accounts.record_run(session, principal, run.id)
-        lifecycle.enqueue(session, run, app, utcnow())
-        wake.queue_changed()
-        view = RunView(run, app.name, version.version, env.name)
+        service_accounts.record_run(session, principal, view.run.id)
         audit.record(
             session,
             principal,
             "run.create",
-            f"apps/{app.name}/runs/{run.number}",
-            run_id=str(run.id),
-            version=version.version,
+            f"apps/{app.name}/runs/{view.run.number}",
+            run_id=str(view.run.id),
+            version=view.version,
             environment=env.name,
             parent_run_id=str(parent.id) if parent else None,
         )
     wake.fire(ctx.notifier)
     return view
+
+
+def queue_run(
+    session: Session,
+    *,
+    app: models.App,
+    env: models.Environment,
+    parameters: dict[str, str],
+    initiator: dict[str, Any],
+    created_by_id: uuid.UUID | None,
+    wake: lifecycle.Wakeups,
+    retry_policy: RetryPolicy | None = None,
+    parent: models.Run | None = None,
+) -> RunView:
+    """Create and enqueue a run inside the caller's transaction (the app row locked):
+    the one place runs are made, for users (`create_run`) and the scheduler alike.
+
+    Every check comes before the first change, so a refused run leaves the session as
+    it was. Nothing is flushed here: a caller queueing many runs writes them together."""
+    if app.status == "disabled":
+        raise errors.Conflict(f"App '{app.name}' is disabled; enable it before running it.")
+    version = _pinned_version(session, app, env)
+    resolved = resolve_parameters(
+        version.parameters, parameters, app=app.name, version=version.version
+    )
+    app.last_run_number += 1
+    run = models.Run(
+        id=uuid.uuid4(),
+        account_id=app.account_id,
+        app_id=app.id,
+        version_id=version.id,
+        environment_id=env.id,
+        number=app.last_run_number,
+        status=RunStatus.SCHEDULED.value,
+        parameters=resolved,
+        initiator=initiator,
+        created_by_id=created_by_id,
+        parent_run_id=parent.id if parent else None,
+    )
+    lifecycle.apply_policy(run, retry_policy or lifecycle.policy_of(app))
+    session.add(run)
+    lifecycle.enqueue(session, run, app, utcnow())
+    wake.queue_changed()
+    return RunView(run, app.name, version.version, env.name)
 
 
 def _parent_run(session: Session, principal: Principal, run_id: uuid.UUID) -> models.Run:

@@ -502,6 +502,49 @@ class Guest(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class Schedule(Base):
+    """Runs an app in one environment on a cron schedule (see tower.core.schedules).
+
+    The scheduler fires a tick by moving `next_fire_at` forward with a compare-and-set
+    in the transaction that creates the run, so two control planes never fire it twice.
+    """
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        UniqueConstraint("account_id", "name"),
+        # The scheduler's only question: which active schedule is due first?
+        Index("ix_schedules__status_next_fire_at", "status", "next_fire_at"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    account_id: Mapped[uuid.UUID] = _account_fk()
+    app_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(256))
+    #: always the 5-field cron form, also when a phrase was given
+    cron: Mapped[str] = mapped_column(String(256))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    overlap_policy: Mapped[str] = mapped_column(String(16), default="allow")  # allow | skip
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
+    #: [{name, value}] given to every run it starts
+    parameters: Mapped[list[Any]] = mapped_column(default=list)
+    #: the next tick (UTC); null while disabled
+    next_fire_at: Mapped[datetime | None]
+    last_fired_at: Mapped[datetime | None]
+    #: the run the last tick started (the `skip` overlap policy looks at it)
+    last_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: ticks that started no run (downtime, too late, overlap, app disabled, failure)
+    skipped_ticks: Mapped[int] = mapped_column(Integer, default=0)
+    last_skipped_at: Mapped[datetime | None]
+    last_skip_reason: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
 class GuestSession(Base):
     """A browser session a guest opened with their login URL; deleted with the guest."""
 

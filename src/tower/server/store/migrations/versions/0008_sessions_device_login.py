@@ -1,7 +1,7 @@
 """User profiles, organization names and device-login tickets.
 
-Revision ID: 0006
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-23 14:30:00+00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0008"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Teams, invitations, service accounts (and their keys and runs), guests.
 
-Revision ID: 0007
-Revises: 0009
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-23 14:00:00+00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0009"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

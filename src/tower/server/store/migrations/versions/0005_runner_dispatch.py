@@ -1,6 +1,6 @@
 """Self-hosted-only accounts: their runs go only to their own runners.
 
-Revision ID: 0009
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-22 14:40:00+00:00
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
+revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
