@@ -47,6 +47,17 @@ def test_run_applies_defaults_masks_hidden_and_rejects_unknown(deployed: ApiServ
         assert api.get("/apps/hello/runs/2").status_code == 404
 
 
+def test_a_client_cannot_pass_a_run_off_as_scheduled(deployed: ApiServer) -> None:
+    with deployed.client() as api:
+        spoofed = {"type": "tower_scheduler", "details": {"schedule_id": "x"}}
+        answer = api.post("/apps/hello/runs", json={"parameters": {}, "initiator": spoofed})
+        assert answer.status_code == 422 and "/v1/schedules" in answer.json()["detail"]
+        own = {"type": "airflow", "details": {"dag": "nightly"}}
+        created = api.post("/apps/hello/runs", json={"parameters": {}, "initiator": own})
+        assert created.status_code == 201
+        assert created.json()["run"]["is_scheduled"] is False
+
+
 def test_runner_protocol_full_run(deployed: ApiServer, tmp_path: Path) -> None:
     runner = FakeRunner(deployed)
     assert runner.claim() is None

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from tower.core.runs import is_terminal
@@ -18,6 +18,7 @@ from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, is_official_cli, scoped
 from tower.server.api.params import RetryPolicyParams
 from tower.server.dispatch.notifier import run_topic, wait_for
+from tower.server.scheduler.firing import INITIATOR_TYPE as SCHEDULER_INITIATOR
 from tower.server.services import runs as runs_service
 from tower.server.services.context import ServerContext
 
@@ -30,8 +31,20 @@ STREAM_KEEPALIVE_S = 15.0
 
 
 class RunInitiator(BaseModel):
-    type: str | None = None
+    type: str | None = Field(default=None, max_length=64)
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _not_the_scheduler(cls, value: str | None) -> str | None:
+        # Only the scheduler may say a run is scheduled: the app is told it is not a
+        # manual run, and the run is attributed to a schedule.
+        if value == SCHEDULER_INITIATOR:
+            raise ValueError(
+                f"`{SCHEDULER_INITIATOR}` is reserved for runs the scheduler starts; "
+                "create a schedule (`POST /v1/schedules`) instead."
+            )
+        return value
 
 
 class RunAppParams(BaseModel):
