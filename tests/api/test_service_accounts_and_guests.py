@@ -57,6 +57,8 @@ def test_service_account_lifecycle_and_its_keys(api_server: ApiServer, tmp_path:
         assert deploy(ci, "etl", make_package(tmp_path, "etl")).status_code == 201
         run = ci.post("/apps/etl/runs", json={"environment": "default"})
         assert run.status_code == 201
+        nightly = ci.post("/schedules", json={"app_name": "etl", "cron": "0 2 * * *"})
+        assert nightly.status_code == 201, nightly.text
         assert ci.get("/service-accounts").status_code == 403
         assert [t["name"] for t in ci.get("/teams").json()["teams"]] == ["ops"]
         own = ci.post("/api-keys", json={"name": "its own"})
@@ -75,8 +77,14 @@ def test_service_account_lifecycle_and_its_keys(api_server: ApiServer, tmp_path:
     assert deleted_key.status_code == 204
     assert len(admin.get("/service-accounts/ci-bot/api-keys").json()["api_keys"]) == 2
 
-    # deleting it revokes every key and cancels the run it started
+    mine = admin.post("/schedules", json={"app_name": "etl", "cron": "0 3 * * *"}).json()
+    # deleting it revokes every key, cancels the run it started, disables its schedules
     assert admin.delete("/service-accounts/ci-bot").status_code == 204
+    statuses = {s["id"]: s["status"] for s in admin.get("/schedules").json()["schedules"]}
+    assert statuses == {
+        nightly.json()["schedule"]["id"]: "disabled",
+        mine["schedule"]["id"]: "active",  # a person's schedule is left alone
+    }
     with api_server.client(api_key=key["key"]) as ci:
         assert ci.get("/apps").status_code == 401
     assert admin.get("/apps/etl/runs/1").json()["run"]["status"] == "cancelled"

@@ -277,6 +277,7 @@ def create_schedule(
             status=status,
             parameters=parameters,
             created_by_id=principal.user_id,
+            service_account_id=principal.service_account_id,
             created_at=now,
             updated_at=now,
             skipped_ticks=0,
@@ -403,6 +404,21 @@ def delete_schedules(
         for schedule in schedules:
             session.delete(schedule)
     return views
+
+
+def disable_owned_by(session: Session, service_account_id: uuid.UUID) -> int:
+    """Disable the active schedules a service account created (it is being deleted);
+    how many. The caller's transaction; the caller wakes the scheduler."""
+    schedules = session.scalars(
+        select(models.Schedule).where(
+            models.Schedule.service_account_id == service_account_id,
+            models.Schedule.status == "active",
+        )
+    ).all()
+    now = utcnow()
+    for schedule in schedules:
+        schedule.status, schedule.next_fire_at, schedule.updated_at = "disabled", None, now
+    return len(schedules)
 
 
 def set_status(

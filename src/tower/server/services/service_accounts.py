@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors, roles, scopes
 from tower.core.runs import ACTIVE
-from tower.server.services import access, api_keys, audit, lifecycle
+from tower.server.dispatch.notifier import SCHEDULER_TOPIC
+from tower.server.services import access, api_keys, audit, lifecycle, schedules
 from tower.server.services.api_keys import ApiKeyView
 from tower.server.services.context import Principal, ServerContext, owned, read_session
 from tower.server.store import models
@@ -40,6 +41,7 @@ class Deleted:
     service_account: ServiceAccountView
     revoked_keys: int
     cancelled_runs: int
+    disabled_schedules: int
 
 
 def _authorize(principal: Principal) -> None:
@@ -179,10 +181,8 @@ def update(
 
 
 def delete(ctx: ServerContext, principal: Principal, id_or_name: str) -> Deleted:
-    """Revoke its keys, cancel its runs still in flight, then delete it.
-
-    Schedules it owns are not touched yet: schedules have no owner until they are built.
-    """
+    """Revoke its keys, disable the schedules it created, cancel its runs still in
+    flight, then delete it."""
     _authorize(principal)
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
@@ -205,6 +205,7 @@ def delete(ctx: ServerContext, principal: Principal, id_or_name: str) -> Deleted
         now = utcnow()
         for run in runs:
             lifecycle.cancel(session, run, now=now, wake=wake)
+        disabled = schedules.disable_owned_by(session, row.id)
         audit.record(
             session,
             principal,
@@ -212,10 +213,12 @@ def delete(ctx: ServerContext, principal: Principal, id_or_name: str) -> Deleted
             _target(row),
             revoked_keys=len(keys),
             cancelled_runs=len(runs),
+            disabled_schedules=disabled,
         )
         session.delete(row)
     wake.fire(ctx.notifier)
-    return Deleted(view, len(keys), len(runs))
+    ctx.notifier.notify(SCHEDULER_TOPIC)
+    return Deleted(view, len(keys), len(runs), disabled)
 
 
 def record_run(session: Session, principal: Principal, run_id: uuid.UUID) -> None:

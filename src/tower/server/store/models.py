@@ -543,6 +543,10 @@ class Schedule(Base):
     )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
+    #: the service account that created it: deleting that account disables it
+    service_account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("service_accounts.id", ondelete="SET NULL"), index=True
+    )
 
 
 class GuestSession(Base):
