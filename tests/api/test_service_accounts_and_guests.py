@@ -98,6 +98,10 @@ def test_guest_login_url_session_regenerate_and_delete(
     admin = _team(api_server)
     assert admin.post("/apps", json={"name": "dashboard"}).status_code == 201
     assert admin.post("/guests", json={"app": "nope"}).status_code == 404
+    internal = admin.post("/guests", json={"app": "dashboard", "name": "Client"})
+    assert internal.status_code == 409 and "is_externally_accessible" in internal.json()["detail"]
+    opened = admin.put("/apps/dashboard", json={"is_externally_accessible": True})
+    assert opened.json()["app"]["is_externally_accessible"] is True
     bad = admin.post("/guests", json={"app": "dashboard", "redirect_url": "javascript:alert(1)"})
     assert bad.status_code == 422
 

@@ -47,7 +47,8 @@ def _encrypted(api: httpx.Client, value: str) -> str:
 
 def _populate(api: httpx.Client, root: Path, marker: str) -> dict[str, str]:
     """A's objects; returns values only A may ever see."""
-    assert api.post("/apps", json={"name": APP}).status_code == 201
+    app = {"name": APP, "is_externally_accessible": True}  # so it can take a guest
+    assert api.post("/apps", json=app).status_code == 201
     assert deploy(api, APP, make_package(root, APP)).status_code == 201
     run = api.post(f"/apps/{APP}/runs", json={"environment": "default"}).json()["run"]
     assert api.post("/environments", json={"name": ENV}).status_code == 201

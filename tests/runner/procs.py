@@ -6,19 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tower.runner.process import group_members
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid` (zombies are dead for our purposes)."""
-    members = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited while we looked
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            members.append(int(stat_file.parent.name))
-    return members
+__all__ = ["alive", "group_members", "wait_until"]
 
 
 def alive(pid: int) -> bool:

@@ -29,6 +29,8 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 class CreateAppParams(BaseModel):
     name: str = Field(max_length=128)
     short_description: str | None = Field(default="", max_length=4096)
+    #: whether guests may be let into it (`POST /v1/guests`)
+    is_externally_accessible: bool = False
 
 
 @router.get("/apps", **scoped("apps:read"))
@@ -49,7 +51,11 @@ def list_apps(
 @router.post("/apps", status_code=201, **scoped("apps:create"))
 def create_app(ctx: ContextDep, principal: PrincipalDep, body: CreateAppParams) -> dict[str, Any]:
     app = apps_service.create_app(
-        ctx, principal, name=body.name, short_description=body.short_description or ""
+        ctx,
+        principal,
+        name=body.name,
+        short_description=body.short_description or "",
+        is_externally_accessible=body.is_externally_accessible,
     )
     return {"app": present_app(ctx, principal, app)}
 
@@ -64,6 +70,7 @@ class UpdateAppParams(BaseModel):
     #: seconds a run may run before it is stopped and ends `errored` (0 = no limit)
     running_timeout: int | None = Field(default=None, ge=0, le=MAX_TIMEOUT_S)
     retry_policy: RetryPolicyParams | None = None
+    is_externally_accessible: bool | None = None
 
 
 @router.put("/apps/{name}", **scoped("apps:update"))
@@ -77,6 +84,7 @@ def update_app(
         pending_timeout=body.pending_timeout,
         running_timeout=body.running_timeout,
         retry_policy=body.retry_policy.to_policy() if body.retry_policy else None,
+        is_externally_accessible=body.is_externally_accessible,
     )
     app = apps_service.update_app(ctx, principal, name, changes)
     return {"app": present_app(ctx, principal, app)}

@@ -124,7 +124,7 @@ def app_json(
         "created_at": ts(app.created_at),
         "health_status": health.health_status,
         "is_example": False,
-        "is_externally_accessible": False,
+        "is_externally_accessible": app.is_externally_accessible,
         "name": app.name,
         "next_run_at": None,
         "owner": owner,

@@ -90,7 +90,12 @@ def get_environment(session: Session, principal: Principal, name: str) -> models
 
 
 def create_app(
-    ctx: ServerContext, principal: Principal, *, name: str, short_description: str = ""
+    ctx: ServerContext,
+    principal: Principal,
+    *,
+    name: str,
+    short_description: str = "",
+    is_externally_accessible: bool = False,
 ) -> models.App:
     validate_app_name(name)
     with ctx.sessions.begin() as session:
@@ -105,6 +110,7 @@ def create_app(
             account_id=principal.account_id,
             name=name,
             short_description=short_description or "",
+            is_externally_accessible=is_externally_accessible,
             created_by_id=principal.user_id,
         )
         session.add(app)
@@ -122,6 +128,7 @@ class AppChanges:
     pending_timeout: int | None = None
     running_timeout: int | None = None
     retry_policy: RetryPolicy | None = None
+    is_externally_accessible: bool | None = None
 
 
 def update_app(
@@ -130,7 +137,13 @@ def update_app(
     """Apply `changes`; they affect runs created from now on (a run keeps its policy)."""
     with ctx.sessions.begin() as session:
         app = get_app(session, principal, name, lock=True)
-        for field in ("short_description", "status", "pending_timeout", "running_timeout"):
+        for field in (
+            "short_description",
+            "status",
+            "pending_timeout",
+            "running_timeout",
+            "is_externally_accessible",
+        ):
             value = getattr(changes, field)
             if value is not None:
                 setattr(app, field, value)

@@ -117,6 +117,13 @@ def create(
     seconds, redirect = _valid_expires_in(expires_in), _valid_redirect(redirect_url)
     with ctx.sessions.begin() as session:
         app_row = apps_service.get_app(session, principal, app)
+        if not app_row.is_externally_accessible:
+            raise errors.Conflict(
+                f"App '{app_row.name}' is not externally accessible, so it takes no guests. "
+                f"Make it so first: `PUT /v1/apps/{app_row.name}` with "
+                '{"is_externally_accessible": true}.',
+                location="body.app",
+            )
         row = models.Guest(
             account_id=principal.account_id,
             app_id=app_row.id,

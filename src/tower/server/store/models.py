@@ -209,6 +209,10 @@ class App(Base):
     account_id: Mapped[uuid.UUID] = _account_fk()
     name: Mapped[str] = mapped_column(String(128))
     short_description: Mapped[str] = mapped_column(Text, default="")
+    #: guests (people outside the account) may be let into it with a login URL
+    is_externally_accessible: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default="0"
+    )
     status: Mapped[str] = mapped_column(String(16), default="active")
     pending_timeout: Mapped[int] = mapped_column(Integer, default=600)
     running_timeout: Mapped[int] = mapped_column(Integer, default=0)
