@@ -169,6 +169,7 @@ def test_tower_runners_commands_against_the_server(
     assert minted.exit_code == 0, minted.output
     token = re.search(r"^TOWER_RUNNER_TOKEN=(rt-\S+)$", minted.output, re.M).group(1)
     assert f"TOWER_URL={api_server.ctx.settings.resolved_public_url}" in minted.output
+    assert re.search(r"^TOWER_RUNNER_PACKAGE_KEY=\S{44}$", minted.output, re.M)
     FakeRunner(api_server, token=token, environment="production")
 
     listed = tower("runners", "list", "--json")

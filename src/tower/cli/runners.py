@@ -57,6 +57,8 @@ def credentials_command(name: str | None, ttl_days: int | None) -> None:
     output.info("Put these lines in the runner's .env file (or its environment):")
     click.echo(f"TOWER_URL={credentials.get('runner_service_url', '')}")
     click.echo(f"TOWER_RUNNER_TOKEN={credentials.get('token', '')}")
+    if credentials.get("package_signing_key"):
+        click.echo(f"TOWER_RUNNER_PACKAGE_KEY={credentials['package_signing_key']}")
     if credentials.get("expires_at"):
         output.info(f"The token expires at {credentials['expires_at']}.")
     output.info("Then start it with `tower runner start`.")
