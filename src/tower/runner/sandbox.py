@@ -97,7 +97,8 @@ FILE_SIZE_MARKERS = ("File too large",)
 SHARED_TEMP_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 BWRAP_PROBE_TIMEOUT_S = 10.0
 #: how many rounds the clean-up of a run uid's processes gets (a fork bomb races it)
-KILL_ROUNDS = 50
+#: how long a run uid's processes are killed for before the runner gives up on them
+KILL_DEADLINE_S = 10.0
 
 
 class SandboxMode:
@@ -687,13 +688,15 @@ def uid_processes(uid: int) -> list[int]:
 
 def kill_uid_processes(uid: int) -> None:
     """SIGKILL every process of `uid`: `kill(-1)` as that uid reaches them all at once,
-    repeated while a fork bomb keeps spawning."""
-    for _ in range(KILL_ROUNDS):
-        if not uid_processes(uid):
+    repeated while a fork bomb keeps spawning or killed processes are still exiting
+    (on a busy host that takes more than a few milliseconds)."""
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while uid_processes(uid):
+        if time.monotonic() > deadline:
+            logger.error("processes of run uid %s survived %ss of kills", uid, KILL_DEADLINE_S)
             return
         _kill_all_as(uid)
         time.sleep(0.01)
-    logger.error("processes of run uid %s survived %s kill rounds", uid, KILL_ROUNDS)
 
 
 def _kill_all_as(uid: int) -> None:
