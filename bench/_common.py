@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -44,12 +45,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+BENCH = "BENCH_TOWER_"
+
+
 @contextmanager
 def live_tower(**env: str) -> Iterator[LiveTower]:
-    """`tower up` in a throwaway home (warm uv download cache shared with the tests)."""
+    """`tower up` in a throwaway home (warm uv download cache shared with the tests).
+
+    `BENCH_TOWER_X=v` in the environment sets `TOWER_X=v` for the measured Tower, e.g.
+    `BENCH_TOWER_RUNNER_SANDBOX=off` to see what the sandbox costs.
+    """
+    chosen = {k.removeprefix("BENCH_"): v for k, v in os.environ.items() if k.startswith(BENCH)}
     with tempfile.TemporaryDirectory(prefix="tower-bench-") as tmp:
         root = Path(tmp)
-        tower = LiveTower(root, free_port(), tower_env(root, **env))
+        tower = LiveTower(root, free_port(), tower_env(root, **chosen, **env))
         tower.start()
         try:
             yield tower
