@@ -141,7 +141,21 @@ def sandbox(home: RunnerHome) -> Iterator[Sandbox]:
     assert box.bwrap is not None, "bwrap is installed but does not work on this host"
     yield box
     for uid in TEST_UIDS:
-        assert uid_processes(uid) == [], f"a process of run uid {uid} outlived its run"
+        left = uid_processes(uid)
+        assert left == [], f"run uid {uid} has processes after its run: {_describe(left)}"
+
+
+def _describe(pids: list[int]) -> list[str]:
+    """What each leftover process is, for the failure message."""
+    described = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            cmdline, state = "(gone)", "?"
+        described.append(f"{pid} [{state}] {cmdline}")
+    return described
 
 
 ESCAPE_APP = """\
