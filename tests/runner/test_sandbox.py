@@ -39,8 +39,10 @@ from tower.runner.venvs import VenvCache
 
 pytestmark = pytest.mark.xdist_group("runner-uv")
 
-#: uids only these tests lease (other runners on the machine use other ranges)
-TEST_UIDS = range(2_100_000, 2_100_016)
+#: uids only these tests lease, a range per xdist worker: each test checks that no
+#: process of its range outlives its run, which must not see another worker's runs
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_UIDS = range(2_100_000 + 16 * _WORKER, 2_100_016 + 16 * _WORKER)
 DEFAULTS = Limits(memory_mb=512, cpu_seconds=60, file_size_mb=64, processes=64)
 MAXIMUMS = Limits(memory_mb=768, cpu_seconds=120, file_size_mb=128, processes=128)
 
