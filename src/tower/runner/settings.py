@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from dotenv import dotenv_values
 
@@ -212,20 +213,6 @@ def _limits(values: Mapping[str, str], prefix: str, defaults: Limits) -> Limits:
     return Limits(**{**{n: getattr(defaults, n) for n in Limits.names()}, **chosen})
 
 
-def _optional_size(values: Mapping[str, str], name: str, default: int | None) -> int | None:
-    """A whole number of at least 0 (0 means "no limit" → None)."""
-    raw = values.get(name)
-    if not raw:
-        return default
-    try:
-        number = int(raw)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise SettingsError(f"{name} must be a whole number (0 for no limit), got {raw!r}.")
-    return number or None
-
-
 def _uid_range(raw: str) -> range:
     try:
         return parse_uid_range(raw)
@@ -259,27 +246,38 @@ def installer_environment(environ: Mapping[str, str] | None = None) -> dict[str,
     return {name: source[name] for name in INSTALLER_PASSTHROUGH_VARS if name in source}
 
 
-def _positive_int(values: Mapping[str, str], name: str, default: int) -> int:
+#: int or float: what a numeric setting parses to
+N = TypeVar("N", int, float)
+
+
+def _number(
+    values: Mapping[str, str], name: str, parse: Callable[[str], N], minimum: N, must: str
+) -> N | None:
+    """Variable `name` parsed, or None when unset; a SettingsError saying what it `must`
+    be when it does not parse or is below `minimum`."""
     raw = values.get(name)
     if not raw:
-        return default
+        return None
     try:
-        number = int(raw)
+        number = parse(raw)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise SettingsError(f"{name} must be a whole number of at least 1, got {raw!r}.")
+        raise SettingsError(f"{name} must be {must}, got {raw!r}.") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be {must}, got {raw!r}.")
     return number
+
+
+def _optional_size(values: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A whole number of at least 0 (0 means "no limit" → None)."""
+    number = _number(values, name, int, 0, "a whole number (0 for no limit)")
+    return default if number is None else number or None
+
+
+def _positive_int(values: Mapping[str, str], name: str, default: int) -> int:
+    number = _number(values, name, int, 1, "a whole number of at least 1")
+    return default if number is None else number
 
 
 def _non_negative_float(values: Mapping[str, str], name: str, default: float) -> float:
-    raw = values.get(name)
-    if not raw:
-        return default
-    try:
-        number = float(raw)
-    except ValueError:
-        number = -1.0
-    if number < 0:
-        raise SettingsError(f"{name} must be a number of seconds (0 or more), got {raw!r}.")
-    return number
+    number = _number(values, name, float, 0.0, "a number of seconds (0 or more)")
+    return default if number is None else number
