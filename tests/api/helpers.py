@@ -94,6 +94,14 @@ class FakeRunner:
         response.raise_for_status()
         return response.json()["assignment"]
 
+    def claim_many(self, max_runs: int, wait: float = 0) -> list[dict]:
+        body = {"runner_id": self.runner_id, "wait_seconds": wait, "max_runs": max_runs}
+        response = self.http.post("/claim", json=body)
+        if response.status_code == 204:
+            return []
+        response.raise_for_status()
+        return response.json()["assignments"]
+
     def status(self, a: dict, status: str, **extra: object) -> httpx.Response:
         body = {
             "attempt_seq": a["attempt_seq"],

@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -235,3 +236,76 @@ def test_cancel_active_runs_and_tell_the_runner(deployed: ApiServer) -> None:
         assert runner.claim() is None  # a cancelled run is never handed out
         again = api.post("/apps/hello/runs/2")
         assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+
+
+def test_a_final_report_can_carry_the_start_and_the_last_lines(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        a = runner.claim()
+        time.sleep(0.3)
+        line = {"channel": "program", "content": "done", "reported_at": "2026-01-01T00:00:00Z"}
+        report = runner.status(
+            a,
+            "exited",
+            exit_code=0,
+            started_seconds_ago=0.2,
+            lines=[{**line, "line_num": 1}, {**line, "line_num": 2, "content": "bye"}],
+        )
+        assert report.status_code == 200, report.text
+        run = api.get("/apps/hello/runs/1").json()["run"]
+        logs = api.get("/apps/hello/runs/1/logs").json()["log_lines"]
+    assert run["status"] == "exited"
+    starting, started, ended = (
+        datetime.fromisoformat(run[key].replace("Z", "+00:00"))
+        for key in ("starting_at", "started_at", "ended_at")
+    )
+    # started_at = receipt - started_seconds_ago: after the claim, 0.2 s before the end.
+    assert starting < started < ended
+    assert abs((ended - started).total_seconds() - 0.2) < 0.1
+    assert run["attempts"][0]["status"] == "exited"
+    assert [(x["line_num"], x["content"]) for x in logs] == [(1, "done"), (2, "bye")]
+
+
+def test_a_start_long_before_the_claim_is_clamped_to_the_claim(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        a = runner.claim()
+        assert runner.status(a, "running", started_seconds_ago=3600).status_code == 200
+        run = api.get("/apps/hello/runs/1").json()["run"]
+    assert run["started_at"] == run["starting_at"]
+
+
+def test_a_cancelled_runs_last_lines_are_kept_though_its_status_is_refused(
+    deployed: ApiServer,
+) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        api.post("/apps/hello/runs", json={"parameters": {}})
+        a = runner.claim()
+        assert runner.status(a, "running").status_code == 200
+        assert api.post("/apps/hello/runs/1").status_code == 200  # cancel
+        line = {"line_num": 1, "channel": "program", "content": "last words"}
+        late = runner.status(
+            a, "exited", exit_code=0, lines=[{**line, "reported_at": "2026-01-01T00:00:00Z"}]
+        )
+        assert late.status_code == 409
+        logs = api.get("/apps/hello/runs/1/logs").json()["log_lines"]
+        assert api.get("/apps/hello/runs/1").json()["run"]["status"] == "cancelled"
+    assert [x["content"] for x in logs] == ["last words"]
+
+
+def test_one_claim_takes_a_backlog_up_to_max_runs(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        for _ in range(3):
+            api.post("/apps/hello/runs", json={"parameters": {}})
+        first = runner.claim_many(max_runs=2)
+        rest = runner.claim_many(max_runs=5)
+        statuses = [run["status"] for run in api.get("/apps/hello/runs").json()["runs"]]
+    assert [a["run_number"] for a in first] == [1, 2]
+    assert [a["run_number"] for a in rest] == [3]
+    assert len({a["fencing_token"] for a in first + rest}) == 3
+    assert statuses == ["starting"] * 3
+    assert runner.claim_many(max_runs=2) == []

@@ -80,6 +80,8 @@ class FakeControlPlane:
         self.to_cancel: set[str] = set()
         #: reports answered 409 (stale): ("status" | "logs", body)
         self.rejected: list[tuple[str, dict[str, Any]]] = []
+        #: how many runs each answered claim handed out
+        self.claims: list[int] = []
         self.heartbeat_interval_s = 0.2
         #: False: answer heartbeats at once, like a server without long-poll
         self.long_poll = True
@@ -188,7 +190,10 @@ class FakeControlPlane:
             if remaining <= 0:
                 return 204, None
             self.lock.wait(remaining)
-        return 200, {"assignment": self._assignment(self.runs[self.queue.pop(0)])}
+        wanted = min(int(body.get("max_runs") or 1), len(self.queue))
+        taken = [self._assignment(self.runs[self.queue.pop(0)]) for _ in range(wanted)]
+        self.claims.append(len(taken))
+        return 200, {"assignment": taken[0], "assignments": taken}
 
     def _assignment(self, run: FakeRun) -> dict[str, Any]:
         assert self.public_key_pem is not None
@@ -238,14 +243,30 @@ class FakeControlPlane:
     def status(self, run_id: str, body: dict[str, Any]) -> tuple[int, Any]:
         run = self.runs[run_id]
         rejected = self._fenced(run, body)
-        if rejected is None and (run.cancelled or run.finished()):
-            rejected = STALE  # the control plane ended the attempt first
+        if rejected is None:
+            # Like the real control plane: the lines count even when the status is late.
+            self._store_lines(run, body.get("lines") or [])
+            if run.cancelled or run.finished():
+                rejected = STALE  # the control plane ended the attempt first
         if rejected is not None:
             self.rejected.append(("status", body))
             return rejected
+        if self._folds_running(run, body):
+            run.statuses.append({"status": "running", "folded": True})
+            run.status_order.append(self._next_event())
         run.statuses.append(body)
         run.status_order.append(self._next_event())
         return 200, {"status": body["status"]}
+
+    @staticmethod
+    def _folds_running(run: FakeRun, body: dict[str, Any]) -> bool:
+        """A final report of an app that ran, with no `running` before it, records
+        `running` first, as the real control plane does."""
+        return (
+            body["status"] in ("exited", "crashed")
+            and body.get("started_seconds_ago") is not None
+            and "running" not in run.status_names
+        )
 
     def logs(self, run_id: str, body: dict[str, Any]) -> tuple[int, Any]:
         run = self.runs[run_id]
@@ -253,13 +274,16 @@ class FakeControlPlane:
         if rejected is not None:
             self.rejected.append(("logs", body))
             return rejected
-        for line in body["lines"]:
+        self._store_lines(run, body["lines"])
+        return 200, {"accepted": len(body["lines"])}
+
+    def _store_lines(self, run: FakeRun, lines: list[dict[str, Any]]) -> None:
+        for line in lines:
             num = line["line_num"]
             run.deliveries[num] += 1
             if num not in run.lines:
                 run.lines[num] = line
                 run.line_order[num] = self._next_event()
-        return 200, {"accepted": len(body["lines"])}
 
     def heartbeat(self, body: dict[str, Any]) -> tuple[int, Any]:
         if "wait_seconds" not in body:

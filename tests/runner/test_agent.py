@@ -63,15 +63,26 @@ class AgentThread:
         assert self.result == [0]
 
 
-def make_agent(url: str, home: Path, venvs: VenvCache, *, shutdown_grace_s: float = 10.0) -> Agent:
+def make_agent(
+    url: str,
+    home: Path,
+    venvs: VenvCache,
+    *,
+    shutdown_grace_s: float = 10.0,
+    running_report_delay_s: float = 0.0,
+    capacity: int = 2,
+) -> Agent:
+    """An agent that reports `running` at once unless told otherwise, so that tests
+    of cancels and retries see every report (folding has tests of its own)."""
     settings = RunnerSettings(
         url=url,
         token="rt-test",
         name="test-runner",
-        capacity=2,
+        capacity=capacity,
         home=home,
         python=sys.executable,
         cancel_grace_s=1.0,
+        running_report_delay_s=running_report_delay_s,
     )
     return Agent(settings, venvs=venvs, claim_wait_s=0.3, shutdown_grace_s=shutdown_grace_s)
 
@@ -455,3 +466,59 @@ def test_a_run_over_its_memory_limit_crashes_and_the_runner_serves_the_next(
     )
     assert after.status_names == ["running", "exited"]
     assert program(after) == ["next run fine"]
+
+
+# ---------------------------------------------------------------- folded reports
+
+
+def test_a_short_run_is_reported_once_with_its_lines_and_start(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    run = plane.enqueue(package_of("print('one')\nprint('two')\n"))
+    agent = make_agent(plane.url, tmp_path / "home", venv_cache, running_report_delay_s=30.0)
+    with AgentThread(agent):
+        plane.wait_for(run.finished)
+    # One status report, saying when the app started (the lines it carries depend on
+    # timing: a batch due before the app ended went on its own).
+    (final,) = [s for s in run.statuses if not s.get("folded")]
+    assert final["status"] == "exited" and final["exit_code"] == 0
+    assert 0 <= final["started_seconds_ago"] < 30
+    assert run.status_names == ["running", "exited"]
+    assert program(run) == ["one", "two"]
+    assert set(run.deliveries.values()) == {1}, "no line was sent twice"
+    assert plane.rejected == []
+
+
+def test_a_longer_run_reports_running_after_the_delay(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    run = plane.enqueue(package_of("import time\nprint('up', flush=True)\ntime.sleep(1.5)\n"))
+    agent = make_agent(plane.url, tmp_path / "home", venv_cache, running_report_delay_s=0.2)
+    with AgentThread(agent):
+        plane.wait_for(lambda: run.status_names == ["running"])
+        running = run.statuses[0]
+        plane.wait_for(run.finished)
+    assert not running.get("folded") and 0.2 <= running["started_seconds_ago"] < 1.5
+    assert run.status_names == ["running", "exited"]
+    assert "started_seconds_ago" not in run.statuses[-1], "running was already said"
+    assert program(run) == ["up"]
+
+
+def test_a_backlog_is_claimed_in_one_request(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    runs = [plane.enqueue(package_of(f"print({n})\n")) for n in range(3)]
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache, capacity=3)):
+        for run in runs:
+            plane.wait_for(run.finished)
+    assert plane.claims[0] == 3
+    assert [run.status_names for run in runs] == [["running", "exited"]] * 3

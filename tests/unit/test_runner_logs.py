@@ -211,18 +211,22 @@ def test_409_stops_shipping(server: tuple[Recorder, str]) -> None:
 def test_runner_api_calls(server: tuple[Recorder, str]) -> None:
     rec, url = server
     api = RunnerApi(url, "rt-x")
-    assert api.claim("runner-1", 0.1) is None
+    assert api.claim("runner-1", 0.1) == []
     rec.claim_answer = {"assignment": {"run_id": "r-1"}}
-    assert api.claim("runner-1", 0.1) == {"run_id": "r-1"}
-    rec.claim_answer = {"run_id": "r-2"}
-    assert api.claim("runner-1", 0.1) == {"run_id": "r-2"}
+    assert api.claim("runner-1", 0.1) == [{"run_id": "r-1"}], "a one-run control plane"
+    rec.claim_answer = {"assignment": {"run_id": "r-2"}, "assignments": [{"run_id": "r-2"}]}
+    assert api.claim("runner-1", 0.1, max_runs=4) == [{"run_id": "r-2"}]
     assert api.heartbeat("runner-1", ["r-1"], wait_seconds=90) == ["r-9"]
     assert api.download_package("r-1") == b"\x00encrypted"
     status = api.report_status("r-1", 1, "exited", exit_code=0, fencing_token="f-1")
     assert status == {"status": "running"}
     assert api.send_logs("r-1", 1, [{"line_num": 1}], fencing_token="f-1") == 1
     posted = {path: body for method, path, body, _ in rec.requests if method == "POST"}
-    assert posted["/v1/runner/claim"] == {"runner_id": "runner-1", "wait_seconds": 0.1}
+    assert posted["/v1/runner/claim"] == {
+        "runner_id": "runner-1",
+        "wait_seconds": 0.1,
+        "max_runs": 4,
+    }
     assert posted["/v1/runner/heartbeat"] == {
         "runner_id": "runner-1",
         "run_ids": ["r-1"],
@@ -248,3 +252,28 @@ def test_formatting() -> None:
     printed: list[str] = []
     printing_sink(printed.append)("program", "hello")
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| hello$", printed[0])
+
+
+def test_hand_over_returns_the_queued_lines_instead_of_sending_them(
+    server: tuple[Recorder, str],
+) -> None:
+    rec, url = server
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1, flush_interval_s=60).start()
+    shipper("program", "a")
+    shipper("program", "b")
+    lines = shipper.hand_over()
+    assert [(line["line_num"], line["content"]) for line in lines] == [(1, "a"), (2, "b")]
+    assert rec.requests == [], "the final report carries them"
+    shipper("program", "too late")
+    assert shipper.hand_over() == []
+
+
+def test_hand_over_ships_a_long_backlog_itself(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    shipper = LogShipper(
+        RunnerApi(url, "rt-x"), "r-1", 1, flush_interval_s=60, batch_max_lines=1000
+    ).start()
+    for n in range(5):
+        shipper("program", str(n))
+    assert shipper.hand_over(max_lines=3) == []
+    assert [line["content"] for line in all_lines(rec)] == ["0", "1", "2", "3", "4"]

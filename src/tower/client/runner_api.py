@@ -66,21 +66,25 @@ class RunnerApi:
         }
         return self.http.post_json("/runner/register", body)
 
-    def claim(self, runner_id: str, wait_seconds: float) -> dict[str, Any] | None:
-        """Long-poll for a run: the assignment, or None when `wait_seconds` passed idle."""
+    def claim(self, runner_id: str, wait_seconds: float, max_runs: int = 1) -> list[dict[str, Any]]:
+        """Long-poll for up to `max_runs` runs: their assignments, none when
+        `wait_seconds` passed idle."""
         wait = _long_poll_wait(wait_seconds)
         response = self.http.request(
             "POST",
             "/runner/claim",
-            json={"runner_id": runner_id, "wait_seconds": wait},
+            json={"runner_id": runner_id, "wait_seconds": wait, "max_runs": max_runs},
             timeout=self._long_poll_timeout(wait),
         )
         if response.status_code == 204 or not response.content:
-            return None
+            return []
         body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("assignment"), dict):
-            return body["assignment"]
-        return body
+        if not isinstance(body, dict):
+            return []
+        if isinstance(body.get("assignments"), list):
+            return [item for item in body["assignments"] if isinstance(item, dict)]
+        # A control plane that hands out one run at a time.
+        return [body["assignment"]] if isinstance(body.get("assignment"), dict) else []
 
     def download_package(self, run_id: str) -> bytes:
         """The run's package as stored: `nonce(12) ‖ AES-256-GCM ciphertext+tag`."""
@@ -97,8 +101,14 @@ class RunnerApi:
         message: str | None = None,
         *,
         fencing_token: str | None,
+        lines: list[dict[str, Any]] | None = None,
+        started_seconds_ago: float | None = None,
     ) -> dict[str, Any]:
-        """Move the attempt to `status`; a 409 ApiError means the attempt is stale."""
+        """Move the attempt to `status`; a 409 ApiError means the attempt is stale.
+
+        `lines`: the attempt's last log lines, stored with the status.
+        `started_seconds_ago`: when the app started, if `running` was not reported.
+        """
         body: dict[str, Any] = {
             "attempt_seq": attempt_seq,
             "fencing_token": fencing_token,
@@ -108,6 +118,10 @@ class RunnerApi:
             body["exit_code"] = exit_code
         if message is not None:
             body["message"] = message
+        if lines:
+            body["lines"] = lines
+        if started_seconds_ago is not None:
+            body["started_seconds_ago"] = round(max(0.0, started_seconds_ago), 6)
         return self.http.post_json(f"/runner/runs/{run_id}/status", body) or {}
 
     def send_logs(

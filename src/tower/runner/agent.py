@@ -116,6 +116,13 @@ class ActiveRun:
     reason: str | None = None
     running_reported: bool = False
     running_report: threading.Thread | None = None
+    #: when the app started (monotonic), for a `running` folded into the final report
+    app_started: float | None = None
+    #: set once the app is gone: a `running` report still waiting is not sent
+    app_ended: threading.Event = field(default_factory=threading.Event)
+
+    def seconds_since_start(self) -> float | None:
+        return None if self.app_started is None else time.monotonic() - self.app_started
 
     @classmethod
     def from_assignment(cls, assignment: dict[str, Any]) -> ActiveRun:
@@ -269,30 +276,41 @@ class Agent:
         while not self._stop.is_set():
             if not self._slots.acquire(timeout=SLOT_POLL_S):
                 continue
+            free = 1 + self._more_free_slots()
             try:
-                assignment = self._claim()
+                assignments = self._claim(free)
             except (ApiError, ConnectionFailed) as exc:
-                self._slots.release()
+                self._release_slots(free)
                 logger.warning("claim failed (%s); retrying in %.1fs", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             backoff = BACKOFF_START_S
-            if assignment is None:
-                self._slots.release()
-            else:
+            self._release_slots(free - len(assignments))
+            for assignment in assignments:
                 self._start_worker(assignment)
 
-    def _claim(self) -> dict[str, Any] | None:
+    def _more_free_slots(self) -> int:
+        """Take every other free slot too: a backlog is claimed in one request."""
+        taken = 0
+        while taken < self.settings.capacity - 1 and self._slots.acquire(blocking=False):
+            taken += 1
+        return taken
+
+    def _release_slots(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    def _claim(self, max_runs: int) -> list[dict[str, Any]]:
         assert self.runner_id is not None
         try:
-            return self.api.claim(self.runner_id, self.claim_wait_s)
+            return self.api.claim(self.runner_id, self.claim_wait_s, max_runs)[:max_runs]
         except ApiError as exc:
             if exc.status not in UNKNOWN_RUNNER_STATUSES:
                 raise
             logger.warning("the control plane does not know this runner; registering again")
             self._register()
-            return None
+            return []
 
     def _start_worker(self, assignment: dict[str, Any]) -> None:
         try:
@@ -358,10 +376,11 @@ class Agent:
                 outcome = Outcome(RunStatus.ERRORED, None, f"The runner failed: {exc}")
                 shipper(SETUP_CHANNEL, outcome.message or "")
             finally:
-                shipper.close()
+                run.app_ended.set()
+                last_lines = shipper.hand_over()
             if shipper.stale:
                 self._cancel_run(run, CancelReason.STALE)
-            self._report_final(run, outcome)
+            self._report_final(run, outcome, last_lines)
         logger.info("run %s finished: %s", run.run_id, outcome.status)
 
     def _runtime_values(self, assignment: dict[str, Any]) -> tuple[RuntimeValues, str | None]:
@@ -471,58 +490,96 @@ class Agent:
     # ------------------------------------------------------------------ reporting
 
     def _report_running_soon(self, run: ActiveRun) -> None:
-        """Report `running` in the background: while the control plane is down the
-        report is retried for minutes, and the worker must keep watching the app."""
+        """Report `running` a moment after the app started, in the background.
+
+        A short run ends within `running_report_delay_s`, and its final report says
+        when it started instead: one request instead of two. A running report is
+        retried for minutes while the control plane is down, and the worker must keep
+        watching the app meanwhile."""
+        run.app_started = time.monotonic()
         run.running_report = threading.Thread(
-            target=self._report_running, args=(run,), name=f"running-{run.run_id}", daemon=True
+            target=self._report_running_unless_ended,
+            args=(run,),
+            name=f"running-{run.run_id}",
+            daemon=True,
         )
         run.running_report.start()
 
-    def _report_running(self, run: ActiveRun) -> None:
+    def _report_running_unless_ended(self, run: ActiveRun) -> None:
+        if run.app_ended.wait(self.settings.running_report_delay_s):
+            return  # the final report carries `started_seconds_ago`
         if self._report(run, RunStatus.RUNNING, None, None):
             run.running_reported = True
 
-    def _report_final(self, run: ActiveRun, outcome: Outcome) -> None:
+    def _report_final(self, run: ActiveRun, outcome: Outcome, lines: list[dict[str, Any]]) -> None:
+        run.app_ended.set()
         if run.running_report is not None:
             run.running_report.join()  # `running` must not arrive after the final status
         if run.reason in (CancelReason.SERVER, CancelReason.STALE):
-            return  # the control plane already decided this run's fate
+            # The control plane already decided this run's fate; its last lines still count.
+            self._ship_last_lines(run, lines)
+            return
         status, message = outcome.status, outcome.message
         if status == RunStatus.CANCELLED:
             status = RunStatus.ERRORED
             message = "The runner shut down before the run finished."
-        needs_running = status in (RunStatus.EXITED, RunStatus.CRASHED)
-        if needs_running and not run.running_reported:
-            self._report_running(run)
-        self._report(run, status, outcome.exit_code, message)
+        self._report(run, status, outcome.exit_code, message, lines=lines)
+
+    def _ship_last_lines(self, run: ActiveRun, lines: list[dict[str, Any]]) -> None:
+        if lines and run.reason != CancelReason.STALE:
+            self._deliver(
+                run,
+                "the last log lines",
+                lambda: self.api.send_logs(
+                    run.run_id, run.attempt_seq, lines, fencing_token=run.fencing_token
+                ),
+            )
 
     def _report(
-        self, run: ActiveRun, status: RunStatus, exit_code: int | None, message: str | None
+        self,
+        run: ActiveRun,
+        status: RunStatus,
+        exit_code: int | None,
+        message: str | None,
+        *,
+        lines: list[dict[str, Any]] | None = None,
     ) -> bool:
-        """Report a status, retrying transient failures for up to `report_deadline_s`;
+        """Report a status (with the attempt's last log lines, and its start when
+        `running` was not reported); False if it did not get through."""
+        started_ago = None if run.running_reported else run.seconds_since_start()
+        return self._deliver(
+            run,
+            str(status),
+            lambda: self.api.report_status(
+                run.run_id,
+                run.attempt_seq,
+                str(status),
+                exit_code,
+                message,
+                fencing_token=run.fencing_token,
+                lines=lines,
+                started_seconds_ago=started_ago,
+            ),
+        )
+
+    def _deliver(self, run: ActiveRun, what: str, send: Callable[[], object]) -> bool:
+        """Send a report, retrying transient failures for up to `report_deadline_s`;
         False if it did not get through."""
         deadline = time.monotonic() + self.settings.report_deadline_s
         backoff = BACKOFF_START_S
         while True:
             try:
-                self.api.report_status(
-                    run.run_id,
-                    run.attempt_seq,
-                    str(status),
-                    exit_code,
-                    message,
-                    fencing_token=run.fencing_token,
-                )
+                send()
                 return True
             except (ApiError, ConnectionFailed) as exc:
                 if isinstance(exc, ApiError) and exc.status == STALE_STATUS:
-                    logger.info("run %s: %s rejected (%s); stopping it", run.run_id, status, exc)
+                    logger.info("run %s: %s rejected (%s); stopping it", run.run_id, what, exc)
                     self._cancel_run(run, CancelReason.STALE)
                     return False
                 if not is_transient(exc) or time.monotonic() >= deadline:
-                    logger.error("run %s: could not report %s: %s", run.run_id, status, exc)
+                    logger.error("run %s: could not report %s: %s", run.run_id, what, exc)
                     return False
-                logger.warning("run %s: %s not reported yet (%s)", run.run_id, status, exc)
+                logger.warning("run %s: %s not reported yet (%s)", run.run_id, what, exc)
             time.sleep(backoff)
             backoff = min(backoff * 2, REPORT_BACKOFF_MAX_S)
 

@@ -14,7 +14,8 @@ coming back; the server de-duplicates by `line_num`, so re-sending is safe. Only
 when deliveries have failed for `deadline_s` without a break are the queued lines
 given up. A 409 means the attempt is stale (superseded): shipping stops. `close()`
 returns once everything queued is delivered (or given up), so the caller can
-report the final status after the last line.
+report the final status after the last line; `hand_over()` instead returns the
+lines still queued, for the final status report to carry.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class LogShipper:
         self._oldest_at = 0.0
         self._next_line = max(1, first_line_num)
         self._closing = False
+        #: the queued lines go with the final report instead (see `hand_over`)
+        self._handing_over = False
         #: when the current run of failed deliveries began (None while deliveries succeed)
         self._failing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"logs-{run_id}", daemon=True)
@@ -158,6 +161,23 @@ class LogShipper:
             self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
         return self.lost == 0 and not self._pending
 
+    def hand_over(self, max_lines: int = BATCH_MAX_LINES) -> list[dict[str, Any]]:
+        """Stop shipping and return the lines still queued, for the attempt's final
+        status report to carry (one request instead of two). A batch in flight is
+        finished first. More than `max_lines` queued: deliver them all, as `close`
+        does, and return none."""
+        with self._cond:
+            self._handing_over = len(self._pending) <= max_lines
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
+        with self._cond:
+            if not self._handing_over or self.stale:
+                return []
+            lines, self._pending = self._pending, []
+            return lines
+
     def _run(self) -> None:
         backoff = RETRY_BACKOFF_START_S
         while (batch := self._next_batch()) is not None:
@@ -182,7 +202,7 @@ class LogShipper:
     def _next_batch(self) -> list[dict[str, Any]] | None:
         with self._cond:
             while True:
-                if self.stale:
+                if self.stale or self._handing_over:
                     return None
                 if self._pending:
                     due = self._oldest_at + self.flush_interval_s - time.monotonic()

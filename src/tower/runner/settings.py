@@ -25,6 +25,9 @@ DEFAULT_CAPACITY = os.cpu_count() or 1
 DEFAULT_CANCEL_GRACE_S = 10.0
 #: how long status reports and log lines are retried while the control plane is down (s)
 DEFAULT_REPORT_DEADLINE_S = 900.0
+#: `running` waits this long after the app started: a run that ends sooner is
+#: reported once, its final report saying when it started (s)
+DEFAULT_RUNNING_REPORT_DELAY_S = 0.1
 DEFAULT_HOME = "~/.tower"
 #: a run's limits unless its app asks otherwise (see `tower.runner.sandbox`)
 DEFAULT_LIMITS = Limits(memory_mb=4096, cpu_seconds=86_400, file_size_mb=10_240, processes=1024)
@@ -101,6 +104,8 @@ class RunnerSettings:
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
     #: TOWER_RUNNER_REPORT_DEADLINE_SECONDS: how long an undelivered report is retried
     report_deadline_s: float = DEFAULT_REPORT_DEADLINE_S
+    #: TOWER_RUNNER_RUNNING_REPORT_DELAY_SECONDS: see docs/runner-protocol.md
+    running_report_delay_s: float = DEFAULT_RUNNING_REPORT_DELAY_S
     #: TOWER_RUNNER_UV_CACHE_DIR: share uv's download cache between runner homes
     uv_cache_override: Path | None = None
     #: TOWER_RUNNER_SANDBOX: auto (bubblewrap when it works), bwrap (required), off
@@ -184,6 +189,9 @@ class RunnerSettings:
             ),
             report_deadline_s=_non_negative_float(
                 values, "TOWER_RUNNER_REPORT_DEADLINE_SECONDS", DEFAULT_REPORT_DEADLINE_S
+            ),
+            running_report_delay_s=_non_negative_float(
+                values, "TOWER_RUNNER_RUNNING_REPORT_DELAY_SECONDS", DEFAULT_RUNNING_REPORT_DELAY_S
             ),
             sandbox=_choice(values, "TOWER_RUNNER_SANDBOX", SandboxMode.ALL, SandboxMode.AUTO),
             network=_choice(values, "TOWER_RUNNER_NETWORK", NetworkMode.ALL, NetworkMode.HOST),

@@ -168,13 +168,14 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     )
     app.state.context = context or build_context(settings)
     api_errors.install(app)
+    # Routes are matched in order: the runner protocol, called for every run, first.
     for module in (
+        runner,
         misc,
         apps,
         runs,
         listing,
         stats,
-        runner,
         waits,
         environments,
         secrets,

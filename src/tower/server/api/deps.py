@@ -14,7 +14,11 @@ from tower.server.services.context import Principal, RunnerPrincipal, ServerCont
 OFFICIAL_CLI_USER_AGENT = "Tower CLI"
 
 
-def get_context(request: Request) -> ServerContext:
+# Dependencies that only read memory are `async`: FastAPI runs a sync dependency in
+# its thread pool, a hop that costs more than the function itself on every request.
+
+
+async def get_context(request: Request) -> ServerContext:
     return request.app.state.context
 
 
@@ -53,7 +57,7 @@ SCOPE_EXTENSION = "x-tower-scope"
 
 
 def _require(scope: str | None) -> Callable[[Principal], None]:
-    def check(principal: PrincipalDep) -> None:
+    async def check(principal: PrincipalDep) -> None:
         access.authorize(principal, scope)
 
     return check

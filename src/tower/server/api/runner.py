@@ -31,9 +31,22 @@ class RegisterParams(BaseModel):
     capacity: int = Field(default=1, ge=1, le=1024)
 
 
+#: the most runs one claim may take
+MAX_RUNS_PER_CLAIM = 64
+
+
 class ClaimParams(BaseModel):
     runner_id: uuid.UUID
     wait_seconds: float = Field(default=30.0, ge=0, le=300)
+    #: free slots: a backlog is handed out in one answer
+    max_runs: int = Field(default=1, ge=1, le=MAX_RUNS_PER_CLAIM)
+
+
+class LogLineParams(BaseModel):
+    line_num: int = Field(ge=1)
+    channel: Literal["setup", "program"]
+    content: str
+    reported_at: AwareDatetime
 
 
 class StatusParams(BaseModel):
@@ -42,13 +55,10 @@ class StatusParams(BaseModel):
     status: Literal["running", "exited", "crashed", "errored"]
     exit_code: int | None = None
     message: str | None = Field(default=None, max_length=10_000)
-
-
-class LogLineParams(BaseModel):
-    line_num: int = Field(ge=1)
-    channel: Literal["setup", "program"]
-    content: str
-    reported_at: AwareDatetime
+    #: the attempt's last log lines, stored with the status
+    lines: list[LogLineParams] = Field(default_factory=list)
+    #: the app started this long before the report (a short run's `running`, folded in)
+    started_seconds_ago: float | None = Field(default=None, ge=0, le=86_400)
 
 
 class LogsParams(BaseModel):
@@ -86,11 +96,12 @@ async def claim(
             return Response(status_code=204)
         # Listen before looking, so a run enqueued in between still wakes us.
         with ctx.notifier.listen(QUEUE_TOPIC) as woken:
-            assignment = await run_in_threadpool(
-                runners_service.try_claim, ctx, who, body.runner_id
+            assignments = await run_in_threadpool(
+                runners_service.try_claim, ctx, who, body.runner_id, body.max_runs
             )
-            if assignment is not None:
-                return {"assignment": assignment}
+            if assignments:
+                # `assignment` alone is what runners asking for one run read.
+                return {"assignment": assignments[0], "assignments": assignments}
             remaining = deadline - time.monotonic()
             if remaining <= 0 or ctx.notifier.closing:
                 return Response(status_code=204)
@@ -108,16 +119,16 @@ def package(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID) -> Response:
 def report_status(
     ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: StatusParams
 ) -> dict[str, Any]:
-    status = runners_service.report_status(
-        ctx,
-        who,
-        run_id,
+    report = runners_service.StatusReport(
         attempt_seq=body.attempt_seq,
         fencing_token=body.fencing_token,
         status=RunStatus(body.status),
         exit_code=body.exit_code,
         message=body.message,
+        lines=tuple(line.model_dump() for line in body.lines),
+        started_seconds_ago=body.started_seconds_ago,
     )
+    status = runners_service.report_status(ctx, who, run_id, report)
     return {"status": status.value}
 
 

@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,28 +78,36 @@ def get_runner(session: Session, who: RunnerPrincipal, runner_id: uuid.UUID) -> 
     return runner
 
 
-def try_claim(ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID) -> dict | None:
-    """Claim one pending run for the runner and build its assignment, or None."""
+def try_claim(
+    ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID, max_runs: int = 1
+) -> list[dict[str, Any]]:
+    """Claim up to `max_runs` pending runs for the runner; their assignments (maybe none).
+
+    A runner with several free slots takes a backlog in one transaction and one round
+    trip instead of one per run."""
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
+    assignments: list[dict[str, Any]] = []
     with ctx.sessions.begin() as session:
         runner = get_runner(session, who, runner_id)
         runner.last_heartbeat_at = now
-        run_id = queue.claim_next_run(
-            session,
-            runner_id=runner.id,
-            account_id=runner.account_id,
-            environment=runner.environment,
-            now=now,
-            lease_until=lease,
-            reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
-        )
-        if run_id is None:
-            return None
-        run = session.get(models.Run, run_id)
-        session.refresh(run)
-        attempt = _open_attempt(session, run, runner, now)
-        return _assignment(ctx, session, run, runner, attempt)
+        for _ in range(max(1, max_runs)):
+            run_id = queue.claim_next_run(
+                session,
+                runner_id=runner.id,
+                account_id=runner.account_id,
+                environment=runner.environment,
+                now=now,
+                lease_until=lease,
+                reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
+            )
+            if run_id is None:
+                break
+            run = session.get(models.Run, run_id)
+            session.refresh(run)
+            attempt = _open_attempt(session, run, runner, now)
+            assignments.append(_assignment(ctx, session, run, runner, attempt))
+    return assignments
 
 
 def _open_attempt(
@@ -258,53 +267,113 @@ def package_for(ctx: ServerContext, who: RunnerPrincipal, run_id: uuid.UUID) -> 
     return ctx.blobs.get(blob_key)
 
 
+@dataclass(frozen=True)
+class StatusReport:
+    """What a runner says about its attempt in one request."""
+
+    attempt_seq: int
+    fencing_token: str
+    status: RunStatus
+    exit_code: int | None = None
+    message: str | None = None
+    #: the attempt's last log lines, stored with the status in one transaction
+    lines: tuple[dict[str, Any], ...] = ()
+    #: how long before the report the app started (a runner may fold `running` into
+    #: the final report of a short run); the runner's clock never enters the record
+    started_seconds_ago: float | None = None
+
+
 def report_status(
-    ctx: ServerContext,
-    who: RunnerPrincipal,
-    run_id: uuid.UUID,
-    *,
-    attempt_seq: int,
-    fencing_token: str,
-    status: RunStatus,
-    exit_code: int | None,
-    message: str | None,
+    ctx: ServerContext, who: RunnerPrincipal, run_id: uuid.UUID, report: StatusReport
 ) -> RunStatus:
     """Apply a runner's report on its attempt; answers the run's status afterwards."""
+    status = report.status
     if status not in RUNNER_REPORTS:
         raise errors.InvalidInput(
             f"A runner may report {sorted(s.value for s in RUNNER_REPORTS)}, not '{status}'."
         )
+    _check_batch(report.lines)
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         run = _held_run(session, who, run_id)
-        attempt = _current_attempt(session, run, attempt_seq, fencing_token)
-        if RunStatus(attempt.status) == status:
-            return RunStatus(run.status)  # a re-sent report after a lost answer
-        if RunStatus(attempt.status) in TERMINAL:
-            # The control plane ended this attempt first (cancel, timeout, lost lease).
-            raise errors.StaleAttempt(
-                f"Attempt {attempt_seq} of run {run_id} already ended {attempt.status}."
-            )
-        now = utcnow()
-        if status in TERMINAL:
-            lifecycle.end_attempt(
-                session,
-                run,
-                attempt,
-                status,
-                exit_code=exit_code,
-                message=message,
-                now=now,
-                wake=wake,
-            )
+        attempt = _current_attempt(session, run, report.attempt_seq, report.fencing_token)
+        _store_lines(session, run, report.attempt_seq, report.lines)
+        wake.run_changed(run)
+        ended_first = _ended_first(attempt, status)
+        if ended_first or RunStatus(attempt.status) == status:
+            # The lines are kept either way; the status is a re-send after a lost
+            # answer, or comes after the control plane ended the attempt first.
+            answer = RunStatus(run.status)
         else:
-            transition(session, run, status, at=now, attempt=attempt)
-            run.lease_expires_at = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
-            lifecycle.mark_running(run, session.get(models.App, run.app_id), now)
-            wake.run_changed(run)
-        answer = RunStatus(run.status)
+            answer = _apply_report(ctx, session, run, attempt, report, wake)
     wake.fire(ctx.notifier)
+    if ended_first:
+        raise errors.StaleAttempt(
+            f"Attempt {report.attempt_seq} of run {run_id} already ended {ended_first}."
+        )
     return answer
+
+
+def _ended_first(attempt: models.RunAttempt, reported: RunStatus) -> str | None:
+    """How the attempt ended, if the control plane ended it (cancel, timeout, lost
+    lease) before this report; None while the runner's report still counts."""
+    current = RunStatus(attempt.status)
+    return attempt.status if current in TERMINAL and current != reported else None
+
+
+def _apply_report(
+    ctx: ServerContext,
+    session: Session,
+    run: models.Run,
+    attempt: models.RunAttempt,
+    report: StatusReport,
+    wake: lifecycle.Wakeups,
+) -> RunStatus:
+    status = report.status
+    now = utcnow()
+    if status == RunStatus.RUNNING or _folds_running(attempt, report):
+        _start_attempt(ctx, session, run, attempt, _started_at(attempt, now, report))
+    if status in TERMINAL:
+        lifecycle.end_attempt(
+            session,
+            run,
+            attempt,
+            status,
+            exit_code=report.exit_code,
+            message=report.message,
+            now=now,
+            wake=wake,
+        )
+    return RunStatus(run.status)
+
+
+def _folds_running(attempt: models.RunAttempt, report: StatusReport) -> bool:
+    """A runner that did not report `running` for a short run says in its final report
+    when the app started; the attempt then goes `starting → running → <final>`."""
+    return (
+        RunStatus(attempt.status) == RunStatus.STARTING
+        and report.status in (RunStatus.EXITED, RunStatus.CRASHED)
+        and report.started_seconds_ago is not None
+    )
+
+
+def _started_at(attempt: models.RunAttempt, now: datetime, report: StatusReport) -> datetime:
+    if report.started_seconds_ago is None:
+        return now
+    started = now - timedelta(seconds=report.started_seconds_ago)
+    return max(started, attempt.starting_at) if attempt.starting_at else started
+
+
+def _start_attempt(
+    ctx: ServerContext,
+    session: Session,
+    run: models.Run,
+    attempt: models.RunAttempt,
+    started_at: datetime,
+) -> None:
+    transition(session, run, RunStatus.RUNNING, at=started_at, attempt=attempt)
+    run.lease_expires_at = utcnow() + timedelta(seconds=ctx.settings.lease_ttl_seconds)
+    lifecycle.mark_running(run, session.get(models.App, run.app_id), started_at)
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -312,6 +381,32 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(models.RunLogLine).values(rows).on_conflict_do_nothing()
     session.execute(stmt)
+
+
+def _check_batch(lines: Sequence[dict[str, Any]]) -> None:
+    if len(lines) > MAX_LOG_LINES_PER_BATCH:
+        raise errors.InvalidInput(f"At most {MAX_LOG_LINES_PER_BATCH} log lines per batch.")
+
+
+def _store_lines(
+    session: Session, run: models.Run, attempt_seq: int, lines: Sequence[dict[str, Any]]
+) -> None:
+    """Insert an attempt's log lines; a line number seen before is a re-send, skipped."""
+    if not lines:
+        return
+    rows = [
+        {
+            "account_id": run.account_id,
+            "run_id": run.id,
+            "line_num": line["line_num"],
+            "attempt_seq": attempt_seq,
+            "channel": line["channel"],
+            "content": line["content"][:MAX_LINE_CHARS],
+            "reported_at": line["reported_at"],
+        }
+        for line in lines
+    ]
+    _insert_ignoring_duplicates(session, rows)
 
 
 def ingest_logs(
@@ -323,26 +418,13 @@ def ingest_logs(
     fencing_token: str,
     lines: list[dict[str, Any]],
 ) -> int:
-    if len(lines) > MAX_LOG_LINES_PER_BATCH:
-        raise errors.InvalidInput(f"At most {MAX_LOG_LINES_PER_BATCH} log lines per batch.")
+    _check_batch(lines)
     if not lines:
         return 0
     with ctx.sessions.begin() as session:
         run = _held_run(session, who, run_id)
         _current_attempt(session, run, attempt_seq, fencing_token)
-        rows = [
-            {
-                "account_id": run.account_id,
-                "run_id": run.id,
-                "line_num": line["line_num"],
-                "attempt_seq": attempt_seq,
-                "channel": line["channel"],
-                "content": line["content"][:MAX_LINE_CHARS],
-                "reported_at": line["reported_at"],
-            }
-            for line in lines
-        ]
-        _insert_ignoring_duplicates(session, rows)
+        _store_lines(session, run, attempt_seq, lines)
     ctx.notifier.notify(run_topic(run_id))
     return len(lines)
 
