@@ -33,7 +33,9 @@ PG_TEMPLATE_DB = "tower_tmpl"
 
 
 class MakeDatabaseUrl(Protocol):
-    def __call__(self, dialect: str, *, migrated: bool = True) -> str: ...
+    def __call__(
+        self, dialect: str, *, migrated: bool = True, template: str | None = None
+    ) -> str: ...
 
 
 @pytest.fixture(autouse=True)
@@ -81,21 +83,23 @@ def make_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     """Factory of fresh databases: `make_database_url("sqlite" | "postgresql", migrated=True)`.
 
     Each call returns the URL of a new database (migrated to head unless
-    `migrated=False`, then empty); PostgreSQL ones are dropped after the test.
+    `migrated=False`, then empty; a copy of `template` — a SQLite file or a PostgreSQL
+    database name — when given); PostgreSQL ones are dropped after the test.
     Only the dialects actually asked for are started.
     """
     counter = itertools.count()
     pg_databases: list[tuple[pg.PgCluster, str]] = []
 
-    def make(dialect: str, *, migrated: bool = True) -> str:
+    def make(dialect: str, *, migrated: bool = True, template: str | None = None) -> str:
         if dialect == "sqlite":
             path = tmp_path / f"tower-{next(counter)}.db"
-            if migrated:
-                shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+            if template or migrated:
+                shutil.copyfile(template or request.getfixturevalue("sqlite_template"), path)
             return f"sqlite:///{path}"
         if dialect == "postgresql":
             cluster: pg.PgCluster = request.getfixturevalue("pg_cluster")
-            template = request.getfixturevalue("pg_template") if migrated else None
+            if template is None and migrated:
+                template = request.getfixturevalue("pg_template")
             name = f"t_{uuid.uuid4().hex}"
             cluster.create_database(name, template=template)
             pg_databases.append((cluster, name))

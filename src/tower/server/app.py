@@ -100,7 +100,7 @@ async def _run_clock(ctx: ServerContext) -> None:
             await wait_for(woken, max(wait, 0.01))
 
 
-def _load_server_keys(ctx: ServerContext) -> None:
+def load_server_keys(ctx: ServerContext) -> None:
     """Create or open the server's long-term keys before the first request, so no use
     case ever makes one inside its own write transaction."""
     vault.server_private_key(ctx)
@@ -145,7 +145,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = app.state.context
         ctx.notifier.bind(asyncio.get_running_loop())
-        await run_in_threadpool(_load_server_keys, ctx)
+        await run_in_threadpool(load_server_keys, ctx)
         await run_in_threadpool(_extend_leases, ctx)
         clock = asyncio.create_task(_run_clock(ctx))
         scheduler = (
