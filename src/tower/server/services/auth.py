@@ -207,8 +207,8 @@ def mint_runner_credential(
 EMBEDDED_RUNNER_NAME = "embedded-runner"
 
 
-def rotate_embedded_runner_credential(ctx: ServerContext) -> str:
-    """A fresh token for `tower up`'s own runner; earlier ones stop working."""
+def rotate_embedded_runner_credential(ctx: ServerContext) -> runner_credentials.IssuedCredential:
+    """A fresh credential for `tower up`'s own runner; earlier ones stop working."""
     with ctx.sessions.begin() as session:
         session.execute(
             update(models.RunnerCredential)
@@ -218,4 +218,4 @@ def rotate_embedded_runner_credential(ctx: ServerContext) -> str:
             )
             .values(revoked_at=utcnow())
         )
-    return mint_runner_credential(ctx, name=EMBEDDED_RUNNER_NAME, account_id=None)
+    return runner_credentials.mint(ctx, name=EMBEDDED_RUNNER_NAME, account_id=None)
