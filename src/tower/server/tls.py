@@ -3,8 +3,10 @@
 * `TOWER_TLS_CERT_FILE` / `TOWER_TLS_KEY_FILE`: the API serves HTTPS.
 * `TOWER_RUNNER_MTLS=required` (needs the two above and `TOWER_RUNNER_PORT`): a second
   listener on the runner port asks every client for a certificate issued by the control
-  plane's own CA (`services.vault.runner_ca`) and refuses the handshake without one;
-  `/v1/runner/*` answers only there (`RunnerListenerGuard`).
+  plane's own CA (`services.vault.runner_ca`); a certificate of anyone else fails the
+  handshake. `/v1/runner/*` answers only there, and only to a client that presented one
+  (`RunnerListenerGuard`); without one the runner gets a 403 saying what to set, which
+  a refused handshake could not tell it.
 
 uvicorn does not pass the peer certificate to the app, so the runner listener uses
 `ClientCertH11Protocol`, which adds it as the ASGI "tls" extension
@@ -14,6 +16,7 @@ the certificate is the one issued with the runner's token.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -91,14 +94,14 @@ def ssl_options(settings: ServerSettings) -> dict[str, Any]:
 
 
 def runner_listener_options(settings: ServerSettings, ca_certificate_pem: str) -> dict[str, Any]:
-    """uvicorn.Config arguments for the runner listener: a client certificate from our CA
-    is required to complete the handshake."""
+    """uvicorn.Config arguments for the runner listener: a client certificate, if one is
+    presented, must come from our CA (the guard then requires one for runner paths)."""
     ca_file = settings.home_dir / CA_FILE_NAME
     ca_file.write_text(ca_certificate_pem)
     return {
         **ssl_options(settings),
         "port": settings.runner_port,
-        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
         "ssl_ca_certs": str(ca_file),
         "http": ClientCertH11Protocol,
     }
@@ -141,37 +144,39 @@ class RunnerListenerGuard:
         self.runner_port = runner_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"].startswith(RUNNER_PATH_PREFIX)
-            and not self._on_runner_listener(scope)
-        ):
-            await _refuse(send)
-            return
+        if scope["type"] == "http" and scope["path"].startswith(RUNNER_PATH_PREFIX):
+            server = scope.get("server")
+            if not (server and server[1] == self.runner_port):
+                await _refuse(send, _WRONG_LISTENER)
+                return
+            if client_certificate(scope) is None:
+                await _refuse(send, _NO_CERTIFICATE)
+                return
         await self.app(scope, receive, send)
 
-    def _on_runner_listener(self, scope: Scope) -> bool:
-        server = scope.get("server")
-        return bool(server and server[1] == self.runner_port and client_certificate(scope))
 
-
-_REFUSAL = (
-    b'{"message":"Runner endpoints require mutual TLS on this control plane: point the '
-    b"runner's TOWER_URL at the runner listener (the runner_service_url of `tower runners "
-    b'credentials`) and give it TOWER_RUNNER_CERT_FILE and TOWER_RUNNER_KEY_FILE.",'
-    b'"error_id":"mtls_required"}'
+_WRONG_LISTENER = (
+    "Runner endpoints require mutual TLS on this control plane: point the runner's "
+    "TOWER_URL at the runner listener (the runner_service_url of `tower runners "
+    "credentials`) and give it TOWER_RUNNER_CERT_FILE and TOWER_RUNNER_KEY_FILE."
+)
+_NO_CERTIFICATE = (
+    "This runner listener requires a client certificate (mutual TLS): set "
+    "TOWER_RUNNER_CERT_FILE and TOWER_RUNNER_KEY_FILE to the certificate and key of "
+    "`tower runners credentials`."
 )
 
 
-async def _refuse(send: Send) -> None:
+async def _refuse(send: Send, message: str) -> None:
+    body = json.dumps({"message": message, "error_id": "mtls_required"}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": 403,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(_REFUSAL)).encode()),
+                (b"content-length", str(len(body)).encode()),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _REFUSAL})
+    await send({"type": "http.response.body", "body": body})
