@@ -4,18 +4,25 @@ client certificates the control plane issues with runner credentials."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
 from tests.e2e.cluster import ADMIN_KEY, Cluster
 from tests.e2e.conftest import write_app
 from tests.live import BIN, free_port
 from tests.tls_certs import ServerCertificate, make_server_certificate
+from tower.server.app import build_context
+from tower.server.settings import ServerSettings
+from tower.server.store import models
 
 EXIT_WAIT_S = 20.0
 
@@ -177,3 +184,78 @@ def _context(cert: ServerCertificate, client_cert: str, client_key: str) -> ssl.
     context = ssl.create_default_context(cafile=str(cert.ca_file))
     context.load_cert_chain(client_cert, client_key)
     return context
+
+
+def _make_rotation_due(cluster: Cluster, name: str) -> None:
+    """Age the credential so that two thirds of its lifetime have passed (instead of
+    waiting 16 hours)."""
+    ctx = build_context(ServerSettings(home=Path(cluster.env["TOWER_HOME"])))
+    now = datetime.now(UTC)
+    with ctx.sessions.begin() as session:
+        session.execute(
+            update(models.RunnerCredential)
+            .where(models.RunnerCredential.name == name)
+            .values(created_at=now - timedelta(hours=20), expires_at=now + timedelta(hours=4))
+        )
+
+
+def _credential_count(cluster: Cluster, name: str) -> int:
+    ctx = build_context(ServerSettings(home=Path(cluster.env["TOWER_HOME"])))
+    with ctx.sessions.begin() as session:
+        rows = session.scalars(
+            select(models.RunnerCredential).where(models.RunnerCredential.name == name)
+        ).all()
+        return len(rows)
+
+
+def test_a_runner_rotates_its_credential_and_certificate_and_keeps_working(
+    tmp_path: Path, cert: ServerCertificate
+) -> None:
+    cluster = _tls_cluster(
+        tmp_path,
+        cert,
+        TOWER_RUNNER_MTLS="required",
+        TOWER_RUNNER_PORT=str(free_port()),
+        TOWER_RUNNER_CREDENTIAL_OVERLAP_SECONDS="1",
+    )
+    try:
+        edge = _mint(cluster, tmp_path / "creds", "edge")
+        _make_rotation_due(cluster, "edge")
+        runner_env = {
+            "TOWER_URL": edge["url"],
+            "TOWER_RUNNER_TOKEN": edge["token"],
+            "TOWER_CA_BUNDLE": str(cert.ca_file),
+            "TOWER_RUNNER_CERT_FILE": edge["cert"],
+            "TOWER_RUNNER_KEY_FILE": edge["key"],
+        }
+        runner = cluster.start_runner(**runner_env)
+        saved = Path(cluster.env["TOWER_HOME"]) / "runner" / "credential.json"
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while not saved.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert saved.exists(), cluster.log("runner-0.log")
+        rotated = json.loads(saved.read_text())
+        assert rotated["token"] != edge["token"] and _credential_count(cluster, "edge") == 2
+        assert oct(saved.stat().st_mode & 0o777) == "0o600"
+        time.sleep(1.5)  # the overlap passes: the configured token no longer works
+
+        with httpx.Client(verify=_context(cert, edge["cert"], edge["key"])) as old:
+            refused = old.post(
+                f"{edge['url']}/v1/runner/register",
+                json={"name": "r", "public_key": "x"},
+                headers={"Authorization": f"Bearer {edge['token']}"},
+            )
+        assert refused.status_code == 401 and "expired" in refused.json()["message"]
+        run = _run_app_to_the_end(cluster, tmp_path / "apps")
+        assert run["status"] == "exited", cluster.logs()
+
+        # Restarted with the same (now retired) configuration, it goes on with the
+        # rotated credential: the configured token alone would be refused.
+        cluster.kill_runner(runner)
+        cluster.start_runner(**runner_env)
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while "registered as" not in cluster.log("runner-1.log"):
+            assert time.monotonic() < deadline, cluster.log("runner-1.log")
+            time.sleep(0.1)
+    finally:
+        cluster.stop()
