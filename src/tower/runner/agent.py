@@ -675,6 +675,9 @@ class RegistrationRejected(SettingsError):
 
 
 def _registration_error(exc: Exception) -> TowerError:
+    if isinstance(exc, ApiError) and exc.status == 403 and "mutual TLS" in exc.detail:
+        # The token is fine; the connection lacks the client certificate.
+        return SettingsError(f"The control plane refused the runner: {exc.detail}")
     if isinstance(exc, ApiError) and exc.status in (401, 403):
         return RegistrationRejected(
             f"The control plane rejected the runner token ({exc.status}: {exc.detail}). "
