@@ -41,6 +41,14 @@ def _tls_cluster(root: Path, cert: ServerCertificate, **extra: str) -> Cluster:
     return cluster
 
 
+def _stop(cluster: Cluster) -> None:
+    # A graceful runner stop waits out its claim long poll; nothing here needs one.
+    for runner in cluster.runners:
+        if runner.poll() is None:
+            cluster.kill_runner(runner)
+    cluster.stop()
+
+
 @pytest.fixture
 def cert(tmp_path: Path) -> ServerCertificate:
     return make_server_certificate(tmp_path / "tls")
@@ -52,7 +60,7 @@ def https_cluster(tmp_path: Path, cert: ServerCertificate) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        cluster.stop()
+        _stop(cluster)
 
 
 def _run_app_to_the_end(cluster: Cluster, root: Path) -> dict:
@@ -112,7 +120,7 @@ def mtls_cluster(tmp_path: Path, cert: ServerCertificate) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        cluster.stop()
+        _stop(cluster)
 
 
 def _mint(cluster: Cluster, directory: Path, name: str) -> dict[str, str]:
@@ -258,4 +266,27 @@ def test_a_runner_rotates_its_credential_and_certificate_and_keeps_working(
             assert time.monotonic() < deadline, cluster.log("runner-1.log")
             time.sleep(0.1)
     finally:
-        cluster.stop()
+        _stop(cluster)
+
+
+def test_a_key_that_does_not_match_the_certificate_stops_the_server_with_a_clear_error(
+    tmp_path: Path, cert: ServerCertificate
+) -> None:
+    other = make_server_certificate(tmp_path / "other", "other")
+    cluster = Cluster(tmp_path)
+    env = {
+        **cluster.env,
+        "TOWER_TLS_CERT_FILE": str(cert.cert_file),
+        "TOWER_TLS_KEY_FILE": str(other.key_file),
+    }
+    started = subprocess.run(
+        [str(BIN / "tower"), "server", "--port", str(cluster.port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = started.stdout + started.stderr
+    assert started.returncode == 1, output
+    assert "cannot be used together" in output and "TOWER_TLS_KEY_FILE" in output
+    assert "Traceback" not in output
