@@ -10,8 +10,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
-
 from tests.tls_certs import make_server_certificate
+
 from tower.client._http import TlsSettingsError, ssl_context
 from tower.core import certificates
 from tower.core.errors import InvalidInput
@@ -149,7 +149,7 @@ def test_runner_tls_settings(tmp_path: Path, server_cert) -> None:  # type: igno
     assert settings.client_certificate == (server_cert.cert_file, server_cert.key_file)
 
     missing = {"TOWER_CA_BUNDLE": str(tmp_path / "missing.pem")}
-    with pytest.raises(SettingsError, match="TOWER_CA_BUNDLE=.*missing.pem: no such file"):
+    with pytest.raises(SettingsError, match=r"TOWER_CA_BUNDLE=.*missing\.pem: no such file"):
         RunnerSettings.from_env(missing, dotenv_path=tmp_path / "none")
     half = {"TOWER_RUNNER_CERT_FILE": str(server_cert.cert_file)}
     with pytest.raises(SettingsError, match="Set both TOWER_RUNNER_CERT_FILE and TOWER_RUNNER_KEY"):

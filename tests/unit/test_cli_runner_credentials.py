@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.unit.cli_fakes import isolate_config, serve, tower
 
 
