@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,15 @@ class Cluster:
     server: subprocess.Popen[bytes] | None = None
     runners: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _runner_token: str | None = None
+    #: extra TOWER_* settings of the control plane (e.g. its TLS certificate)
+    server_env: dict[str, str] = field(default_factory=dict)
+    #: what the test's own clients verify the control plane's HTTPS certificate with
+    verify: ssl.SSLContext | bool = True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "TOWER_TLS_CERT_FILE" in self.server_env else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -62,13 +68,15 @@ class Cluster:
         )
 
     def start_server(self) -> None:
-        self.server = self._spawn(["server", "--port", str(self.port)], "server.log", self.env)
+        env = {**self.env, **self.server_env}
+        self.server = self._spawn(["server", "--port", str(self.port)], "server.log", env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
                 raise RuntimeError(f"tower server exited:\n{self.log('server.log')}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                healthz = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify)
+                if healthz.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -125,7 +133,12 @@ class Cluster:
         return sorted(self.root.glob("*.log"))
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.url}/v1", headers={"X-API-Key": ADMIN_KEY}, timeout=30)
+        return httpx.Client(
+            base_url=f"{self.url}/v1",
+            headers={"X-API-Key": ADMIN_KEY},
+            timeout=30,
+            verify=self.verify,
+        )
 
     def deploy(self, api: httpx.Client, app_dir: Path) -> None:
         """Create (if needed) and deploy the app in `app_dir`, named after the directory."""

@@ -69,7 +69,9 @@ def make_api(config: Config | None = None) -> TowerApi:
     config = config or load_config()
     if not config.has_credentials:
         raise Unauthenticated(NOT_LOGGED_IN)
-    return TowerApi(config.url, api_key=config.api_key, jwt=config.jwt)
+    # TOWER_CA_BUNDLE: the CA of a control plane whose certificate is not publicly trusted.
+    ca_bundle = os.environ.get("TOWER_CA_BUNDLE") or None
+    return TowerApi(config.url, api_key=config.api_key, jwt=config.jwt, ca_bundle=ca_bundle)
 
 
 def _session_path(env: Mapping[str, str]) -> Path:

@@ -6,6 +6,8 @@ your runs may use the installation's shared runners.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -46,22 +48,65 @@ def list_command(as_json: bool) -> None:
 @runners_group.command("credentials")
 @click.option("-n", "--name", help="A name for the runner (shown by `tower runners list`).")
 @click.option("--ttl-days", type=click.IntRange(1, 3650), help="Expire the token after N days.")
-def credentials_command(name: str | None, ttl_days: int | None) -> None:
+@click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write the client certificate, its key and the CA (HTTPS control planes).",
+)
+def credentials_command(name: str | None, ttl_days: int | None, cert_dir: Path) -> None:
     """Create credentials for a self-hosted runner of your account.
 
-    Prints the lines of the runner's `.env` file; the token is shown only once.
+    Prints the lines of the runner's `.env` file; the token and the client
+    certificate's private key are shown only once. For a control plane on HTTPS the
+    certificate, key and CA are written to files in --cert-dir (the key 0600).
     """
     with output.spinner("Creating runner credentials..."):
         credentials = api().create_runner_credentials(name, ttl_days)
     output.success(f'Runner credentials "{credentials.get("name")}" were created')
+    url = str(credentials.get("runner_service_url", ""))
+    files = _write_certificate_files(credentials, cert_dir) if url.startswith("https:") else {}
     output.info("Put these lines in the runner's .env file (or its environment):")
-    click.echo(f"TOWER_URL={credentials.get('runner_service_url', '')}")
+    click.echo(f"TOWER_URL={url}")
     click.echo(f"TOWER_RUNNER_TOKEN={credentials.get('token', '')}")
     if credentials.get("package_signing_key"):
         click.echo(f"TOWER_RUNNER_PACKAGE_KEY={credentials['package_signing_key']}")
+    for variable, path in files.items():
+        click.echo(f"{variable}={path}")
     if credentials.get("expires_at"):
-        output.info(f"The token expires at {credentials['expires_at']}.")
+        output.info(
+            f"The token expires at {credentials['expires_at']}; a running runner rotates it "
+            "before then."
+        )
     output.info("Then start it with `tower runner start`.")
+
+
+def _write_certificate_files(credentials: dict[str, Any], directory: Path) -> dict[str, Path]:
+    """The client certificate and key (for mutual TLS) and the CA that issued them, as
+    files; the settings naming them."""
+    if not (credentials.get("certificate") and credentials.get("private_key")):
+        return {}
+    stem = _file_stem(str(credentials.get("name") or "runner"))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert = _write(directory / f"{stem}.crt", credentials["certificate"], 0o644)
+    key = _write(directory / f"{stem}.key", credentials["private_key"], 0o600)
+    if credentials.get("root_ca"):
+        ca = _write(directory / f"{stem}-runner-ca.pem", credentials["root_ca"], 0o644)
+        output.info(f"The runner CA (it issued the client certificate) is in {ca}.")
+    return {"TOWER_RUNNER_CERT_FILE": cert.resolve(), "TOWER_RUNNER_KEY_FILE": key.resolve()}
+
+
+def _file_stem(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".") or "runner"
+
+
+def _write(path: Path, text: str, mode: int) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+    return path
 
 
 @runners_group.command("self-hosted-only")

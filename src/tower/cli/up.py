@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -61,13 +63,36 @@ def server_command(host: str | None, port: int | None) -> None:
         serve(settings, ctx).run()
 
 
-def _start_runner(url: str, token: str, home: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TOWER_URL": url, "TOWER_RUNNER_TOKEN": token, "TOWER_HOME": home}
+def _start_runner(url: str, credential: Any, home: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TOWER_URL": url,
+        "TOWER_RUNNER_TOKEN": credential.token,
+        "TOWER_HOME": str(home),
+    }
+    if url.startswith("https:"):
+        # Under mutual TLS the runner listener wants the certificate minted with the token.
+        env.update(_embedded_certificate_files(credential, home / "runner"))
     env.setdefault("TOWER_RUNNER_NAME", "embedded")
     # The shell's TOWER_ENVIRONMENT picks the CLI's environment; it must not turn the
     # embedded runner into one that serves only that environment.
     env.pop("TOWER_ENVIRONMENT", None)
     return subprocess.Popen([sys.executable, "-m", "tower.cli.main", "runner", "start"], env=env)
+
+
+def _embedded_certificate_files(credential: Any, directory: Path) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for variable, name, text in (
+        ("TOWER_RUNNER_CERT_FILE", "embedded.crt", credential.certificate.certificate_pem),
+        ("TOWER_RUNNER_KEY_FILE", "embedded.key", credential.certificate.private_key_pem),
+    ):
+        path = directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        files[variable] = str(path)
+    return files
 
 
 def _stop_runner(process: subprocess.Popen[bytes]) -> None:
@@ -85,7 +110,9 @@ def _wait_healthy(url: str) -> bool:
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            # TOWER_CA_BUNDLE: a certificate of the operator's own CA (else the system's).
+            verify = os.environ.get("TOWER_CA_BUNDLE") or True
+            if httpx.get(f"{url}/healthz", timeout=2, verify=verify).status_code == 200:
                 return True
         except httpx.TransportError:
             pass
@@ -99,7 +126,10 @@ def _log_in_cli(ctx: object, url: str, email: str) -> str:
 
     jwt = sessions.open_cli_session(ctx, email)
     response = httpx.get(
-        f"{url}/v1/session", headers={"Authorization": f"Bearer {jwt}"}, timeout=10
+        f"{url}/v1/session",
+        headers={"Authorization": f"Bearer {jwt}"},
+        timeout=10,
+        verify=os.environ.get("TOWER_CA_BUNDLE") or True,
     )
     response.raise_for_status()
     path = cli_session.session_path()
@@ -119,7 +149,7 @@ def up_command(host: str | None, port: int | None) -> None:
     ctx = build_context(settings)
     boot = accounts.bootstrap(ctx)
     url = settings.resolved_public_url
-    token = auth.rotate_embedded_runner_credential(ctx)
+    credential = auth.rotate_embedded_runner_credential(ctx)
     server = serve(settings, ctx)
     runner: list[subprocess.Popen[bytes]] = []
 
@@ -128,7 +158,8 @@ def up_command(host: str | None, port: int | None) -> None:
             time.sleep(0.05)
         if server.should_exit:
             return
-        runner.append(_start_runner(url, token, str(settings.home_dir)))
+        runner_url = settings.resolved_runner_url
+        runner.append(_start_runner(runner_url, credential, settings.home_dir))
         if not _wait_healthy(url):
             click.echo("The local runner did not come online; see its output above.", err=True)
             return

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tower.core.errors import TowerError
 
 DEFAULT_TIMEOUT_S = 30.0
 USER_AGENT = "tower-oss-client"
@@ -31,6 +35,69 @@ class ApiError(Exception):
 
 class ConnectionFailed(Exception):
     """The Tower API could not be reached."""
+
+
+class TlsFailed(ConnectionFailed):
+    """The TLS handshake failed: retrying will not help until a setting is fixed."""
+
+
+class TlsSettingsError(TowerError):
+    """A CA bundle or client certificate setting names something unusable."""
+
+    code = "tls_settings"
+
+
+#: (certificate file, key file) a client presents for mutual TLS
+ClientCertificate = tuple[str | Path, str | Path]
+
+
+def ssl_context(
+    ca_bundle: str | Path | None = None, client_certificate: ClientCertificate | None = None
+) -> ssl.SSLContext:
+    """Verification against `ca_bundle` (TOWER_CA_BUNDLE), else the system trust store;
+    `client_certificate` is presented when the server asks (mutual TLS)."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSettingsError(
+            f"TOWER_CA_BUNDLE={ca_bundle} cannot be used ({exc}): it must be a PEM file of "
+            "the CA certificate(s) that signed the control plane's certificate."
+        ) from exc
+    if client_certificate is not None:
+        cert, key = client_certificate
+        try:
+            context.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSettingsError(
+                f"TOWER_RUNNER_CERT_FILE={cert} and TOWER_RUNNER_KEY_FILE={key} cannot be used "
+                f"({exc}): they must be the PEM certificate and private key of the same "
+                "`tower runners credentials` output."
+            ) from exc
+    return context
+
+
+def _tls_problem(url: str, exc: httpx.TransportError) -> str | None:
+    """A clear explanation when `exc` is a TLS failure, naming the setting to fix."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause or exc)
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        reason = getattr(cause, "verify_message", None) or text
+        return (
+            f"The TLS certificate of {url} could not be verified ({reason}). If the control "
+            "plane's certificate comes from your own CA, set TOWER_CA_BUNDLE to that CA's PEM "
+            "file; check that TOWER_URL names the host the certificate was issued for."
+        )
+    if "CERTIFICATE_REQUIRED" in text.upper().replace(" ", "_"):
+        return (
+            f"{url} requires a runner client certificate (mutual TLS) and none was accepted "
+            f"({text}). Set TOWER_RUNNER_CERT_FILE and TOWER_RUNNER_KEY_FILE to the "
+            "certificate and key of `tower runners credentials`."
+        )
+    if cause is not None:
+        return f"The TLS connection to {url} failed ({text}). Check TOWER_URL and TOWER_CA_BUNDLE."
+    return None
 
 
 def api_base(url: str) -> str:
@@ -64,6 +131,8 @@ class HttpClient:
         url: the server URL (any path is replaced by `/v1`).
         api_key: sent as `X-API-Key`.
         token: a JWT or runner token, sent as `Authorization: Bearer`.
+        ca_bundle: PEM CA certificates to verify HTTPS with (default: the system's).
+        client_certificate: (cert file, key file) presented under mutual TLS.
         transport: an httpx transport, for tests.
     """
 
@@ -75,6 +144,8 @@ class HttpClient:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        ca_bundle: str | Path | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         headers = {"User-Agent": USER_AGENT}
         if token:
@@ -82,14 +153,24 @@ class HttpClient:
         elif api_key:
             headers["X-API-Key"] = api_key
         self.url = url.rstrip("/")
+        verify: ssl.SSLContext | bool = True
+        if httpx.URL(url).scheme == "https":
+            verify = ssl_context(ca_bundle, client_certificate)
         self.http = httpx.Client(
-            base_url=api_base(url), headers=headers, timeout=timeout, transport=transport
+            base_url=api_base(url),
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=verify,
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            tls_problem = _tls_problem(self.url, exc)
+            if tls_problem:
+                raise TlsFailed(tls_problem) from exc
             raise ConnectionFailed(
                 f"Could not reach the Tower API at {self.url} ({exc}). "
                 "Is the server running (`tower up`) and TOWER_URL right?"

@@ -107,9 +107,12 @@ class TowerApi:
         api_key: str | None = None,
         jwt: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.url = url
-        self._http = HttpClient(url, api_key=api_key, token=jwt, transport=transport)
+        self._http = HttpClient(
+            url, api_key=api_key, token=jwt, transport=transport, ca_bundle=ca_bundle
+        )
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -7,11 +7,13 @@ or :class:`tower.client.ConnectionFailed` (the server could not be reached).
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tower.client._http import DEFAULT_TIMEOUT_S, HttpClient
+from tower.client._http import DEFAULT_TIMEOUT_S, ClientCertificate, HttpClient
 
 #: extra read time on top of a long-poll wait, so the server answers before we give up (s)
 CLAIM_READ_MARGIN_S = 15.0
@@ -19,6 +21,9 @@ CLAIM_READ_MARGIN_S = 15.0
 MAX_CLAIM_WAIT_S = 60.0
 #: read timeout for package downloads, which may be large (s)
 DOWNLOAD_TIMEOUT_S = 300.0
+#: a replaced connection pool is closed this long after rotation, once the long polls
+#: and downloads still using it are over (s)
+RETIRED_CLIENT_CLOSE_S = MAX_CLAIM_WAIT_S + CLAIM_READ_MARGIN_S + DOWNLOAD_TIMEOUT_S
 
 
 class RunnerApi:
@@ -28,6 +33,8 @@ class RunnerApi:
         url: the control plane URL (any path is replaced by `/v1`).
         token: the runner token (`rt-…`).
         transport: an httpx transport, for tests.
+        ca_bundle: PEM CA certificates to verify the control plane with (TOWER_CA_BUNDLE).
+        client_certificate: (cert file, key file) for mutual TLS.
     """
 
     def __init__(
@@ -37,9 +44,38 @@ class RunnerApi:
         transport: httpx.BaseTransport | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        ca_bundle: str | Path | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         self.timeout_s = timeout
-        self.http = HttpClient(url, token=token, timeout=timeout, transport=transport)
+        self._transport = transport
+        self._ca_bundle = ca_bundle
+        self.http = self._client(url, token, client_certificate)
+
+    def _client(
+        self, url: str, token: str, client_certificate: ClientCertificate | None
+    ) -> HttpClient:
+        return HttpClient(
+            url,
+            token=token,
+            timeout=self.timeout_s,
+            transport=self._transport,
+            ca_bundle=self._ca_bundle,
+            client_certificate=client_certificate,
+        )
+
+    def use_credentials(
+        self, token: str, client_certificate: ClientCertificate | None = None
+    ) -> None:
+        """Send every later request with a new (rotated) token and certificate.
+
+        Calls already in flight finish on the old connections, which close later.
+        """
+        retired = self.http
+        self.http = self._client(retired.url, token, client_certificate)
+        closer = threading.Timer(RETIRED_CLIENT_CLOSE_S, retired.close)
+        closer.daemon = True
+        closer.start()
 
     @property
     def url(self) -> str:
@@ -149,6 +185,11 @@ class RunnerApi:
             "/runner/heartbeat", body, timeout=self._long_poll_timeout(wait)
         )
         return [str(run_id) for run_id in (answer or {}).get("cancel") or []]
+
+    def rotate_credentials(self) -> dict[str, Any]:
+        """A new credential replacing this one: `{token, certificate, private_key, root_ca,
+        expires_at, credential_rotate_after, …}`; the current one keeps working briefly."""
+        return self.http.post_json("/runner/credentials/rotate")["credentials"]
 
     def _long_poll_timeout(self, wait: float) -> httpx.Timeout:
         return httpx.Timeout(self.timeout_s, read=wait + CLAIM_READ_MARGIN_S)

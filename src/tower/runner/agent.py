@@ -34,10 +34,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tower.client import ApiError, ConnectionFailed
+from tower.client import ApiError, ConnectionFailed, TlsFailed
 from tower.client.runner_api import RunnerApi
 from tower.core.crypto import (
     generate_rsa_private_key,
@@ -146,7 +147,8 @@ def is_transient(exc: Exception) -> bool:
     """A failure worth retrying: the server is unreachable, overloaded or failing."""
     if isinstance(exc, ApiError):
         return exc.status >= 500 or exc.status in (408, 429)
-    return isinstance(exc, ConnectionFailed)
+    # A TLS failure (untrusted certificate, client certificate refused) needs a fix.
+    return isinstance(exc, ConnectionFailed) and not isinstance(exc, TlsFailed)
 
 
 class Agent:
@@ -161,10 +163,22 @@ class Agent:
         claim_wait_s: float = CLAIM_WAIT_S,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         sandbox: Sandbox | None = None,
+        credential_origin: runner_credentials.Origin | None = None,
     ) -> None:
         self.settings = settings
         self._owns_api = api is None
-        self.api = api or RunnerApi(settings.url, settings.require_token())
+        self.api = api or RunnerApi(
+            settings.url,
+            settings.require_token(),
+            ca_bundle=settings.ca_bundle,
+            client_certificate=settings.client_certificate,
+        )
+        #: where a rotated credential is saved (see `runner_credentials.resolve`)
+        self.credential_origin = credential_origin or runner_credentials.Origin(
+            settings.url, runner_credentials.token_digest(settings.require_token())
+        )
+        #: when to rotate the credential (None: it never expires); set at registration
+        self.rotate_after: datetime | None = None
         self.venvs = venvs or VenvCache(
             settings.venvs_dir,
             uv_cache_dir=settings.uv_cache_dir,
@@ -266,6 +280,7 @@ class Agent:
         self.package_key = self.settings.package_key or announced
         interval = answer.get("heartbeat_interval_seconds") or DEFAULT_HEARTBEAT_INTERVAL_S
         self.heartbeat_interval_s = float(interval)
+        self.rotate_after = _moment(answer.get("credential_rotate_after"))
         self.registered.set()
         logger.info("runner %s registered as %s", self.settings.name, self.runner_id)
 
@@ -604,8 +619,32 @@ class Agent:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             backoff = BACKOFF_START_S
+            self._rotate_if_due()
             if not self._cancel_named(to_cancel):
                 self._pace_heartbeat(started)
+
+    # ------------------------------------------------------------------ credentials
+
+    def _rotate_if_due(self) -> None:
+        """Swap in a new credential once most of the current one's lifetime has passed;
+        runs in progress keep going (requests in flight finish with the old one)."""
+        if self.rotate_after is None or datetime.now(UTC) < self.rotate_after:
+            return
+        try:
+            answer = self.api.rotate_credentials()
+        except (ApiError, ConnectionFailed) as exc:
+            logger.warning(
+                "credential rotation failed (%s); retrying after the next heartbeat", exc
+            )
+            return
+        self.settings = runner_credentials.save_rotated(
+            self.settings, self.credential_origin, answer
+        )
+        self.api.use_credentials(self.settings.require_token(), self.settings.client_certificate)
+        self.rotate_after = _moment(answer.get("credential_rotate_after"))
+        logger.info(
+            "rotated the runner credential; the new one expires at %s", answer.get("expires_at")
+        )
 
     def _beat(self) -> list[str]:
         assert self.runner_id is not None
@@ -670,6 +709,17 @@ class Agent:
             worker.join()
 
 
+def _moment(value: object) -> datetime | None:
+    """An ISO timestamp of the control plane, or None (absent or unreadable)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _decode_inline(value: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
@@ -682,6 +732,9 @@ class RegistrationRejected(SettingsError):
 
 
 def _registration_error(exc: Exception) -> TowerError:
+    if isinstance(exc, ApiError) and exc.status == 403 and "mutual TLS" in exc.detail:
+        # The token is fine; the connection lacks the client certificate.
+        return SettingsError(f"The control plane refused the runner: {exc.detail}")
     if isinstance(exc, ApiError) and exc.status in (401, 403):
         return RegistrationRejected(
             f"The control plane rejected the runner token ({exc.status}: {exc.detail}). "
@@ -691,8 +744,8 @@ def _registration_error(exc: Exception) -> TowerError:
     return TowerError(f"Could not register the runner: {exc}")
 
 
-def _run_agent(settings: RunnerSettings) -> int:
-    agent = Agent(settings)
+def _run_agent(resolved: runner_credentials.Resolved) -> int:
+    agent = Agent(resolved.settings, credential_origin=resolved.origin)
     with _signals_stop(agent):
         return agent.run()
 
@@ -719,16 +772,20 @@ def main(settings: RunnerSettings | None = None) -> int:
         # Every long-poll would otherwise log a line at INFO.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        settings, saved = runner_credentials.resolve(settings or RunnerSettings.from_env())
+        configured = settings or RunnerSettings.from_env()
+        resolved = runner_credentials.resolve(configured)
         try:
-            return _run_agent(settings)
+            return _run_agent(resolved)
         except RegistrationRejected:
-            if not saved:
+            if not resolved.from_saved:
                 raise
             logger.info("the saved runner credential was rejected; minting a new one")
-            runner_credentials.forget(settings)
-            settings, _ = runner_credentials.resolve(dataclasses.replace(settings, token=None))
-            return _run_agent(settings)
+            runner_credentials.forget(configured)
+            if configured.token and not configured.api_key:
+                raise
+            return _run_agent(
+                runner_credentials.resolve(dataclasses.replace(configured, token=None))
+            )
     except TowerError as exc:
         logger.error("%s", exc.message)
         return 1

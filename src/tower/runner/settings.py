@@ -120,6 +120,19 @@ class RunnerSettings:
     run_uids: range = field(default_factory=lambda: parse_uid_range(DEFAULT_RUN_UIDS))
     #: TOWER_RUNNER_VENV_CACHE_MAX_MB: LRU-evict venvs beyond this size (None: unbounded)
     venv_cache_max_mb: int | None = DEFAULT_VENV_CACHE_MAX_MB
+    #: TOWER_CA_BUNDLE: PEM CA certificates the control plane's HTTPS certificate is
+    #: checked against (unset: the system trust store)
+    ca_bundle: Path | None = None
+    #: TOWER_RUNNER_CERT_FILE / TOWER_RUNNER_KEY_FILE: the client certificate and key of
+    #: `tower runners credentials`, presented when the control plane requires mutual TLS
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def client_certificate(self) -> tuple[Path, Path] | None:
+        if self.cert_file and self.key_file:
+            return (self.cert_file, self.key_file)
+        return None
 
     @property
     def runner_dir(self) -> Path:
@@ -201,7 +214,27 @@ class RunnerSettings:
             venv_cache_max_mb=_optional_size(
                 values, "TOWER_RUNNER_VENV_CACHE_MAX_MB", DEFAULT_VENV_CACHE_MAX_MB
             ),
+            ca_bundle=_existing_file(values, "TOWER_CA_BUNDLE"),
+            **_client_certificate(values),
         )
+
+
+def _existing_file(values: Mapping[str, str], name: str) -> Path | None:
+    path = _optional_path(values.get(name))
+    if path is not None and not path.is_file():
+        raise SettingsError(f"{name}={path}: no such file.")
+    return path
+
+
+def _client_certificate(values: Mapping[str, str]) -> dict[str, Path | None]:
+    cert = _existing_file(values, "TOWER_RUNNER_CERT_FILE")
+    key = _existing_file(values, "TOWER_RUNNER_KEY_FILE")
+    if (cert is None) != (key is None):
+        raise SettingsError(
+            "Set both TOWER_RUNNER_CERT_FILE and TOWER_RUNNER_KEY_FILE (the certificate and "
+            "private key of `tower runners credentials`), or neither."
+        )
+    return {"cert_file": cert, "key_file": key}
 
 
 def _choice(values: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from tower.core import errors
-from tower.server import keys
+from tower.server import keys, tls
 from tower.server.api import (
     account,
     api_keys,
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 def build_context(settings: ServerSettings) -> ServerContext:
     """Open the database (migrated), keys and blobs; used by the app and by `tower up`."""
+    tls.check_settings(settings)
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
     if settings.storage_url and not settings.storage_url.startswith("file://"):
@@ -105,6 +107,7 @@ def load_server_keys(ctx: ServerContext) -> None:
     case ever makes one inside its own write transaction."""
     vault.server_private_key(ctx)
     vault.package_signing_key(ctx)
+    vault.runner_ca(ctx)
 
 
 def _extend_leases(ctx: ServerContext) -> None:
@@ -116,28 +119,73 @@ def _extend_leases(ctx: ServerContext) -> None:
 
 class TowerServer(uvicorn.Server):
     """uvicorn, but long polls and log streams end as soon as shutdown begins, instead
-    of holding the graceful-shutdown window open until they are cancelled."""
+    of holding the graceful-shutdown window open until they are cancelled.
 
-    def __init__(self, config: uvicorn.Config, context: ServerContext) -> None:
+    Under mutual TLS it also runs the runner listener (`runner_listener`) in the same
+    event loop: it starts once the API is up (keys loaded) and stops with it.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        context: ServerContext,
+        runner_listener: uvicorn.Server | None = None,
+    ) -> None:
         super().__init__(config)
         self.context = context
+        self.runner_listener = runner_listener
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.context.notifier.close()
+        if self.runner_listener is not None:
+            self.runner_listener.should_exit = True
         super().handle_exit(sig, frame)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.runner_listener is None:
+            await super().serve(sockets)
+            return
+        with self.capture_signals():
+            runners = asyncio.create_task(self._serve_runner_listener(self.runner_listener))
+            try:
+                await self._serve(sockets)
+            finally:
+                self.runner_listener.should_exit = True
+                await runners
+
+    async def _serve_runner_listener(self, listener: uvicorn.Server) -> None:
+        while not self.started and not self.should_exit:
+            await asyncio.sleep(0.05)
+        if not self.should_exit:
+            # `_serve`, not `serve`: the API server already owns the signal handlers.
+            await listener._serve()
 
 
 def serve(settings: ServerSettings, context: ServerContext) -> TowerServer:
-    """A server for `create_app(settings, context)` on the configured host and port."""
+    """A server for `create_app(settings, context)` on the configured host and port
+    (HTTPS with a certificate; plus the runner listener under mutual TLS)."""
+    app = create_app(settings, context)
+    common = {"host": settings.host, "log_level": settings.log_level, "access_log": False}
     config = uvicorn.Config(
-        create_app(settings, context),
-        host=settings.host,
+        app,
         port=settings.port,
-        log_level=settings.log_level,
         timeout_graceful_shutdown=5,
-        access_log=False,
+        **common,
+        **tls.ssl_options(settings),
     )
-    return TowerServer(config, context)
+    runner_listener = None
+    if settings.runner_mtls_required:
+        _, ca_certificate = vault.runner_ca(context)
+        runner_config = uvicorn.Config(
+            app,
+            # The API listener runs the app's start-up and shutdown; this one only serves.
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            **common,
+            **tls.runner_listener_options(settings, ca_certificate),
+        )
+        runner_listener = uvicorn.Server(runner_config)
+    return TowerServer(config, context, runner_listener)
 
 
 def create_app(settings: ServerSettings, context: ServerContext | None = None) -> FastAPI:
@@ -192,6 +240,8 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         schedules,
     ):
         app.include_router(module.router)
+    if settings.runner_mtls_required and settings.runner_port:
+        app.add_middleware(tls.RunnerListenerGuard, runner_port=settings.runner_port)
     if settings.rate_limited:
         limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         app.add_middleware(RateLimitMiddleware, limiter=limiter)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,40 @@ class ServerSettings(BaseSettings):
     def rate_limited(self) -> bool:
         return self.rate_limit_per_second > 0 and self.rate_limit_burst > 0
 
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) to serve HTTPS with; unset = plain HTTP "
+        "(fine on loopback only).",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of TOWER_TLS_CERT_FILE.")
+    runner_mtls: str = Field(
+        "off",
+        description="`required`: runner endpoints (/v1/runner/*) only on TOWER_RUNNER_PORT, "
+        "with a client certificate from `tower runners credentials`; `off`: on the API port.",
+    )
+    runner_port: int | None = Field(
+        None,
+        description="Port of the runner listener (mutual TLS) when TOWER_RUNNER_MTLS=required.",
+    )
+    runner_url: str | None = Field(
+        None,
+        description="URL runners reach the runner listener at; default the public URL's host "
+        "on TOWER_RUNNER_PORT.",
+    )
+    runner_credential_overlap_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="After a runner rotates its credential the old one keeps working this long.",
+    )
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def runner_mtls_required(self) -> bool:
+        return self.runner_mtls.strip().lower() == "required"
+
     scheduler_enabled: bool = Field(
         True, description="Fire schedules from this control plane (one leads on PostgreSQL)."
     )
@@ -112,5 +147,20 @@ class ServerSettings(BaseSettings):
     def resolved_public_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://{self._reachable_host}:{self.port}"
+
+    @property
+    def _reachable_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+
+    @property
+    def resolved_runner_url(self) -> str:
+        """Where runners send /v1/runner/*: the runner listener under mutual TLS, else the
+        public URL."""
+        if not self.runner_mtls_required:
+            return self.resolved_public_url
+        if self.runner_url:
+            return self.runner_url.rstrip("/")
+        public = urlsplit(self.resolved_public_url)
+        return f"https://{public.hostname}:{self.runner_port}"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from tower.core import errors
+from tower.server import tls
 from tower.server.services import access, auth
 from tower.server.services.context import Principal, RunnerPrincipal, ServerContext
 
@@ -41,9 +42,11 @@ def get_principal(
 
 
 def get_runner_principal(
-    ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> RunnerPrincipal:
-    return auth.authenticate_runner(ctx, bearer_token(authorization))
+    return auth.authenticate_runner(
+        ctx, bearer_token(authorization), tls.client_certificate(request.scope)
+    )
 
 
 def is_official_cli(request: Request) -> bool:

@@ -12,9 +12,12 @@ from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tower.core.runs import RunStatus
+from tower.server.api import runners as runners_api
 from tower.server.api.deps import ContextDep, RunnerDep
 from tower.server.dispatch.notifier import QUEUE_TOPIC, runner_topic, wait_for
+from tower.server.services import runner_credentials
 from tower.server.services import runners as runners_service
+from tower.server.services.context import RunnerPrincipal
 
 router = APIRouter(prefix="/v1/runner", tags=["runner"])
 
@@ -82,6 +85,22 @@ def register(ctx: ContextDep, who: RunnerDep, body: RegisterParams) -> dict[str,
         "heartbeat_interval_seconds": runners_service.heartbeat_interval(ctx),
         # What assignments' package signatures verify with (a runner may pin it instead).
         "package_signing_key": runners_service.package_verify_key(ctx),
+        # When to call /runner/credentials/rotate (None: the credential never expires).
+        **runner_credentials.rotation_schedule(ctx, who),
+    }
+
+
+@router.post("/credentials/rotate")
+def rotate_credentials(ctx: ContextDep, who: RunnerDep) -> dict[str, Any]:
+    """A new token (and client certificate) replacing the caller's; the old one keeps
+    working for the overlap, then stops."""
+    issued = runner_credentials.rotate(ctx, who)
+    successor = RunnerPrincipal(issued.id, who.account_id, who.credential_id)
+    return {
+        "credentials": {
+            **runners_api.credentials_json(ctx, issued),
+            **runner_credentials.rotation_schedule(ctx, successor),
+        }
     }
 
 

@@ -16,6 +16,8 @@ from tower.server.api.deps import ContextDep, PrincipalDep, scoped
 from tower.server.dispatch.notifier import QUEUE_TOPIC
 from tower.server.services import runner_fleet
 from tower.server.services import runners as runners_service
+from tower.server.services.context import ServerContext
+from tower.server.services.runner_credentials import IssuedCredential
 from tower.server.services.runner_fleet import MAX_CREDENTIAL_NAME, RunnerView
 
 router = APIRouter(prefix="/v1", tags=["runners"])
@@ -70,17 +72,24 @@ def generate_credentials(
     params = body or CredentialParams()
     ttl = timedelta(days=params.ttl_days) if params.ttl_days else None
     minted = runner_fleet.mint_credential(ctx, principal, name=params.name, ttl=ttl)
+    return {"credentials": credentials_json(ctx, minted)}
+
+
+def credentials_json(ctx: ServerContext, issued: IssuedCredential) -> dict[str, Any]:
+    """A runner credential as minted or rotated: token, client certificate and key are
+    shown only in this answer (only the token's hash and the certificate's serial are
+    stored)."""
     return {
-        "credentials": {
-            "name": minted.name,
-            # Shown once: only its hash is stored.
-            "token": minted.token,
-            "runner_service_url": ctx.settings.resolved_public_url,
-            "expires_at": serializers.ts(minted.expires_at),
-            # Pin it with TOWER_RUNNER_PACKAGE_KEY: packages signed by anything else fail.
-            "package_signing_key": runners_service.package_verify_key(ctx),
-            "root_ca": None,
-        }
+        "name": issued.name,
+        "token": issued.token,
+        # Under mutual TLS, the runner listener; else the API itself.
+        "runner_service_url": ctx.settings.resolved_runner_url,
+        "expires_at": serializers.ts(issued.expires_at),
+        # Pin it with TOWER_RUNNER_PACKAGE_KEY: packages signed by anything else fail.
+        "package_signing_key": runners_service.package_verify_key(ctx),
+        "certificate": issued.certificate.certificate_pem,
+        "private_key": issued.certificate.private_key_pem,
+        "root_ca": issued.root_ca,
     }
 
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from sqlalchemy import select, update
 
-from tower.core import crypto, errors, roles, scopes
+from tower.core import certificates, crypto, errors, roles, scopes
+from tower.server.services import runner_credentials
 from tower.server.services.context import Principal, RunnerPrincipal, ServerContext, read_session
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -16,7 +17,7 @@ from tower.server.store.types import utcnow
 JWT_ALGORITHM = "HS256"
 ACCOUNT_CLAIM = "https://tower.dev/aid"  # the claim the official CLI keys teams by
 API_KEY_PREFIX = "sk-"
-RUNNER_TOKEN_PREFIX = "rt-"
+RUNNER_TOKEN_PREFIX = runner_credentials.RUNNER_TOKEN_PREFIX
 RUN_TOKEN_TTL = timedelta(days=2)
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
@@ -146,7 +147,11 @@ def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
     )
 
 
-def authenticate_runner(ctx: ServerContext, bearer: str | None) -> RunnerPrincipal:
+def authenticate_runner(
+    ctx: ServerContext, bearer: str | None, client_certificate: str | None = None
+) -> RunnerPrincipal:
+    """The runner credential of a token; with a client certificate (the mutual-TLS
+    listener verified it against our CA), it must be the one issued with the token."""
     if not bearer or not bearer.startswith(RUNNER_TOKEN_PREFIX):
         raise errors.Unauthenticated(
             "Runner endpoints need a runner token (rt-…) in `Authorization: Bearer`."
@@ -157,38 +162,53 @@ def authenticate_runner(ctx: ServerContext, bearer: str | None) -> RunnerPrincip
                 models.RunnerCredential.token_hash == crypto.hash_token(bearer)
             )
         )
-        now = utcnow()
-        if (
-            credential is None
-            or credential.revoked_at is not None
-            or (credential.expires_at is not None and credential.expires_at <= now)
-        ):
-            raise errors.Unauthenticated("The runner token is not valid (revoked or expired).")
-        return RunnerPrincipal(credential.id, credential.account_id)
+    if credential is None:
+        raise errors.Unauthenticated(
+            "The runner token is not valid. Mint new credentials with `tower runners "
+            "credentials` (or give the runner TOWER_API_KEY so it mints its own)."
+        )
+    if credential.revoked_at is not None:
+        raise errors.Unauthenticated(
+            "The runner token was revoked. Mint new credentials with `tower runners credentials`."
+        )
+    if runner_credentials.expired(credential, utcnow()):
+        raise errors.Unauthenticated(
+            f"The runner token expired at {credential.expires_at:%Y-%m-%d %H:%M:%S} UTC. "
+            "Mint new credentials with `tower runners credentials` (runners rotate theirs "
+            "before expiry while they run)."
+        )
+    if client_certificate is not None and not _certificate_matches(credential, client_certificate):
+        raise errors.Unauthenticated(
+            "The client certificate was not issued with this runner token: use the "
+            "certificate, key and token of the same `tower runners credentials` output."
+        )
+    return RunnerPrincipal(credential.id, credential.account_id, credential.rotated_from_id)
+
+
+def _certificate_matches(credential: models.RunnerCredential, certificate_pem: str) -> bool:
+    try:
+        serial = certificates.serial_hex(
+            certificates.load_certificate(certificate_pem).serial_number
+        )
+    except errors.InvalidInput:
+        return False
+    return credential.certificate_serial is not None and crypto.tokens_equal(
+        serial, credential.certificate_serial
+    )
 
 
 def mint_runner_credential(
     ctx: ServerContext, *, name: str, account_id: uuid.UUID | None, ttl: timedelta | None = None
 ) -> str:
-    """Create a runner token; only its hash is stored."""
-    token = crypto.new_token(RUNNER_TOKEN_PREFIX)
-    with ctx.sessions.begin() as session:
-        session.add(
-            models.RunnerCredential(
-                name=name,
-                account_id=account_id,
-                token_hash=crypto.hash_token(token),
-                expires_at=utcnow() + ttl if ttl else None,
-            )
-        )
-    return token
+    """Create a runner token (with its client certificate); only its hash is stored."""
+    return runner_credentials.mint(ctx, name=name, account_id=account_id, ttl=ttl).token
 
 
 EMBEDDED_RUNNER_NAME = "embedded-runner"
 
 
-def rotate_embedded_runner_credential(ctx: ServerContext) -> str:
-    """A fresh token for `tower up`'s own runner; earlier ones stop working."""
+def rotate_embedded_runner_credential(ctx: ServerContext) -> runner_credentials.IssuedCredential:
+    """A fresh credential for `tower up`'s own runner; earlier ones stop working."""
     with ctx.sessions.begin() as session:
         session.execute(
             update(models.RunnerCredential)
@@ -198,4 +218,4 @@ def rotate_embedded_runner_credential(ctx: ServerContext) -> str:
             )
             .values(revoked_at=utcnow())
         )
-    return mint_runner_credential(ctx, name=EMBEDDED_RUNNER_NAME, account_id=None)
+    return runner_credentials.mint(ctx, name=EMBEDDED_RUNNER_NAME, account_id=None)

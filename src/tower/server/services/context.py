@@ -59,6 +59,8 @@ class RunnerPrincipal:
 
     credential_id: uuid.UUID
     account_id: uuid.UUID | None
+    #: the credential this one replaced by rotation (its runners are still this runner's)
+    rotated_from_id: uuid.UUID | None = None
 
 
 def owned(stmt: Select[T], model: Any, principal: Principal) -> Select[T]:

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
 from tower.core.runs import RunStatus
-from tower.server.services import auth
+from tower.server.services import runner_credentials
 from tower.server.services.context import Principal, ServerContext, read_session
+from tower.server.services.runner_credentials import IssuedCredential
 from tower.server.services.runners import heartbeat_interval
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -34,13 +35,6 @@ class RunnerView:
     running: int
     #: True for the installation's shared pool (serves every account)
     shared: bool
-
-
-@dataclass(frozen=True)
-class MintedCredential:
-    token: str
-    name: str
-    expires_at: datetime | None
 
 
 def online_window(ctx: ServerContext) -> timedelta:
@@ -95,15 +89,16 @@ def _running_counts(session: Session, runner_ids: list[uuid.UUID]) -> dict[uuid.
 
 def mint_credential(
     ctx: ServerContext, principal: Principal, *, name: str | None, ttl: timedelta | None
-) -> MintedCredential:
-    """A runner token for the caller's account: runners using it take only its runs."""
+) -> IssuedCredential:
+    """A runner credential for the caller's account: runners using it take only its runs."""
     label = (name or "").strip() or f"runner-{utcnow():%Y%m%d-%H%M%S}"
     if len(label) > MAX_CREDENTIAL_NAME:
         raise errors.InvalidInput(
             f"A runner name has at most {MAX_CREDENTIAL_NAME} characters; choose a shorter one."
         )
-    token = auth.mint_runner_credential(ctx, name=label, account_id=principal.account_id, ttl=ttl)
-    return MintedCredential(token, label, utcnow() + ttl if ttl else None)
+    return runner_credentials.mint(
+        ctx, name=label, account_id=principal.account_id, ttl=ttl, principal=principal
+    )
 
 
 def self_hosted_only(ctx: ServerContext, principal: Principal) -> bool:

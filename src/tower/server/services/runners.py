@@ -19,7 +19,7 @@ from tower.core import crypto, errors
 from tower.core.runs import ACTIVE, TERMINAL, RunStatus, check_transition
 from tower.server.dispatch import queue
 from tower.server.dispatch.notifier import run_topic
-from tower.server.services import auth, deploys, lifecycle, vault
+from tower.server.services import auth, deploys, lifecycle, runner_credentials, vault
 from tower.server.services import catalogs as catalogs_service
 from tower.server.services import secrets as secrets_service
 from tower.server.services.context import RunnerPrincipal, ServerContext
@@ -73,7 +73,9 @@ def register(ctx: ServerContext, who: RunnerPrincipal, reg: Registration) -> mod
 
 def get_runner(session: Session, who: RunnerPrincipal, runner_id: uuid.UUID) -> models.Runner:
     runner = session.get(models.Runner, runner_id)
-    if runner is None or runner.credential_id != who.credential_id:
+    if runner is None or not runner_credentials.same_runner_identity(
+        session, runner.credential_id, who
+    ):
         raise errors.NotFound("Unknown runner id: register again.")
     return runner
 

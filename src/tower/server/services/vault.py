@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
-from tower.core import crypto, errors
+from tower.core import certificates, crypto, errors
 from tower.server.services.context import ServerContext, read_session
 from tower.server.store import models
 
@@ -72,6 +73,15 @@ _ED25519 = _KeyKind(
     crypto.verify_key_b64,
 )
 PACKAGE_SIGNING_KEY_NAME = "package-signing"
+#: the CA of runner client certificates; its "public text" is the CA certificate itself
+_RUNNER_CA = _KeyKind(
+    certificates.generate_key,
+    certificates.key_to_pem,
+    certificates.load_key,
+    certificates.ca_certificate_pem,
+)
+RUNNER_CA_KEY_NAME = "runner-ca"
+_RUNNER_CA_CERT = "runner-ca-certificate"
 
 
 def server_private_key(ctx: ServerContext, name: str = SERVER_KEY_NAME) -> RSAPrivateKey:
@@ -84,6 +94,19 @@ def server_private_key(ctx: ServerContext, name: str = SERVER_KEY_NAME) -> RSAPr
 def package_signing_key(ctx: ServerContext) -> Ed25519PrivateKey:
     """The Ed25519 key packages are signed with; runners verify with its public half."""
     return _server_key(ctx, PACKAGE_SIGNING_KEY_NAME, _ED25519)
+
+
+def runner_ca(ctx: ServerContext) -> tuple[EllipticCurvePrivateKey, str]:
+    """The control plane's own CA (key, PEM certificate): it issues runners' client
+    certificates, and the mutual-TLS listener trusts nothing else."""
+    key = _server_key(ctx, RUNNER_CA_KEY_NAME, _RUNNER_CA)
+    cert = ctx.loaded_keys.get(_RUNNER_CA_CERT)
+    if cert is None:
+        # Read back, not rebuilt: every replica must serve the certificate stored first.
+        with read_session(ctx) as session:
+            cert = session.get(models.ServerKey, RUNNER_CA_KEY_NAME).public_key_pem
+        ctx.loaded_keys[_RUNNER_CA_CERT] = cert
+    return key, cert
 
 
 def _server_key(ctx: ServerContext, name: str, kind: _KeyKind) -> Any:

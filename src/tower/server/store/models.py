@@ -401,6 +401,12 @@ class RunnerCredential(Base):
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    #: hex serial of the client certificate issued with the token (mutual TLS checks it)
+    certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    #: the credential this one replaced by rotation (the runner keeps its identity)
+    rotated_from_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("runner_credentials.id", ondelete="SET NULL")
+    )
 
 
 class Runner(Base):
