@@ -19,6 +19,7 @@ from tower.runner.sandbox import (
     SandboxMode,
     SandboxUnavailable,
     bwrap_argv,
+    clamp_notes,
     local_catalog_dirs,
     mount_parents,
     parse_uid_range,
@@ -142,6 +143,16 @@ def test_a_bad_limit_request_never_lifts_a_limit(request_limits: dict[str, objec
     assert defaults.overridden(request_limits, Limits(memory_mb=1024)) == Limits(
         memory_mb=512, processes=64
     )
+
+
+def test_clamp_notes_name_each_limit_asked_beyond_the_maximum() -> None:
+    maximum = Limits(memory_mb=1024, cpu_seconds=None, processes=128)
+    asked = {"memory_mb": 4096, "cpu_seconds": 10**9, "processes": 100, "disk_mb": 5}
+    [note] = clamp_notes(asked, maximum)
+    assert "memory_mb=4096" in note and "memory_mb=1024" in note
+    assert "TOWER_RUNNER_MAX_MEMORY_MB" in note
+    assert clamp_notes(None, maximum) == ()
+    assert clamp_notes({"memory_mb": "lots"}, maximum) == ()
 
 
 def test_clamping_fills_missing_limits_with_the_maximum() -> None:

@@ -165,6 +165,8 @@ class _SandboxedRun:
         watch = LimitWatch(sink)
         try:
             with self.sandbox.confine(self.request) as jail:
+                for note in jail.notes:
+                    sink(SETUP_CHANNEL, note)
                 jail.hand_over(self.own_dirs)
                 process = AppProcess(
                     jail.command(argv, self.mounts),

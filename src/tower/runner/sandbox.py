@@ -157,6 +157,20 @@ class Limits:
         return replace(self, **chosen).clamped_to(maximum)
 
 
+def clamp_notes(requested: Mapping[str, Any] | None, maximum: Limits) -> tuple[str, ...]:
+    """What a run's log says about the limits an app asked for beyond this runner's
+    maximums (the run gets the maximum instead)."""
+    notes = []
+    for name, value in (requested or {}).items():
+        cap = getattr(maximum, name, None) if name in Limits.names() else None
+        if _is_positive_int(value) and cap is not None and value > cap:
+            notes.append(
+                f"The app asks for {name}={value}, more than this runner allows; "
+                f"the run gets its maximum, {name}={cap} (TOWER_RUNNER_MAX_{name.upper()})."
+            )
+    return tuple(notes)
+
+
 def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -428,6 +442,8 @@ class Jail:
     system: tuple[str, ...] = ()
     #: the runner is root but the run keeps its uid: bwrap drops every capability
     drop_caps: bool = False
+    #: what the run's log should say about the app's limits (those clamped)
+    notes: tuple[str, ...] = ()
 
     @property
     def wrapped(self) -> bool:
@@ -590,10 +606,20 @@ class Sandbox:
                 "bubblewrap to provide it. Install bubblewrap on the runner host."
             )
         limits = self.config.default_limits.overridden(request.limits, self.config.max_limits)
+        notes = clamp_notes(request.limits, self.config.max_limits)
         with self._run_uid(own=not request.shared_dirs) as uid:
             drop_caps = self.is_root and uid is None
             try:
-                yield Jail(limits, uid, self.bwrap, self.setpriv, isolate, self._system, drop_caps)
+                yield Jail(
+                    limits,
+                    uid,
+                    self.bwrap,
+                    self.setpriv,
+                    isolate,
+                    self._system,
+                    drop_caps,
+                    notes,
+                )
             finally:
                 if uid is not None:
                     kill_uid_processes(uid)
