@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,13 +34,15 @@ class Cluster:
     lease_ttl_s: float = 3.0
     cancel_grace_s: float = 10.0
     port: int = field(default_factory=free_port)
+    #: the address the control plane listens on (a veth address for a runner in a netns)
+    host: str = "127.0.0.1"
     server: subprocess.Popen[bytes] | None = None
     runners: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _runner_token: str | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,10 +54,16 @@ class Cluster:
             TOWER_LOG_LEVEL="warning",
         )
 
-    def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen:
+    def _spawn(
+        self,
+        args: list[str],
+        log_name: str,
+        env: dict[str, str],
+        prefix: Sequence[str] = (),
+    ) -> subprocess.Popen:
         log = (self.root / log_name).open("ab")
         return subprocess.Popen(
-            [str(BIN / "tower"), *args],
+            [*prefix, str(BIN / "tower"), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -62,7 +71,8 @@ class Cluster:
         )
 
     def start_server(self) -> None:
-        self.server = self._spawn(["server", "--port", str(self.port)], "server.log", self.env)
+        args = ["server", "--host", self.host, "--port", str(self.port)]
+        self.server = self._spawn(args, "server.log", self.env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
@@ -82,7 +92,8 @@ class Cluster:
             self._runner_token = auth.mint_runner_credential(ctx, name="chaos", account_id=None)
         return self._runner_token
 
-    def start_runner(self, **extra: str) -> subprocess.Popen[bytes]:
+    def start_runner(self, prefix: Sequence[str] = (), **extra: str) -> subprocess.Popen[bytes]:
+        """`tower runner start` (after `prefix`, e.g. `ip netns exec NAME`)."""
         env = {
             **self.env,
             "TOWER_URL": self.url,
@@ -94,7 +105,8 @@ class Cluster:
             "TOWER_RUNNER_SANDBOX": "off",
             **extra,
         }
-        runner = self._spawn(["runner", "start"], f"runner-{len(self.runners)}.log", env)
+        log_name = f"runner-{len(self.runners)}.log"
+        runner = self._spawn(["runner", "start"], log_name, env, prefix)
         self.runners.append(runner)
         return runner
 
