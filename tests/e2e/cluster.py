@@ -36,6 +36,8 @@ class Cluster:
     port: int = field(default_factory=free_port)
     #: the address the control plane listens on (a veth address for a runner in a netns)
     host: str = "127.0.0.1"
+    #: more settings for both sides (e.g. TOWER_CLAIM_WAIT_MAX_SECONDS)
+    extra_env: dict[str, str] = field(default_factory=dict)
     server: subprocess.Popen[bytes] | None = None
     runners: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _runner_token: str | None = None
@@ -52,6 +54,7 @@ class Cluster:
             TOWER_ADMIN_API_KEY=ADMIN_KEY,
             TOWER_LEASE_TTL_SECONDS=str(self.lease_ttl_s),
             TOWER_LOG_LEVEL="warning",
+            **self.extra_env,
         )
 
     def _spawn(

@@ -37,6 +37,8 @@ print("control plane at", control_plane)
 print("running at", probe.getsockname()[0])
 """
 COUNT = "for i in range(3):\n    print('line', i)\n"
+#: a stopping runner waits out its claim long-poll: keep it short so teardown is quick
+SHORT_CLAIMS = {"TOWER_CLAIM_WAIT_MAX_SECONDS": "1"}
 #: run uids of their own, so this test's runs never meet the sandbox tests' uids
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 RUN_UIDS = f"{2_200_000 + 16 * _WORKER}-{2_200_015 + 16 * _WORKER}"
@@ -70,7 +72,7 @@ def test_a_runner_in_its_own_network_namespace_runs_apps_over_the_veth_link(
     tmp_path: Path,
 ) -> None:
     with veth_namespace() as namespace:
-        cluster = Cluster(tmp_path, host=namespace.host_address)
+        cluster = Cluster(tmp_path, host=namespace.host_address, extra_env=SHORT_CLAIMS)
         try:
             cluster.start_server()
             apps = tmp_path / "apps"
