@@ -227,6 +227,7 @@ def test_sandbox_settings_defaults(tmp_path: Path) -> None:
     config = settings.sandbox_config()
     assert config.state_dir == settings.runner_dir
     assert config.default_limits == DEFAULT_LIMITS
+    assert config.memory_cgroups is True
 
 
 def test_sandbox_settings_from_env(tmp_path: Path) -> None:
@@ -238,8 +239,10 @@ def test_sandbox_settings_from_env(tmp_path: Path) -> None:
         "TOWER_RUNNER_MAX_MEMORY_MB": "2048",
         "TOWER_RUNNER_RUN_UIDS": "3000000-3000003",
         "TOWER_RUNNER_VENV_CACHE_MAX_MB": "0",
+        "TOWER_RUNNER_CGROUPS": "off",
     }
     settings = RunnerSettings.from_env(env, dotenv_path=tmp_path / "none.env")
+    assert settings.memory_cgroups is False and not settings.sandbox_config().memory_cgroups
     assert settings.sandbox == "bwrap" and settings.network == "none"
     assert settings.limits.memory_mb == 8192 and settings.limits.processes is None
     assert settings.max_limits.memory_mb == 2048
@@ -260,6 +263,7 @@ def test_sandbox_settings_from_env(tmp_path: Path) -> None:
         ("TOWER_RUNNER_MAX_CPU_SECONDS", "-1", "whole number"),
         ("TOWER_RUNNER_RUN_UIDS", "12", "FIRST-LAST"),
         ("TOWER_RUNNER_VENV_CACHE_MAX_MB", "1.5", "whole number"),
+        ("TOWER_RUNNER_CGROUPS", "v3", "one of auto, off"),
     ],
 )
 def test_bad_sandbox_settings_are_named(

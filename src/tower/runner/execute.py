@@ -179,11 +179,12 @@ class _SandboxedRun:
                 )
                 outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
                 limits = jail.limits
+                oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
         except SandboxUnavailable as exc:
             return _errored(sink, str(exc))
         if outcome.status != RunStatus.CRASHED:
             return outcome
-        reason = watch.explain(limits, process.killed_by)
+        reason = watch.explain(limits, process.killed_by, oom_killed=oom_killed)
         if reason is None:
             return outcome
         sink(SETUP_CHANNEL, f"The run crashed: {reason}.")

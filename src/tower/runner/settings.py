@@ -41,6 +41,8 @@ LIMIT_VARIABLES = {
 }
 DEFAULT_RUN_UIDS = "2000000-2000999"
 DEFAULT_VENV_CACHE_MAX_MB = 10_240
+#: TOWER_RUNNER_CGROUPS values
+CGROUP_MODES = ("auto", "off")
 
 #: variables a child app inherits from the runner (everything else is scrubbed)
 RUN_PASSTHROUGH_VARS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -115,6 +117,8 @@ class RunnerSettings:
     run_uids: range = field(default_factory=lambda: parse_uid_range(DEFAULT_RUN_UIDS))
     #: TOWER_RUNNER_VENV_CACHE_MAX_MB: LRU-evict venvs beyond this size (None: unbounded)
     venv_cache_max_mb: int | None = DEFAULT_VENV_CACHE_MAX_MB
+    #: TOWER_RUNNER_CGROUPS: auto (a memory cgroup per run when the host allows), off
+    memory_cgroups: bool = True
 
     @property
     def runner_dir(self) -> Path:
@@ -145,6 +149,7 @@ class RunnerSettings:
             run_uids=self.run_uids,
             state_dir=self.runner_dir,
             python=self.python,
+            memory_cgroups=self.memory_cgroups,
         )
 
     def require_token(self) -> str:
@@ -193,6 +198,7 @@ class RunnerSettings:
             venv_cache_max_mb=_optional_size(
                 values, "TOWER_RUNNER_VENV_CACHE_MAX_MB", DEFAULT_VENV_CACHE_MAX_MB
             ),
+            memory_cgroups=_choice(values, "TOWER_RUNNER_CGROUPS", CGROUP_MODES, "auto") == "auto",
         )
 
 
