@@ -76,13 +76,18 @@ class MemoryCgroups:
         return cgroup
 
     def sweep(self) -> list[Path]:
-        """Remove run cgroups a crashed runner left (their runner pid is gone)."""
+        """Remove the empty run cgroups a crashed runner left (its pid is gone). One
+        still holding processes is left alone: the sandbox's sweep of run uids kills
+        what a crashed runner's runs left, and a pid may belong to another namespace."""
         removed = []
         for path in self.base.glob(f"{NAME_PREFIX}*"):
             match = re.fullmatch(rf"{NAME_PREFIX}(\d+)-\w+", path.name)
             if not (match and path.is_dir()) or _alive(int(match.group(1))):
                 continue
-            RunCgroup(path, self.version).remove()
+            try:
+                path.rmdir()
+            except OSError:
+                continue
             removed.append(path)
         return removed
 
