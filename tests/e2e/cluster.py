@@ -11,6 +11,7 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class Cluster:
     lease_ttl_s: float = 3.0
     cancel_grace_s: float = 10.0
     port: int = field(default_factory=free_port)
+    #: the address the control plane listens on (a veth address for a runner in a netns)
+    host: str = "127.0.0.1"
+    #: more settings for both sides (e.g. TOWER_CLAIM_WAIT_MAX_SECONDS)
+    extra_env: dict[str, str] = field(default_factory=dict)
     server: subprocess.Popen[bytes] | None = None
     runners: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _runner_token: str | None = None
@@ -45,7 +50,7 @@ class Cluster:
     @property
     def url(self) -> str:
         scheme = "https" if "TOWER_TLS_CERT_FILE" in self.server_env else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -55,12 +60,19 @@ class Cluster:
             TOWER_ADMIN_API_KEY=ADMIN_KEY,
             TOWER_LEASE_TTL_SECONDS=str(self.lease_ttl_s),
             TOWER_LOG_LEVEL="warning",
+            **self.extra_env,
         )
 
-    def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen:
+    def _spawn(
+        self,
+        args: list[str],
+        log_name: str,
+        env: dict[str, str],
+        prefix: Sequence[str] = (),
+    ) -> subprocess.Popen:
         log = (self.root / log_name).open("ab")
         return subprocess.Popen(
-            [str(BIN / "tower"), *args],
+            [*prefix, str(BIN / "tower"), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -68,8 +80,8 @@ class Cluster:
         )
 
     def start_server(self) -> None:
-        env = {**self.env, **self.server_env}
-        self.server = self._spawn(["server", "--port", str(self.port)], "server.log", env)
+        args = ["server", "--host", self.host, "--port", str(self.port)]
+        self.server = self._spawn(args, "server.log", {**self.env, **self.server_env})
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
@@ -90,7 +102,8 @@ class Cluster:
             self._runner_token = auth.mint_runner_credential(ctx, name="chaos", account_id=None)
         return self._runner_token
 
-    def start_runner(self, **extra: str) -> subprocess.Popen[bytes]:
+    def start_runner(self, prefix: Sequence[str] = (), **extra: str) -> subprocess.Popen[bytes]:
+        """`tower runner start` (after `prefix`, e.g. `ip netns exec NAME`)."""
         env = {
             **self.env,
             "TOWER_URL": self.url,
@@ -102,7 +115,8 @@ class Cluster:
             "TOWER_RUNNER_SANDBOX": "off",
             **extra,
         }
-        runner = self._spawn(["runner", "start"], f"runner-{len(self.runners)}.log", env)
+        log_name = f"runner-{len(self.runners)}.log"
+        runner = self._spawn(["runner", "start"], log_name, env, prefix)
         self.runners.append(runner)
         return runner
 

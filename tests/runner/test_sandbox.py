@@ -269,6 +269,19 @@ def test_memory_beyond_the_limit_crashes_the_run_saying_the_limit(
 
 
 @needs_bwrap
+def test_without_memory_cgroups_the_address_space_limit_says_the_limit(
+    home: RunnerHome, make_app: Callable[..., Path], venv_cache: VenvCache
+) -> None:
+    sandbox = home.sandbox(memory_cgroups=False)
+    assert sandbox.cgroups is None
+    hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 1024 * 1024))\n"
+    outcome, sink = home.run(make_app, venv_cache, sandbox, hog)
+    assert outcome.status == RunStatus.CRASHED, sink.lines
+    assert (outcome.message or "").startswith("The app exceeded the memory limit of 512 MiB")
+    assert any("MemoryError" in line for line in sink.program()), sink.lines
+
+
+@needs_bwrap
 def test_a_fork_bomb_is_contained_and_the_runner_keeps_serving(
     home: RunnerHome, sandbox: Sandbox, make_app: Callable[..., Path], venv_cache: VenvCache
 ) -> None:

@@ -600,6 +600,42 @@ def test_apps_update_bad_ranges_send_nothing(
     assert tower_api.seen == []
 
 
+def test_apps_update_sends_sandbox_settings_and_shows_them(tower_api: FakeControlPlane) -> None:
+    updated = app_json(memory_mb=256, cpu_seconds=None, processes=None, isolate_network=True)
+    tower_api.on("PUT", "/v1/apps/hello", {"app": updated})
+    result = tower("apps", "update", "hello", "--memory-mb", "256", "--isolate-network")
+    assert result.exit_code == 0, result.output
+    assert tower_api.requests() == ["PUT /v1/apps/hello"]
+    assert tower_api.seen[0].body == {"memory_mb": 256, "isolate_network": True}
+    assert "Sandbox:          memory 256 MB; no network" in result.stdout
+
+
+def test_apps_update_resets_a_limit_with_zero(tower_api: FakeControlPlane) -> None:
+    reset = app_json(memory_mb=None, isolate_network=False)
+    tower_api.on("PUT", "/v1/apps/hello", {"app": reset})
+    result = tower("apps", "update", "hello", "--memory-mb", "0", "--no-isolate-network")
+    assert result.exit_code == 0, result.output
+    assert tower_api.seen[0].body == {"memory_mb": 0, "isolate_network": False}
+    assert "Sandbox:          the runner's default limits; network" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-mb", "-1"], "-1 is not in the range 0<=x<=1048576"),
+        (["--processes", "65537"], "65537 is not in the range 0<=x<=65536"),
+        (["--cpu-seconds", "soon"], "'soon' is not a valid integer"),
+    ],
+)
+def test_apps_update_bad_sandbox_limits_send_nothing(
+    tower_api: FakeControlPlane, args: list[str], message: str
+) -> None:
+    result = tower("apps", "update", "hello", *args)
+    assert_clean_failure(result, code=2)
+    assert message in result.stderr
+    assert tower_api.seen == []
+
+
 def test_apps_update_needs_something_to_change(tower_api: FakeControlPlane) -> None:
     result = tower("apps", "update", "hello")
     assert_clean_failure(result, code=2)

@@ -19,6 +19,7 @@ from tower.runner.sandbox import (
     SandboxMode,
     SandboxUnavailable,
     bwrap_argv,
+    clamp_notes,
     local_catalog_dirs,
     mount_parents,
     parse_uid_range,
@@ -144,6 +145,16 @@ def test_a_bad_limit_request_never_lifts_a_limit(request_limits: dict[str, objec
     )
 
 
+def test_clamp_notes_name_each_limit_asked_beyond_the_maximum() -> None:
+    maximum = Limits(memory_mb=1024, cpu_seconds=None, processes=128)
+    asked = {"memory_mb": 4096, "cpu_seconds": 10**9, "processes": 100, "disk_mb": 5}
+    [note] = clamp_notes(asked, maximum)
+    assert "memory_mb=4096" in note and "memory_mb=1024" in note
+    assert "TOWER_RUNNER_MAX_MEMORY_MB" in note
+    assert clamp_notes(None, maximum) == ()
+    assert clamp_notes({"memory_mb": "lots"}, maximum) == ()
+
+
 def test_clamping_fills_missing_limits_with_the_maximum() -> None:
     assert Limits().clamped_to(Limits(memory_mb=100)) == Limits(memory_mb=100)
     assert Limits(memory_mb=300).clamped_to(Limits()) == Limits(memory_mb=300)
@@ -216,6 +227,7 @@ def test_sandbox_settings_defaults(tmp_path: Path) -> None:
     config = settings.sandbox_config()
     assert config.state_dir == settings.runner_dir
     assert config.default_limits == DEFAULT_LIMITS
+    assert config.memory_cgroups is True
 
 
 def test_sandbox_settings_from_env(tmp_path: Path) -> None:
@@ -227,8 +239,10 @@ def test_sandbox_settings_from_env(tmp_path: Path) -> None:
         "TOWER_RUNNER_MAX_MEMORY_MB": "2048",
         "TOWER_RUNNER_RUN_UIDS": "3000000-3000003",
         "TOWER_RUNNER_VENV_CACHE_MAX_MB": "0",
+        "TOWER_RUNNER_CGROUPS": "off",
     }
     settings = RunnerSettings.from_env(env, dotenv_path=tmp_path / "none.env")
+    assert settings.memory_cgroups is False and not settings.sandbox_config().memory_cgroups
     assert settings.sandbox == "bwrap" and settings.network == "none"
     assert settings.limits.memory_mb == 8192 and settings.limits.processes is None
     assert settings.max_limits.memory_mb == 2048
@@ -249,6 +263,7 @@ def test_sandbox_settings_from_env(tmp_path: Path) -> None:
         ("TOWER_RUNNER_MAX_CPU_SECONDS", "-1", "whole number"),
         ("TOWER_RUNNER_RUN_UIDS", "12", "FIRST-LAST"),
         ("TOWER_RUNNER_VENV_CACHE_MAX_MB", "1.5", "whole number"),
+        ("TOWER_RUNNER_CGROUPS", "v3", "one of auto, off"),
     ],
 )
 def test_bad_sandbox_settings_are_named(

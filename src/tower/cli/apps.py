@@ -16,6 +16,7 @@ from tower.cli.follow import RunFollower
 from tower.cli.runs import RunQuery, describe_retry_policy, run_list_options, show_runs
 from tower.client.api import TowerApi
 from tower.core.retries import MAX_RETRIES_LIMIT, MAX_RETRY_DELAY_SECONDS, RetryPolicy
+from tower.core.sandbox_settings import LIMIT_BOUNDS, LIMIT_NAMES
 
 #: What an app without a stored retry policy does: never retry.
 NO_RETRIES = asdict(RetryPolicy())
@@ -147,6 +148,35 @@ def runs_command(
     default=None,
     help="Double the wait after every retry (never beyond an hour).",
 )
+@click.option(
+    "--memory-mb",
+    type=click.IntRange(0, LIMIT_BOUNDS["memory_mb"][0]),
+    metavar="MB",
+    help="Memory a run may use; 0 = the runner's default.",
+)
+@click.option(
+    "--cpu-seconds",
+    type=click.IntRange(0, LIMIT_BOUNDS["cpu_seconds"][0]),
+    metavar="SECONDS",
+    help="CPU time a run may use; 0 = the runner's default.",
+)
+@click.option(
+    "--file-size-mb",
+    type=click.IntRange(0, LIMIT_BOUNDS["file_size_mb"][0]),
+    metavar="MB",
+    help="The largest file a run may write; 0 = the runner's default.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(0, LIMIT_BOUNDS["processes"][0]),
+    metavar="N",
+    help="Processes a run may have at once; 0 = the runner's default.",
+)
+@click.option(
+    "--isolate-network/--no-isolate-network",
+    default=None,
+    help="Run with no network at all (the runner needs bubblewrap).",
+)
 def update_command(
     name: str,
     description: str | None,
@@ -156,11 +186,25 @@ def update_command(
     max_retries: int | None,
     retry_delay: int | None,
     exponential_backoff: bool | None,
+    memory_mb: int | None,
+    cpu_seconds: int | None,
+    file_size_mb: int | None,
+    processes: int | None,
+    isolate_network: bool | None,
 ) -> None:
-    """Change an app's description, status, timeouts or retry policy.
+    """Change an app's description, status, timeouts, retry policy or sandbox settings.
 
     Only the settings given change; retry settings not given keep their current value.
+    A runner never gives a run more than its own maximums (the run's log says so).
     """
+    sandbox = {
+        "memory_mb": memory_mb,
+        "cpu_seconds": cpu_seconds,
+        "file_size_mb": file_size_mb,
+        "processes": processes,
+        "isolate_network": isolate_network,
+    }
+    sandbox = {key: value for key, value in sandbox.items() if value is not None}
     retry_changes = {
         "max_retries": max_retries,
         "retry_delay_seconds": retry_delay,
@@ -169,11 +213,12 @@ def update_command(
     retry_changes = {key: value for key, value in retry_changes.items() if value is not None}
     status = None if disabled is None else ("disabled" if disabled else "active")
     plain_changes = (description, status, pending_timeout, running_timeout)
-    if all(value is None for value in plain_changes) and not retry_changes:
+    if all(value is None for value in plain_changes) and not (retry_changes or sandbox):
         raise click.UsageError(
             "Nothing to update. Give at least one of --description, --disable/--enable, "
             "--pending-timeout, --running-timeout, --max-retries, --retry-delay, "
-            "--exponential-backoff/--no-exponential-backoff."
+            "--exponential-backoff/--no-exponential-backoff, --memory-mb, --cpu-seconds, "
+            "--file-size-mb, --processes, --isolate-network/--no-isolate-network."
         )
     client = api()
     with output.spinner("Updating app..."):
@@ -185,6 +230,7 @@ def update_command(
             pending_timeout=pending_timeout,
             running_timeout=running_timeout,
             retry_policy=policy,
+            sandbox=sandbox or None,
         )
     output.success(f'App "{name}" was updated')
     output.print_details(app_settings(body.get("app") or {}))
@@ -205,14 +251,38 @@ def merged_retry_policy(client: TowerApi, name: str, changes: dict[str, Any]) ->
 
 
 def app_settings(app: dict[str, Any]) -> list[tuple[str, str]]:
-    """The settings `apps update` can change, as the server now has them."""
-    return [
+    """The settings `apps update` can change, as the server now has them (the sandbox
+    ones only when the server has them: they are ours, not the contract's)."""
+    settings = [
         ("Status", str(app.get("status") or "active")),
         ("Description", str(app.get("short_description") or "No description")),
         ("Pending timeout", _timeout(app.get("pending_timeout"))),
         ("Running timeout", _timeout(app.get("running_timeout"))),
         ("Retry policy", describe_retry_policy(app.get("retry_policy"))),
     ]
+    sandbox = describe_sandbox(app)
+    return settings + ([("Sandbox", sandbox)] if sandbox else [])
+
+
+#: how each limit reads in `describe_sandbox`
+LIMIT_LABELS = {
+    "memory_mb": "memory {} MB",
+    "cpu_seconds": "CPU {} s",
+    "file_size_mb": "files {} MB",
+    "processes": "{} processes",
+}
+
+
+def describe_sandbox(app: dict[str, Any]) -> str | None:
+    """An app's sandbox settings in a line; None from a server without them."""
+    if not any(key in app for key in (*LIMIT_NAMES, "isolate_network")):
+        return None
+    parts = [
+        LIMIT_LABELS[name].format(app[name]) for name in LIMIT_NAMES if app.get(name) is not None
+    ]
+    limits = ", ".join(parts) if parts else "the runner's default limits"
+    network = "no network" if app.get("isolate_network") else "network"
+    return f"{limits}; {network}"
 
 
 def _timeout(seconds: Any) -> str:

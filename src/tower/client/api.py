@@ -231,12 +231,15 @@ class TowerApi:
         pending_timeout: int | None = None,
         running_timeout: int | None = None,
         retry_policy: JsonDict | None = None,
+        sandbox: JsonDict | None = None,
     ) -> JsonDict:
         """`PUT /apps/{name}` with only the fields given → `{app}`.
 
         `status` is `"active"` or `"disabled"`; timeouts are seconds (0 = no limit);
         `retry_policy` is a whole RunRetryPolicy (`max_retries`, `retry_delay_seconds`,
-        `use_exponential_backoff`), since the server replaces it as one value.
+        `use_exponential_backoff`), since the server replaces it as one value;
+        `sandbox` holds the sandbox settings to change (`memory_mb`, `cpu_seconds`,
+        `file_size_mb`, `processes`: 0 = the runner's default; `isolate_network`).
         """
         fields = {
             "short_description": short_description,
@@ -246,6 +249,7 @@ class TowerApi:
             "retry_policy": retry_policy,
         }
         body = {key: value for key, value in fields.items() if value is not None}
+        body.update({key: value for key, value in (sandbox or {}).items() if value is not None})
         return self._http.request("PUT", f"/apps/{_seg(name)}", json=body).json()
 
     def deploy(

@@ -165,6 +165,8 @@ class _SandboxedRun:
         watch = LimitWatch(sink)
         try:
             with self.sandbox.confine(self.request) as jail:
+                for note in jail.notes:
+                    sink(SETUP_CHANNEL, note)
                 jail.hand_over(self.own_dirs)
                 process = AppProcess(
                     jail.command(argv, self.mounts),
@@ -177,11 +179,12 @@ class _SandboxedRun:
                 )
                 outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
                 limits = jail.limits
+                oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
         except SandboxUnavailable as exc:
             return _errored(sink, str(exc))
         if outcome.status != RunStatus.CRASHED:
             return outcome
-        reason = watch.explain(limits, process.killed_by)
+        reason = watch.explain(limits, process.killed_by, oom_killed=oom_killed)
         if reason is None:
             return outcome
         sink(SETUP_CHANNEL, f"The run crashed: {reason}.")

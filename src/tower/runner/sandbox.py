@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tower.runner.cgroups import MemoryCgroups, RunCgroup
 from tower.runner.process import die_with_parent_hook
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,20 @@ class Limits:
         return replace(self, **chosen).clamped_to(maximum)
 
 
+def clamp_notes(requested: Mapping[str, Any] | None, maximum: Limits) -> tuple[str, ...]:
+    """What a run's log says about the limits an app asked for beyond this runner's
+    maximums (the run gets the maximum instead)."""
+    notes = []
+    for name, value in (requested or {}).items():
+        cap = getattr(maximum, name, None) if name in Limits.names() else None
+        if _is_positive_int(value) and cap is not None and value > cap:
+            notes.append(
+                f"The app asks for {name}={value}, more than this runner allows; "
+                f"the run gets its maximum, {name}={cap} (TOWER_RUNNER_MAX_{name.upper()})."
+            )
+    return tuple(notes)
+
+
 def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -188,6 +203,8 @@ class SandboxConfig:
     uid_locks: Path = Path("/run/tower/run-uids")
     #: the interpreter venvs are made from (a run's uid must be able to reach it)
     python: str = sys.executable
+    #: enforce the memory limit with a cgroup per run when the host allows it
+    memory_cgroups: bool = True
 
 
 @dataclass(frozen=True)
@@ -353,10 +370,15 @@ def _outside_system(paths: Sequence[Path]) -> list[Path]:
     return kept
 
 
-def limits_preexec(limits: Limits, *, own_uid: bool) -> Callable[[], None]:
-    """A `preexec_fn`: the runner's die-with-parent request, then the limits."""
+def limits_preexec(
+    limits: Limits, *, own_uid: bool, cgroup: RunCgroup | None = None
+) -> Callable[[], None]:
+    """A `preexec_fn`: the runner's die-with-parent request, then the limits. With a
+    memory `cgroup` the process joins it, and the cgroup (not RLIMIT_AS, which caps
+    address space rather than memory) enforces the memory limit."""
     settings: list[tuple[int, tuple[int, int]]] = []
-    if limits.memory_mb is not None:
+    join = cgroup.join_hook() if cgroup is not None else None
+    if limits.memory_mb is not None and cgroup is None:
         size = limits.memory_mb * MIB
         settings.append((resource.RLIMIT_AS, (size, size)))
     if limits.cpu_seconds is not None:
@@ -373,6 +395,8 @@ def limits_preexec(limits: Limits, *, own_uid: bool) -> Callable[[], None]:
     def preexec() -> None:
         if die_with_parent is not None:
             die_with_parent()
+        if join is not None:
+            join()
         for which, value in settings:
             resource.setrlimit(which, value)
 
@@ -400,8 +424,14 @@ class LimitWatch:
             self.file_size = True
         self.sink(channel, content)
 
-    def explain(self, limits: Limits, killed_by: int | None) -> str | None:
-        """Which limit ended a failed run, in words, or None when none did."""
+    def explain(
+        self, limits: Limits, killed_by: int | None, *, oom_killed: bool = False
+    ) -> str | None:
+        """Which limit ended a failed run, in words, or None when none did.
+
+        `oom_killed`: the run's memory cgroup says the kernel killed it for memory."""
+        if oom_killed and limits.memory_mb is not None:
+            return f"the app exceeded the memory limit of {limits.memory_mb} MiB"
         if killed_by == signal.SIGXCPU and limits.cpu_seconds is not None:
             return f"the app exceeded the CPU time limit of {limits.cpu_seconds} s"
         if limits.memory_mb is not None and self.memory:
@@ -428,6 +458,10 @@ class Jail:
     system: tuple[str, ...] = ()
     #: the runner is root but the run keeps its uid: bwrap drops every capability
     drop_caps: bool = False
+    #: what the run's log should say about the app's limits (those clamped)
+    notes: tuple[str, ...] = ()
+    #: the run's memory cgroup, when the host allows one (it enforces memory_mb)
+    cgroup: RunCgroup | None = None
 
     @property
     def wrapped(self) -> bool:
@@ -449,7 +483,11 @@ class Jail:
         )
 
     def preexec(self) -> Callable[[], None]:
-        return limits_preexec(self.limits, own_uid=self.uid is not None)
+        return limits_preexec(self.limits, own_uid=self.uid is not None, cgroup=self.cgroup)
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed the run for exceeding its memory cgroup's limit."""
+        return self.cgroup is not None and self.cgroup.oom_killed()
 
     def popen_user(self) -> dict[str, Any]:
         """Popen arguments that switch to the run's uid (only without bwrap: with it,
@@ -487,8 +525,28 @@ class Sandbox:
         #: whether runs get a uid of their own (root, and the uid can reach its files)
         self.run_uids = self.is_root
         self._detect()
+        self.cgroups = self._detect_cgroups()
         if self.is_root:
             self.sweep()
+
+    def _detect_cgroups(self) -> MemoryCgroups | None:
+        """A memory cgroup per run when the host allows it; else RLIMIT_AS, said once."""
+        if not self.config.memory_cgroups:
+            return None
+        cgroups = MemoryCgroups.detect()
+        if cgroups is None:
+            logger.info(
+                "no writable memory cgroup for this runner: a run's memory limit caps "
+                "its address space (RLIMIT_AS) instead"
+            )
+            return None
+        cgroups.sweep()
+        logger.info(
+            "memory limits are enforced by a cgroup (v%s) per run under %s",
+            cgroups.version,
+            cgroups.base,
+        )
+        return cgroups
 
     def _detect(self) -> None:
         """Decide what confinement this host allows, and say it once."""
@@ -590,15 +648,38 @@ class Sandbox:
                 "bubblewrap to provide it. Install bubblewrap on the runner host."
             )
         limits = self.config.default_limits.overridden(request.limits, self.config.max_limits)
+        notes = clamp_notes(request.limits, self.config.max_limits)
         with self._run_uid(own=not request.shared_dirs) as uid:
             drop_caps = self.is_root and uid is None
+            cgroup = self._run_cgroup(limits, uid)
             try:
-                yield Jail(limits, uid, self.bwrap, self.setpriv, isolate, self._system, drop_caps)
+                yield Jail(
+                    limits,
+                    uid,
+                    self.bwrap,
+                    self.setpriv,
+                    isolate,
+                    self._system,
+                    drop_caps,
+                    notes,
+                    cgroup,
+                )
             finally:
                 if uid is not None:
                     kill_uid_processes(uid)
                     if self.bwrap is None:  # with bwrap, /tmp and /dev/shm were its own
                         remove_temp_files_of(uid)
+                if cgroup is not None:
+                    cgroup.remove()
+
+    def _run_cgroup(self, limits: Limits, uid: int | None) -> RunCgroup | None:
+        if self.cgroups is None or limits.memory_mb is None:
+            return None
+        try:
+            return self.cgroups.create(limits.memory_mb, uid)
+        except OSError as exc:
+            logger.warning("no memory cgroup for a run (%s); it gets RLIMIT_AS instead", exc)
+            return None
 
     @contextmanager
     def _run_uid(self, *, own: bool) -> Iterator[int | None]:

@@ -44,6 +44,8 @@ LIMIT_VARIABLES = {
 }
 DEFAULT_RUN_UIDS = "2000000-2000999"
 DEFAULT_VENV_CACHE_MAX_MB = 10_240
+#: TOWER_RUNNER_CGROUPS values
+CGROUP_MODES = ("auto", "off")
 
 #: variables a child app inherits from the runner (everything else is scrubbed)
 RUN_PASSTHROUGH_VARS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -134,6 +136,9 @@ class RunnerSettings:
             return (self.cert_file, self.key_file)
         return None
 
+    #: TOWER_RUNNER_CGROUPS: auto (a memory cgroup per run when the host allows), off
+    memory_cgroups: bool = True
+
     @property
     def runner_dir(self) -> Path:
         return self.home / "runner"
@@ -163,6 +168,7 @@ class RunnerSettings:
             run_uids=self.run_uids,
             state_dir=self.runner_dir,
             python=self.python,
+            memory_cgroups=self.memory_cgroups,
         )
 
     def require_token(self) -> str:
@@ -214,6 +220,7 @@ class RunnerSettings:
             venv_cache_max_mb=_optional_size(
                 values, "TOWER_RUNNER_VENV_CACHE_MAX_MB", DEFAULT_VENV_CACHE_MAX_MB
             ),
+            memory_cgroups=_choice(values, "TOWER_RUNNER_CGROUPS", CGROUP_MODES, "auto") == "auto",
             ca_bundle=_existing_file(values, "TOWER_CA_BUNDLE"),
             **_client_certificate(values),
         )

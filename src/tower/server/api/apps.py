@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from tower.core import errors, package
 from tower.server.api import serializers
@@ -26,7 +26,32 @@ router = APIRouter(prefix="/v1", tags=["apps"])
 MAX_TIMEOUT_S = 7 * 24 * 3600
 
 
-class CreateAppParams(BaseModel):
+class SandboxParams(BaseModel):
+    """An app's sandbox settings (tower.core.sandbox_settings): each limit a whole
+    number within its range, 0 for the runner's default; the services check ranges."""
+
+    #: memory (MB) a run may use
+    memory_mb: StrictInt | None = None
+    #: CPU time (s) a run may use
+    cpu_seconds: StrictInt | None = None
+    #: the largest file (MB) a run may write
+    file_size_mb: StrictInt | None = None
+    #: how many processes a run may have at once
+    processes: StrictInt | None = None
+    #: runs get no network at all (needs bubblewrap on the runner)
+    isolate_network: StrictBool | None = None
+
+    def sandbox_changes(self) -> apps_service.SandboxChanges:
+        return apps_service.SandboxChanges(
+            memory_mb=self.memory_mb,
+            cpu_seconds=self.cpu_seconds,
+            file_size_mb=self.file_size_mb,
+            processes=self.processes,
+            isolate_network=self.isolate_network,
+        )
+
+
+class CreateAppParams(SandboxParams):
     name: str = Field(max_length=128)
     short_description: str | None = Field(default="", max_length=4096)
     #: whether guests may be let into it (`POST /v1/guests`)
@@ -56,11 +81,12 @@ def create_app(ctx: ContextDep, principal: PrincipalDep, body: CreateAppParams) 
         name=body.name,
         short_description=body.short_description or "",
         is_externally_accessible=body.is_externally_accessible,
+        sandbox=body.sandbox_changes(),
     )
     return {"app": present_app(ctx, principal, app)}
 
 
-class UpdateAppParams(BaseModel):
+class UpdateAppParams(SandboxParams):
     """Every field optional: only what is sent changes."""
 
     short_description: str | None = Field(default=None, max_length=4096)
@@ -85,6 +111,7 @@ def update_app(
         running_timeout=body.running_timeout,
         retry_policy=body.retry_policy.to_policy() if body.retry_policy else None,
         is_externally_accessible=body.is_externally_accessible,
+        sandbox=body.sandbox_changes(),
     )
     app = apps_service.update_app(ctx, principal, name, changes)
     return {"app": present_app(ctx, principal, app)}

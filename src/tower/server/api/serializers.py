@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from tower.core.runs import RunStatus, status_group
+from tower.server.services import apps as apps_service
 from tower.server.services.inherited import page_of
 from tower.server.services.runs import RunView
 from tower.server.services.stats import AppHealth
@@ -140,6 +141,9 @@ def app_json(
         "tags": [],
         # Not in the contract (clients ignore extra keys): what health_status is made of.
         "health": {"state": health.state.value, "recent_failures": health.recent_failures},
+        # Not in the contract either: what the app's runs ask of a runner's sandbox
+        # (null limits: the runner's default).
+        **apps_service.sandbox_settings(app).as_json(),
     }
     if last_run is not None:
         body["last_run"] = last_run

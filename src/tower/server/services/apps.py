@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import errors
 from tower.core.retries import RetryPolicy
+from tower.core.sandbox_settings import LIMIT_NAMES, SandboxSettings, check_limit
 from tower.server.services import audit, lifecycle
 from tower.server.services.context import Principal, ServerContext, owned
 from tower.server.store import models
@@ -96,8 +97,11 @@ def create_app(
     name: str,
     short_description: str = "",
     is_externally_accessible: bool = False,
+    sandbox: SandboxChanges | None = None,
 ) -> models.App:
     validate_app_name(name)
+    sandbox = sandbox or SandboxChanges()
+    sandbox.validate()
     with ctx.sessions.begin() as session:
         exists = session.scalar(
             owned(select(func.count()).select_from(models.App), models.App, principal).where(
@@ -113,10 +117,55 @@ def create_app(
             is_externally_accessible=is_externally_accessible,
             created_by_id=principal.user_id,
         )
+        sandbox.apply(app)
         session.add(app)
         session.flush()
         audit.record(session, principal, "app.create", f"apps/{name}")
         return app
+
+
+@dataclass(frozen=True)
+class SandboxChanges:
+    """Sandbox settings a request sets: None leaves one as it is, a limit of 0 goes
+    back to the runner's default."""
+
+    memory_mb: int | None = None
+    cpu_seconds: int | None = None
+    file_size_mb: int | None = None
+    processes: int | None = None
+    isolate_network: bool | None = None
+
+    def validate(self) -> None:
+        """InvalidInput naming the first limit out of range, and the range."""
+        for name in LIMIT_NAMES:
+            value = getattr(self, name)
+            try:
+                check_limit(name, value or None)
+            except ValueError as exc:
+                raise errors.InvalidInput(
+                    f"{exc}; 0 goes back to the runner's default.",
+                    location=f"body.{name}",
+                    value=value,
+                ) from None
+
+    def apply(self, app: models.App) -> None:
+        for name in LIMIT_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(app, name, value or None)
+        if self.isolate_network is not None:
+            app.isolate_network = self.isolate_network
+
+
+def sandbox_settings(app: models.App) -> SandboxSettings:
+    """What the app's runs ask of a runner's sandbox."""
+    return SandboxSettings(
+        memory_mb=app.memory_mb,
+        cpu_seconds=app.cpu_seconds,
+        file_size_mb=app.file_size_mb,
+        processes=app.processes,
+        isolate_network=bool(app.isolate_network),
+    )
 
 
 @dataclass(frozen=True)
@@ -129,12 +178,15 @@ class AppChanges:
     running_timeout: int | None = None
     retry_policy: RetryPolicy | None = None
     is_externally_accessible: bool | None = None
+    sandbox: SandboxChanges = dataclasses.field(default_factory=SandboxChanges)
 
 
 def update_app(
     ctx: ServerContext, principal: Principal, name: str, changes: AppChanges
 ) -> models.App:
-    """Apply `changes`; they affect runs created from now on (a run keeps its policy)."""
+    """Apply `changes`; they affect runs created from now on (a run keeps its policy;
+    sandbox settings apply to runs claimed from now on)."""
+    changes.sandbox.validate()
     with ctx.sessions.begin() as session:
         app = get_app(session, principal, name, lock=True)
         for field in (
@@ -149,14 +201,17 @@ def update_app(
                 setattr(app, field, value)
         if changes.retry_policy is not None:
             lifecycle.apply_policy(app, changes.retry_policy)
+        changes.sandbox.apply(app)
         session.flush()
         audit.record(session, principal, "app.update", f"apps/{name}", changes=_changed(changes))
         return app
 
 
 def _changed(changes: AppChanges) -> dict[str, object]:
-    """What an update set, as JSON (the retry policy as its fields)."""
-    return {k: v for k, v in dataclasses.asdict(changes).items() if v is not None}
+    """What an update set, as JSON (the retry policy and sandbox settings as their fields)."""
+    changed = {k: v for k, v in dataclasses.asdict(changes).items() if v is not None}
+    sandbox = {k: v for k, v in changed.pop("sandbox", {}).items() if v is not None}
+    return {**changed, **({"sandbox": sandbox} if sandbox else {})}
 
 
 def list_apps(ctx: ServerContext, principal: Principal) -> list[models.App]:

@@ -19,6 +19,7 @@ from tower.core import crypto, errors
 from tower.core.runs import ACTIVE, TERMINAL, RunStatus, check_transition
 from tower.server.dispatch import queue
 from tower.server.dispatch.notifier import run_topic
+from tower.server.services import apps as apps_service
 from tower.server.services import auth, deploys, lifecycle, runner_credentials, vault
 from tower.server.services import catalogs as catalogs_service
 from tower.server.services import secrets as secrets_service
@@ -161,6 +162,7 @@ def _assignment(
         if version.package_size <= INLINE_PACKAGE_MAX_BYTES
         else None
     )
+    sandbox = apps_service.sandbox_settings(app)
     last_line = session.scalar(
         select(func.max(models.RunLogLine.line_num)).where(models.RunLogLine.run_id == run.id)
     )
@@ -194,6 +196,10 @@ def _assignment(
             ttl=auth.RUN_TOKEN_TTL,
             run_id=run.id,
         ),
+        # The app's sandbox settings as they are at claim time; the runner clamps the
+        # limits to its own maximums (tower.runner.sandbox.RunRequest).
+        "limits": sandbox.limits(),
+        "isolate_network": sandbox.isolate_network,
         "is_scheduled": run.initiator.get("type") == "tower_scheduler",
         "schedule_id": run.initiator.get("details", {}).get("schedule_id"),
         "schedule_name": run.initiator.get("details", {}).get("schedule_name"),

@@ -220,6 +220,13 @@ class App(Base):
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     retry_delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
     use_exponential_backoff: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What its runs ask of the runner's sandbox (tower.core.sandbox_settings); null
+    # limits leave the runner's default, and a runner clamps each to its own maximum.
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
+    cpu_seconds: Mapped[int | None] = mapped_column(Integer)
+    file_size_mb: Mapped[int | None] = mapped_column(Integer)
+    processes: Mapped[int | None] = mapped_column(Integer)
+    isolate_network: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # Counters handed out under the app row's lock so numbers never repeat.
     last_run_number: Mapped[int] = mapped_column(Integer, default=0)
     last_version_number: Mapped[int] = mapped_column(Integer, default=0)
