@@ -41,6 +41,11 @@ LIMIT_VARIABLES = {
 }
 DEFAULT_RUN_UIDS = "2000000-2000999"
 DEFAULT_VENV_CACHE_MAX_MB = 10_240
+#: pre-started interpreters (see `tower.runner.warm`): how many (venv, request) pairs
+#: keep one, and how long an idle one lives
+DEFAULT_WARM_KEYS = 4
+DEFAULT_WARM_IDLE_S = 120.0
+WARM_START_CHOICES = ("on", "off")
 
 #: variables a child app inherits from the runner (everything else is scrubbed)
 RUN_PASSTHROUGH_VARS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -115,6 +120,12 @@ class RunnerSettings:
     run_uids: range = field(default_factory=lambda: parse_uid_range(DEFAULT_RUN_UIDS))
     #: TOWER_RUNNER_VENV_CACHE_MAX_MB: LRU-evict venvs beyond this size (None: unbounded)
     venv_cache_max_mb: int | None = DEFAULT_VENV_CACHE_MAX_MB
+    #: TOWER_RUNNER_WARM_START: on (pre-start interpreters for recently used apps) / off
+    warm_start: bool = True
+    #: TOWER_RUNNER_WARM_KEYS: at most this many warm interpreters (one per venv + request)
+    warm_keys: int = DEFAULT_WARM_KEYS
+    #: TOWER_RUNNER_WARM_IDLE_SECONDS: an unused warm interpreter is stopped after this
+    warm_idle_s: float = DEFAULT_WARM_IDLE_S
 
     @property
     def runner_dir(self) -> Path:
@@ -192,6 +203,11 @@ class RunnerSettings:
             run_uids=_uid_range(values.get("TOWER_RUNNER_RUN_UIDS") or DEFAULT_RUN_UIDS),
             venv_cache_max_mb=_optional_size(
                 values, "TOWER_RUNNER_VENV_CACHE_MAX_MB", DEFAULT_VENV_CACHE_MAX_MB
+            ),
+            warm_start=_choice(values, "TOWER_RUNNER_WARM_START", WARM_START_CHOICES, "on") == "on",
+            warm_keys=_positive_int(values, "TOWER_RUNNER_WARM_KEYS", DEFAULT_WARM_KEYS),
+            warm_idle_s=_non_negative_float(
+                values, "TOWER_RUNNER_WARM_IDLE_SECONDS", DEFAULT_WARM_IDLE_S
             ),
         )
 
