@@ -249,7 +249,6 @@ class _WarmStart:
         watch = LimitWatch(self.sink)
         try:
             if not self._hand_over(warm, package_dir, manifest, work_dir, watch):
-                warm.close()
                 return None
             self.sink(SETUP_CHANNEL, WARM_START_LINE)
             _notify_started(on_started)
@@ -278,6 +277,8 @@ class _WarmStart:
         if problem is not None:
             logger.info("starting the app cold: %s", problem)
             return False
+        if warm.jail.wrapped:  # bubblewrap sets PWD to the directory it starts the app in
+            env["PWD"] = str(app_dir)
         moved.parent.mkdir(parents=True, exist_ok=True)
         package_dir.rename(moved)
         script = app_dir / script_relpath(manifest.invoke)

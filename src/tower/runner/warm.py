@@ -175,6 +175,7 @@ class WarmProcess:
         self._control, self._ready = pipes
         self._resources = resources
         self._buffer = b""
+        self._closed = False
 
     @property
     def environment(self) -> dict[str, str]:
@@ -230,7 +231,10 @@ class WarmProcess:
 
     def close(self) -> None:
         """Stop it if it still runs; release its uid (killing what is left under it),
-        its venv pin and its slot."""
+        its venv pin and its slot. Only the first call does anything."""
+        if self._closed:
+            return
+        self._closed = True
         self._close_control()
         with contextlib.suppress(OSError):
             os.close(self._ready)
