@@ -7,9 +7,11 @@ These need root (a uid per run) and a working `bwrap`, like tests/runner/test_sa
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -17,16 +19,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from control_plane import FakeControlPlane, FakeRun
 from procs import alive, wait_until
+from test_agent import AgentThread
 
+from tower.core.crypto import hybrid_encrypt, load_public_key
 from tower.core.package import build_package, extract_package
 from tower.core.runs import RunStatus
 from tower.core.towerfile import load_towerfile
 from tower.runner import workdirs
+from tower.runner.agent import Agent
 from tower.runner.environment import RunContext
 from tower.runner.execute import WARM_START_LINE, Outcome, execute
 from tower.runner.sandbox import Limits, RunRequest, Sandbox, SandboxConfig, uid_processes
-from tower.runner.settings import RunnerSettings, run_parent_environment
+from tower.runner.settings import RunnerSettings, SettingsError, run_parent_environment
 from tower.runner.venvs import VenvCache
 from tower.runner.warm import WarmPool
 
@@ -201,7 +207,7 @@ def test_consecutive_runs_never_share_an_interpreter_or_a_uid(
     assert all(mark == "False" for _, _, mark in seen), "no interpreter served twice"
     # The next run's interpreter was started (under its own lease) while this one ran.
     uids = [uid for _, uid, _ in seen]
-    assert all(a != b for a, b in zip(uids, uids[1:], strict=False)), uids
+    assert all(a != b for a, b in itertools.pairwise(uids)), uids
 
 
 def test_exit_codes_and_crashes_are_those_of_a_cold_start(
@@ -239,7 +245,7 @@ def test_a_limit_ends_a_warm_run_saying_the_limit(
     runner: Runner, make_app: Callable[..., Path]
 ) -> None:
     hog = make_app({"main.py": "x = bytearray(2 * 1024 * 1024 * 1024)\n"})
-    outcome, sink = runner.warmed(hog)
+    outcome, _ = runner.warmed(hog)
     assert outcome.warm_start
     assert outcome.status == RunStatus.CRASHED
     assert (outcome.message or "").startswith("The app exceeded the memory limit of 1024 MiB")
@@ -288,7 +294,9 @@ def test_what_does_not_fit_starts_cold(runner: Runner, make_app: Callable[..., P
     assert (outcome.status, outcome.warm_start) == (RunStatus.EXITED, False), sink.lines
     # A package that brings a module the interpreter imported already (here `http`).
     wait_until(lambda: runner.pool.idle_count() >= 1, timeout=30)
-    shadowing = make_app({"main.py": "import http\nprint(http.MINE)\n", "http/__init__.py": "MINE = 1\n"})
+    shadowing = make_app(
+        {"main.py": "import http\nprint(http.MINE)\n", "http/__init__.py": "MINE = 1\n"}
+    )
     outcome, sink = runner.run(shadowing)
     assert (outcome.status, outcome.warm_start) == (RunStatus.EXITED, False), sink.lines
     assert sink.program() == ["1"]
@@ -315,3 +323,135 @@ def test_idle_interpreters_expire_and_stop_with_the_pool(
     for uid in TEST_UIDS:
         assert uid_processes(uid) == []
     assert list(box.settings.work_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- through the agent
+
+SECRET_APP = """\
+import os, sys
+print("secret", os.environ.get("API_KEY"), "param", os.environ.get("friend"))
+for i in range(50):
+    print("line", i)
+sys.exit(int(os.environ.get("code", "0")))
+"""
+
+
+def _agent(url: str, home: Path, venvs: VenvCache, **settings: object) -> Agent:
+    config = RunnerSettings(
+        url=url,
+        token="rt-test",
+        name="warm-runner",
+        capacity=2,
+        home=home,
+        python=sys.executable,
+        cancel_grace_s=1.0,
+        run_uids=TEST_UIDS,
+        **settings,  # type: ignore[arg-type]
+    )
+    return Agent(config, venvs=venvs, claim_wait_s=0.3)
+
+
+def _channel(run: FakeRun, channel: str) -> list[str]:
+    return [line["content"] for _, line in sorted(run.lines.items()) if line["channel"] == channel]
+
+
+def _program(run: FakeRun) -> list[str]:
+    return _channel(run, "program")
+
+
+def _setup(run: FakeRun) -> list[str]:
+    return _channel(run, "setup")
+
+
+def _sealed(plane: FakeControlPlane, secrets: dict[str, str]) -> str:
+    assert plane.public_key_pem is not None
+    return hybrid_encrypt(load_public_key(plane.public_key_pem), json.dumps({"secrets": secrets}))
+
+
+@pytest.fixture
+def plane() -> Iterator[FakeControlPlane]:
+    fake = FakeControlPlane().start()
+    yield fake
+    fake.stop()
+
+
+def _no_run_uid_left() -> None:
+    for uid in TEST_UIDS:
+        assert uid_processes(uid) == [], f"run uid {uid} has processes left"
+
+
+def test_the_agent_starts_the_next_run_of_an_app_warm(
+    plane: FakeControlPlane, make_app: Callable[..., Path], venv_cache: VenvCache, tmp_path: Path
+) -> None:
+    package = build_package(load_towerfile(make_app({"main.py": SECRET_APP})))
+    home = tmp_path / "home"
+    agent = _agent(plane.url, home, venv_cache)
+    assert agent.warm is not None
+    with AgentThread(agent):
+        assert agent.registered.wait(20)
+        first = plane.enqueue(package, parameters={"friend": "Ada"})
+        plane.wait_for(first.finished)
+        wait_until(lambda: agent.warm is not None and agent.warm.idle_count() == 1, timeout=30)
+        sealed = _sealed(plane, {"API_KEY": "s3cret"})
+        second = plane.enqueue(
+            package, parameters={"friend": "Bob", "code": "4"}, sealed_runtime=sealed
+        )
+        plane.wait_for(second.finished)
+    assert WARM_START_LINE not in _setup(first)
+    assert WARM_START_LINE in _setup(second)
+    assert first.status_names == ["running", "exited"]
+    assert second.status_names == ["running", "crashed"]
+    assert second.statuses[-1]["exit_code"] == 4
+    # The secret reached the app (its value is masked in logs, as for any run); every
+    # line arrived, in order, numbered without a gap.
+    assert _program(second) == ["secret *** param Bob"] + [f"line {i}" for i in range(50)]
+    assert sorted(second.lines) == list(range(1, len(second.lines) + 1))
+    # Stopping the agent stopped the interpreter it had pre-started for the next run.
+    _no_run_uid_left()
+    assert list((home / "runner" / "work").iterdir()) == []
+
+
+def test_a_warm_run_is_cancelled_like_any_other(
+    plane: FakeControlPlane, make_app: Callable[..., Path], venv_cache: VenvCache, tmp_path: Path
+) -> None:
+    app = "import time\nprint('sleeping', flush=True)\ntime.sleep(120)\n"
+    package = build_package(load_towerfile(make_app({"main.py": app})))
+    agent = _agent(plane.url, tmp_path / "home", venv_cache)
+    with AgentThread(agent):
+        first = plane.enqueue(package)
+        plane.wait_for(lambda: "sleeping" in _program(first))
+        wait_until(lambda: agent.warm is not None and agent.warm.idle_count() == 1, timeout=30)
+        second = plane.enqueue(package)
+        plane.wait_for(lambda: "sleeping" in _program(second))
+        assert WARM_START_LINE in _setup(second)
+        for run in (first, second):
+            plane.cancel(run.run_id)
+        wait_until(lambda: not agent.active_run_ids(), timeout=20)
+    assert first.status_names == second.status_names == ["running"]
+    _no_run_uid_left()
+
+
+def test_warm_start_off_starts_every_run_cold(
+    plane: FakeControlPlane, make_app: Callable[..., Path], venv_cache: VenvCache, tmp_path: Path
+) -> None:
+    settings = RunnerSettings.from_env({"TOWER_RUNNER_WARM_START": "off"}, dotenv_path=tmp_path)
+    assert settings.warm_start is False
+    package = build_package(load_towerfile(make_app({"main.py": "print('cold')\n"})))
+    agent = _agent(plane.url, tmp_path / "home", venv_cache, warm_start=False)
+    assert agent.warm is None
+    with AgentThread(agent):
+        runs = [plane.enqueue(package) for _ in range(2)]
+        for run in runs:
+            plane.wait_for(run.finished)
+    assert all(WARM_START_LINE not in _setup(run) for run in runs)
+    assert all(_program(run) == ["cold"] for run in runs)
+
+
+def test_warm_settings_are_checked() -> None:
+    with pytest.raises(SettingsError, match="TOWER_RUNNER_WARM_START must be one of on, off"):
+        RunnerSettings.from_env({"TOWER_RUNNER_WARM_START": "maybe"}, dotenv_path=Path("/nowhere"))
+    settings = RunnerSettings.from_env(
+        {"TOWER_RUNNER_WARM_KEYS": "2", "TOWER_RUNNER_WARM_IDLE_SECONDS": "30"},
+        dotenv_path=Path("/nowhere"),
+    )
+    assert (settings.warm_start, settings.warm_keys, settings.warm_idle_s) == (True, 2, 30.0)
