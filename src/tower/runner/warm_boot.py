@@ -20,16 +20,19 @@ cleared before the script runs, so nothing of the bootstrap is left in it.
 
 
 def _tower_warm() -> None:
+    import sys
+
+    # Everything loaded from here on is loaded ahead of the run (the bootstrap's own
+    # imports too): the runner checks that the app's package shadows none of it.
+    already = set(sys.modules)
     import builtins
     import json
     import os
     import signal
-    import sys
     from importlib import import_module, invalidate_caches
     from importlib.machinery import SourceFileLoader
 
     control, ready = int(sys.argv[1]), int(sys.argv[2])
-    already = set(sys.modules)
     for name in sys.argv[3:]:
         try:  # noqa: SIM105 - contextlib is not loaded yet: a cold start might not load it
             import_module(name)
