@@ -127,7 +127,7 @@ def execute(
         readable = (venv.path, *python_install_dirs(venv.path))
         request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
         outcome = None
-        if warm is not None and _may_start_warm(argv, venv, request, package_dir, work_dir):
+        if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
             start = _WarmStart(warm, WarmSpec(venv, request, readable), ctx, parent_env, sink)
             outcome = start.execute(
                 package_dir, manifest, work_dir, on_started, cancel, cancel_grace_s
@@ -142,15 +142,11 @@ def execute(
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
 
 
-def _may_start_warm(
-    argv: list[str], venv: Venv, request: RunRequest, package_dir: Path, work_dir: Path
-) -> bool:
+def _may_start_warm(argv: list[str], venv: Venv, package_dir: Path, work_dir: Path) -> bool:
     """A plain Python script of a package in its work dir (it moves into the warm
-    interpreter's slot), not sharing directories with other runs (those keep the
-    runner's uid, no lease to pre-start under)."""
+    interpreter's slot)."""
     plain = len(argv) == 2 and argv[0] == str(venv.python)
-    inside = package_dir != work_dir and work_dir in package_dir.parents
-    return plain and inside and not request.shared_dirs
+    return plain and package_dir != work_dir and work_dir in package_dir.parents
 
 
 def _shared_dirs(ctx: RunContext, sandbox: Sandbox, sink: LineSink) -> tuple[Path, ...]:

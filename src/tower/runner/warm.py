@@ -108,7 +108,9 @@ def shadowed(modules: Iterable[str], import_dirs: Iterable[Path]) -> list[str]:
 
 @dataclass(frozen=True)
 class WarmSpec:
-    """What a warm interpreter is started for: a venv and a sandbox request."""
+    """What a warm interpreter is started for: a venv and a sandbox request (its
+    limits, network, and the account's shared catalog directories: an interpreter
+    that can write one account's catalog only ever serves a run that can too)."""
 
     venv: Venv
     request: RunRequest
@@ -389,7 +391,7 @@ class WarmPool:
         ready_read, ready_write = os.pipe()
         argv = [str(spec.venv.python), "-c", bootstrap_source()]
         argv += [str(control_read), str(ready_write), *sdk_modules(spec.venv.path)]
-        mounts = Mounts((slot,), spec.readable, slot)
+        mounts = Mounts((slot,), spec.readable, slot, spec.request.shared_dirs)
         lines = HeldLines()
         process = AppProcess(
             jail.command(argv, mounts),
