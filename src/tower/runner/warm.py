@@ -189,11 +189,14 @@ class WarmProcess:
         time, or `cancel` was set."""
         deadline = time.monotonic() + timeout
         while self.modules is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (cancel is not None and cancel.is_set()):
+            if cancel is not None and cancel.is_set():
                 return False
-            readable, _, _ = select.select([self._ready], [], [], min(remaining, READY_POLL_S))
+            remaining = deadline - time.monotonic()
+            wait = max(0.0, min(remaining, READY_POLL_S))
+            readable, _, _ = select.select([self._ready], [], [], wait)
             if readable and not self._read_ready():
+                return False
+            if self.modules is None and remaining <= 0:
                 return False
         return True
 
@@ -276,6 +279,9 @@ class WarmPool:
         self._lock = threading.Lock()
         self._idle: OrderedDict[Key, WarmProcess] = OrderedDict()
         self._pending: set[Key] = set()
+        #: what the interpreters of each pair import: the same every time (one venv,
+        #: one bootstrap), so a run need not wait for the imports to check its package
+        self._modules: dict[Key, tuple[str, ...]] = {}
         self._queue: queue.Queue[WarmSpec | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
         self._closed = False
@@ -290,7 +296,14 @@ class WarmPool:
             self._want(spec)
         if warm is None:
             return None
-        if warm.wait_ready(READY_WAIT_S, cancel):
+        known = self._modules.get(spec.key)
+        if warm.wait_ready(0 if known is not None else READY_WAIT_S, cancel):
+            self._modules[spec.key] = warm.modules or ()
+            return warm
+        if known is not None and not (cancel is not None and cancel.is_set()):
+            # Still importing: the run is handed over now and starts when that is done,
+            # as a cold interpreter would start after its own imports.
+            warm.modules = known
             return warm
         logger.warning("a warm interpreter was not ready in time; starting the app cold")
         warm.close()
