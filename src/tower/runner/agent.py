@@ -65,6 +65,7 @@ from tower.runner.settings import (
     run_parent_environment,
 )
 from tower.runner.venvs import SETUP_CHANNEL, VenvCache
+from tower.runner.warm import WarmPool
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,17 @@ class Agent:
         self.heartbeat_interval_s = DEFAULT_HEARTBEAT_INTERVAL_S
         self.registered = threading.Event()
         self._parent_env = run_parent_environment()
+        #: pre-started interpreters for recently used apps (None: TOWER_RUNNER_WARM_START=off)
+        self.warm: WarmPool | None = None
+        if settings.warm_start:
+            self.warm = WarmPool(
+                self.sandbox,
+                self.venvs,
+                settings.work_dir,
+                self._parent_env,
+                max_keys=settings.warm_keys,
+                idle_s=settings.warm_idle_s,
+            )
         self._stop = threading.Event()
         self._done = threading.Event()
         self._slots = threading.BoundedSemaphore(settings.capacity)
@@ -216,6 +228,8 @@ class Agent:
         try:
             return self._serve()
         finally:
+            if self.warm is not None:
+                self.warm.close()
             if self._owns_api:
                 self.api.close()
 
@@ -434,6 +448,7 @@ class Agent:
             cancel_grace_s=self.settings.cancel_grace_s,
             sandbox=self.sandbox,
             request=RunRequest.from_assignment(assignment),
+            warm=self.warm,
         )
 
     def _fetch_package(self, assignment: dict[str, Any], dest: Path) -> Manifest:

@@ -105,6 +105,16 @@ def build_environment(
     return env
 
 
+def interpreter_environment(paths: RunPaths, parent_env: Mapping[str, str]) -> dict[str, str]:
+    """What a run's environment holds whatever the run and its package: the forwarded
+    variables and Tower's system variables except PYTHONPATH (which names the package's
+    directories). A pre-started interpreter starts with exactly this."""
+    env = {name: parent_env[name] for name in FORWARDED_VARS if name in parent_env}
+    env.update(_system_variables(paths, parent_env))
+    del env["PYTHONPATH"]
+    return env
+
+
 def _system_variables(paths: RunPaths, parent_env: Mapping[str, str]) -> dict[str, str]:
     venv_bin = str(paths.venv_dir / "bin")
     parent_path = parent_env.get("PATH", os.defpath)

@@ -31,6 +31,7 @@ from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
+    Limits,
     LimitWatch,
     Mounts,
     RunRequest,
@@ -39,7 +40,8 @@ from tower.runner.sandbox import (
     local_catalog_dirs,
     python_install_dirs,
 )
-from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, VenvCache
+from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
+from tower.runner.warm import WarmPool, WarmProcess, WarmSpec
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,7 @@ EXIT_POLL_INTERVAL_S = 0.05
 CANCELLED_BEFORE_START = "The run was cancelled before it started."
 #: default SIGTERM → SIGKILL grace when a run is cancelled (s)
 DEFAULT_CANCEL_GRACE_S = 10.0
-HOME_DIR_NAME = "home"
-TMP_DIR_NAME = "tmp"
+WARM_START_LINE = "Starting the app in a pre-started interpreter"
 #: MANIFEST version 1 packages are flat: the app dir is the package root
 FLAT_MANIFEST_VERSION = 1
 
@@ -65,6 +66,8 @@ class Outcome:
     message: str | None = None
     #: True when an existing venv was reused, False when one was built, None if none was needed
     venv_cache_hit: bool | None = None
+    #: True when the app ran in a pre-started interpreter (see `tower.runner.warm`)
+    warm_start: bool = False
 
 
 def app_layout(package_dir: Path, manifest: Manifest) -> tuple[Path, tuple[Path, ...]]:
@@ -90,12 +93,14 @@ def execute(
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
     sandbox: Sandbox | None = None,
     request: RunRequest | None = None,
+    warm: WarmPool | None = None,
 ) -> Outcome:
     """Run the app of an extracted package to completion and say how it ended.
 
     With a `sandbox` the app runs confined (limits, its own uid, bubblewrap; see
     `tower.runner.sandbox`) as the run's `request` asks; without one it runs as the
-    caller's user, unconfined (`tower run --local`)."""
+    caller's user, unconfined (`tower run --local`). With a `warm` pool a sandboxed
+    app starts in a pre-started interpreter when one fits (see `tower.runner.warm`)."""
     app_dir, module_dirs = app_layout(package_dir, manifest)
     script = app_dir / script_relpath(manifest.invoke)
     if not script.is_file():
@@ -111,21 +116,37 @@ def execute(
             return _errored(sink, exc.message, headline=exc.message.splitlines()[0])
         if _is_set(cancel):
             return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
-        paths = _run_paths(work_dir, app_dir, module_dirs, venv.path)
         argv = command_for(manifest.invoke, app_dir, venv.path)
-        env = build_environment(ctx, paths, parent_env)
         if sandbox is None:
+            paths = _run_paths(work_dir, app_dir, module_dirs, venv)
+            env = build_environment(ctx, paths, parent_env)
             process = AppProcess(argv, cwd=app_dir, env=env, on_line=sink)
             outcome = _run_app(process, sink, work_dir, on_started, cancel, cancel_grace_s)
-        else:
+            return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+        shared = _shared_dirs(ctx, sandbox, sink)
+        readable = (venv.path, *python_install_dirs(venv.path))
+        request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
+        outcome = None
+        if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
+            start = _WarmStart(warm, WarmSpec(venv, request, readable), ctx, parent_env, sink)
+            outcome = start.execute(
+                package_dir, manifest, work_dir, on_started, cancel, cancel_grace_s
+            )
+        if outcome is None:
+            paths = _run_paths(work_dir, app_dir, module_dirs, venv)
+            env = build_environment(ctx, paths, parent_env)
             own_dirs = _own_dirs(work_dir, package_dir)
-            shared = _shared_dirs(ctx, sandbox, sink)
-            readable = (venv.path, *python_install_dirs(venv.path))
             mounts = Mounts(own_dirs, readable, app_dir, shared)
-            request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
             run = _SandboxedRun(sandbox, request, own_dirs, mounts)
             outcome = run.execute(argv, env, sink, work_dir, on_started, cancel, cancel_grace_s)
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
+
+
+def _may_start_warm(argv: list[str], venv: Venv, package_dir: Path, work_dir: Path) -> bool:
+    """A plain Python script of a package in its work dir (it moves into the warm
+    interpreter's slot)."""
+    plain = len(argv) == 2 and argv[0] == str(venv.python)
+    return plain and package_dir != work_dir and work_dir in package_dir.parents
 
 
 def _shared_dirs(ctx: RunContext, sandbox: Sandbox, sink: LineSink) -> tuple[Path, ...]:
@@ -182,14 +203,102 @@ class _SandboxedRun:
                 oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
         except SandboxUnavailable as exc:
             return _errored(sink, str(exc))
-        if outcome.status != RunStatus.CRASHED:
-            return outcome
-        reason = watch.explain(limits, process.killed_by, oom_killed=oom_killed)
-        if reason is None:
-            return outcome
-        sink(SETUP_CHANNEL, f"The run crashed: {reason}.")
-        message = f"{reason[:1].upper()}{reason[1:]} (exit code {outcome.exit_code})."
-        return dataclasses.replace(outcome, message=message)
+        return _explained(outcome, watch, limits, process, sink, oom_killed=oom_killed)
+
+
+def _explained(
+    outcome: Outcome,
+    watch: LimitWatch,
+    limits: Limits,
+    process: AppProcess,
+    sink: LineSink,
+    *,
+    oom_killed: bool,
+) -> Outcome:
+    """A crash that a limit caused says so (`oom_killed`: the run's memory cgroup says
+    the kernel killed it for memory)."""
+    if outcome.status != RunStatus.CRASHED:
+        return outcome
+    reason = watch.explain(limits, process.killed_by, oom_killed=oom_killed)
+    if reason is None:
+        return outcome
+    sink(SETUP_CHANNEL, f"The run crashed: {reason}.")
+    message = f"{reason[:1].upper()}{reason[1:]} (exit code {outcome.exit_code})."
+    return dataclasses.replace(outcome, message=message)
+
+
+@dataclass(frozen=True)
+class _WarmStart:
+    """A run started in a pre-started interpreter: its package moves into the
+    interpreter's slot, which becomes the run's directory (HOME, TMPDIR, cwd)."""
+
+    pool: WarmPool
+    spec: WarmSpec
+    ctx: RunContext
+    parent_env: Mapping[str, str]
+    sink: LineSink
+
+    def execute(
+        self,
+        package_dir: Path,
+        manifest: Manifest,
+        work_dir: Path,
+        on_started: Callable[[], None] | None,
+        cancel: threading.Event | None,
+        cancel_grace_s: float,
+    ) -> Outcome | None:
+        """How the run ended, or None when it must start cold (no interpreter, or
+        none that fits; nothing of the run has executed then)."""
+        warm = self.pool.take(self.spec, cancel)
+        if warm is None:
+            return None
+        watch = LimitWatch(self.sink)
+        try:
+            if not self._hand_over(warm, package_dir, manifest, work_dir, watch):
+                return None
+            self.sink(SETUP_CHANNEL, WARM_START_LINE)
+            _notify_started(on_started)
+            outcome = _wait(warm.process, cancel, cancel_grace_s)
+            outcome = dataclasses.replace(outcome, warm_start=True)
+            oom_killed = warm.jail.oom_killed()  # before the cgroup goes with the jail
+            return _explained(
+                outcome, watch, warm.jail.limits, warm.process, self.sink, oom_killed=oom_killed
+            )
+        finally:
+            warm.close()
+
+    def _hand_over(
+        self,
+        warm: WarmProcess,
+        package_dir: Path,
+        manifest: Manifest,
+        work_dir: Path,
+        watch: LimitWatch,
+    ) -> bool:
+        """Move the package into the slot and send the run; False (the package back
+        where it was) when the interpreter does not fit the run or is gone."""
+        moved = warm.slot / package_dir.relative_to(work_dir)
+        app_dir, module_dirs = app_layout(moved, manifest)
+        paths = _run_paths(warm.slot, app_dir, module_dirs, self.spec.venv)
+        env = build_environment(self.ctx, paths, self.parent_env)
+        here, here_modules = app_layout(package_dir, manifest)
+        problem = warm.unsuitable(env, (here, *here_modules))
+        if problem is not None:
+            logger.info("starting the app cold: %s", problem)
+            return False
+        if warm.jail.wrapped:  # bubblewrap sets PWD to the directory it starts the app in
+            env["PWD"] = str(app_dir)
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        package_dir.rename(moved)
+        script = app_dir / script_relpath(manifest.invoke)
+        try:
+            warm.jail.hand_over((warm.slot,))
+            warm.hand_over({"env": env, "cwd": str(app_dir), "argv": [str(script)]}, watch)
+        except OSError as exc:
+            logger.warning("the warm interpreter is gone (%s); starting the app cold", exc)
+            moved.rename(package_dir)
+            return False
+        return True
 
 
 def _run_app(
@@ -214,12 +323,10 @@ def _is_set(cancel: threading.Event | None) -> bool:
 
 
 def _run_paths(
-    work_dir: Path, app_dir: Path, module_dirs: tuple[Path, ...], venv_dir: Path
+    work_dir: Path, app_dir: Path, module_dirs: tuple[Path, ...], venv: Venv
 ) -> RunPaths:
-    home, tmp = work_dir / HOME_DIR_NAME, work_dir / TMP_DIR_NAME
-    home.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir(parents=True, exist_ok=True)
-    return RunPaths(app_dir, module_dirs, venv_dir, home, tmp)
+    home, tmp = workdirs.home_and_tmp(work_dir)
+    return RunPaths(app_dir, module_dirs, venv.path, home, tmp)
 
 
 def _notify_started(on_started: Callable[[], None] | None) -> None:

@@ -46,6 +46,11 @@ DEFAULT_RUN_UIDS = "2000000-2000999"
 DEFAULT_VENV_CACHE_MAX_MB = 10_240
 #: TOWER_RUNNER_CGROUPS values
 CGROUP_MODES = ("auto", "off")
+#: pre-started interpreters (see `tower.runner.warm`): how many (venv, request) pairs
+#: keep one, and how long an idle one lives
+DEFAULT_WARM_KEYS = 4
+DEFAULT_WARM_IDLE_S = 120.0
+WARM_START_CHOICES = ("on", "off")
 
 #: variables a child app inherits from the runner (everything else is scrubbed)
 RUN_PASSTHROUGH_VARS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -138,6 +143,12 @@ class RunnerSettings:
 
     #: TOWER_RUNNER_CGROUPS: auto (a memory cgroup per run when the host allows), off
     memory_cgroups: bool = True
+    #: TOWER_RUNNER_WARM_START: on (pre-start interpreters for recently used apps) / off
+    warm_start: bool = True
+    #: TOWER_RUNNER_WARM_KEYS: at most this many warm interpreters (one per venv + request)
+    warm_keys: int = DEFAULT_WARM_KEYS
+    #: TOWER_RUNNER_WARM_IDLE_SECONDS: an unused warm interpreter is stopped after this
+    warm_idle_s: float = DEFAULT_WARM_IDLE_S
 
     @property
     def runner_dir(self) -> Path:
@@ -223,6 +234,11 @@ class RunnerSettings:
             memory_cgroups=_choice(values, "TOWER_RUNNER_CGROUPS", CGROUP_MODES, "auto") == "auto",
             ca_bundle=_existing_file(values, "TOWER_CA_BUNDLE"),
             **_client_certificate(values),
+            warm_start=_choice(values, "TOWER_RUNNER_WARM_START", WARM_START_CHOICES, "on") == "on",
+            warm_keys=_positive_int(values, "TOWER_RUNNER_WARM_KEYS", DEFAULT_WARM_KEYS),
+            warm_idle_s=_non_negative_float(
+                values, "TOWER_RUNNER_WARM_IDLE_SECONDS", DEFAULT_WARM_IDLE_S
+            ),
         )
 
 

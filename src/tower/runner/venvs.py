@@ -408,18 +408,23 @@ class VenvCache:
     ) -> Iterator[Venv]:
         """`ensure()` for the `with` block, during which the venv cannot be evicted;
         afterwards the cache is trimmed to `max_mb`."""
-        key = self.key_for(app_dir)
-        lock_path = self.root / LOCKS_DIR_NAME / f"{key}{USE_LOCK_SUFFIX}"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with lock_path.open("a+b") as handle:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            with self.pinned(self.key_for(app_dir)):
                 venv = self.ensure(app_dir, on_line, cancel)
                 _touch(venv.path / LAST_USED_FILE)
                 yield venv
         finally:
             if self.max_mb is not None:
                 self.evict(self.max_mb * 1024 * 1024)
+
+    @contextmanager
+    def pinned(self, key: str) -> Iterator[None]:
+        """The venv `key` cannot be evicted during the `with` block (a shared lock)."""
+        lock_path = self.root / LOCKS_DIR_NAME / f"{key}{USE_LOCK_SUFFIX}"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            yield
 
     def evict(self, max_bytes: int) -> list[str]:
         """Remove least recently used venvs (never one in use) until the cache holds

@@ -35,6 +35,9 @@ PROC = Path("/proc")
 BOOT_ID_FILE = PROC / "sys" / "kernel" / "random" / "boot_id"
 #: index of `starttime` among the fields of /proc/<pid>/stat that follow `(comm)`
 STAT_STARTTIME_INDEX = 19
+#: a run's HOME and TMPDIR, inside its run dir
+HOME_DIR_NAME = "home"
+TMP_DIR_NAME = "tmp"
 
 
 @contextmanager
@@ -53,6 +56,14 @@ def run_work_dir(root: Path, run_id: str) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
             group_record(path).unlink(missing_ok=True)
             lock_path.unlink(missing_ok=True)
+
+
+def home_and_tmp(run_dir: Path) -> tuple[Path, Path]:
+    """The run's HOME and TMPDIR inside `run_dir`, created if missing."""
+    home, tmp = run_dir / HOME_DIR_NAME, run_dir / TMP_DIR_NAME
+    home.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return home, tmp
 
 
 def remove_leftovers(root: Path) -> list[str]:

@@ -1,0 +1,427 @@
+"""Pre-started ("warm") app interpreters: a run skips the sandbox and Python start-up.
+
+For each recently used (venv, sandbox request) pair the pool keeps ONE interpreter
+already started in exactly the sandbox a cold start would get — its own uid lease,
+the same limits, network mode and bubblewrap view, the scrubbed environment minus
+what only the run knows — that has imported the Tower SDK and waits on a pipe (see
+`warm_boot`). Its run directory is a *slot*: an empty work dir (`<work>/<uuid>`,
+locked and swept like a run dir) bound into the sandbox; when a run takes the
+interpreter, the run's package is renamed into the slot and the run's environment,
+cwd and argv are written to the pipe. The interpreter then runs the script as
+`__main__`. Its output pipes, process group, cancel, exit code and limits are those
+of an ordinary app process, because it is one (`AppProcess`). The pool then starts
+the next interpreter for that pair in the background.
+
+A warm interpreter serves ONE run and is never reused; when the run ends its uid's
+processes are killed and its slot is wiped, as for a cold run. Idle interpreters
+expire after `idle_s`; at most `max_keys` pairs are kept (least recently used go);
+all are killed when the runner stops, and a crashed runner's are killed at the next
+start (their slots hold a process-group record, their uids no live lease).
+
+Spawning happens on one long-lived thread: PR_SET_PDEATHSIG (and bubblewrap's
+`--die-with-parent`) fire when the spawning *thread* exits, so a short-lived thread
+would take its interpreter down with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import queue
+import select
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tower.runner import workdirs
+from tower.runner.environment import RunPaths, interpreter_environment
+from tower.runner.process import AppProcess
+from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
+from tower.runner.venvs import Venv, VenvCache
+
+logger = logging.getLogger(__name__)
+
+#: warm interpreters kept at most (one per (venv, request) pair) unless configured
+DEFAULT_MAX_KEYS = 4
+#: an idle warm interpreter is stopped after this long unless configured (s)
+DEFAULT_IDLE_S = 120.0
+#: how long a run waits for a taken interpreter to finish its imports (s)
+READY_WAIT_S = 10.0
+READY_POLL_S = 0.05
+#: how often the spawner looks for expired interpreters when it has nothing to do (s)
+EXPIRY_CHECK_S = 5.0
+#: how long stopping the pool waits for a spawn in progress (s)
+SPAWNER_JOIN_S = 15.0
+#: output lines held back before a run takes the interpreter
+MAX_HELD_LINES = 1000
+#: this project's SDK modules worth importing ahead of a run (`run_app` and friends)
+SDK_MODULES = ("tower", "tower._orchestration", "tower._http")
+SDK_DIST_INFO_GLOB = "lib/python*/site-packages/tower_oss-*.dist-info"
+#: variables Python reads at start-up (besides PYTHON*), or the dynamic linker does
+STARTUP_VARIABLES = frozenset({"LANG", "LANGUAGE", "TZ"})
+STARTUP_PREFIXES = ("PYTHON", "LD_", "LC_")
+
+LineSink = Callable[[str, str], None]
+Key = tuple[str, str]
+
+
+@cache
+def bootstrap_source() -> str:
+    """The code a warm interpreter runs with `python -c`."""
+    return Path(__file__).with_name("warm_boot.py").read_text(encoding="utf-8")
+
+
+def read_at_startup(name: str) -> bool:
+    """Whether an interpreter takes `name` into account only when it starts.
+
+    PYTHONPATH is the exception: the bootstrap puts its entries on `sys.path` itself."""
+    if name == "PYTHONPATH":
+        return False
+    return name in STARTUP_VARIABLES or name.startswith(STARTUP_PREFIXES)
+
+
+def sdk_modules(venv_dir: Path) -> tuple[str, ...]:
+    """The modules to pre-import in a venv: the SDK's, when it is this project's (an
+    app's own `tower` from PyPI might read its environment at import)."""
+    return SDK_MODULES if any(venv_dir.glob(SDK_DIST_INFO_GLOB)) else ()
+
+
+def shadowed(modules: Iterable[str], import_dirs: Iterable[Path]) -> list[str]:
+    """The top-level `modules` a file or directory in `import_dirs` would provide
+    instead (`x.py`, `x/`, `x.cpython-311-x86_64-linux-gnu.so`, ...)."""
+    provided: set[str] = set()
+    for directory in import_dirs:
+        with contextlib.suppress(OSError):
+            provided.update(entry.name.split(".", 1)[0] for entry in directory.iterdir())
+    return sorted(provided.intersection(modules))
+
+
+@dataclass(frozen=True)
+class WarmSpec:
+    """What a warm interpreter is started for: a venv and a sandbox request (its
+    limits, network, and the account's shared catalog directories: an interpreter
+    that can write one account's catalog only ever serves a run that can too)."""
+
+    venv: Venv
+    request: RunRequest
+    #: what the sandbox shows read-only: the venv and the Python install it links to
+    readable: tuple[Path, ...]
+
+    @property
+    def key(self) -> Key:
+        request = json.dumps(dataclasses.asdict(self.request), sort_keys=True, default=str)
+        return str(self.venv.path), request
+
+
+class HeldLines:
+    """A line sink that holds lines until a run takes the process, then forwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[tuple[str, str]] = []
+        self._target: LineSink | None = None
+
+    def __call__(self, channel: str, content: str) -> None:
+        with self._lock:
+            if self._target is None:
+                if len(self._held) < MAX_HELD_LINES:
+                    self._held.append((channel, content))
+                return
+            target = self._target
+        target(channel, content)
+
+    def attach(self, target: LineSink) -> None:
+        """Forward from now on, after what was held (in order)."""
+        with self._lock:
+            for channel, content in self._held:
+                target(channel, content)
+            self._held.clear()
+            self._target = target
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return [content for _, content in self._held]
+
+
+class WarmProcess:
+    """One pre-started interpreter, its slot, its uid lease and its pipes."""
+
+    def __init__(
+        self,
+        spec: WarmSpec,
+        slot: Path,
+        jail: Jail,
+        process: AppProcess,
+        lines: HeldLines,
+        pipes: tuple[int, int],
+        resources: ExitStack,
+    ) -> None:
+        self.spec = spec
+        self.slot = slot
+        self.jail = jail
+        self.process = process
+        self.started = time.monotonic()
+        #: top-level modules it imported ahead of the run; None until it is ready
+        self.modules: tuple[str, ...] | None = None
+        self._lines = lines
+        self._control, self._ready = pipes
+        self._resources = resources
+        self._buffer = b""
+        self._closed = False
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The environment it started with."""
+        return self.process.env
+
+    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> bool:
+        """Wait until it has imported its modules; False if it died, did not make it in
+        time, or `cancel` was set."""
+        deadline = time.monotonic() + timeout
+        while self.modules is None:
+            if cancel is not None and cancel.is_set():
+                return False
+            remaining = deadline - time.monotonic()
+            wait = max(0.0, min(remaining, READY_POLL_S))
+            readable, _, _ = select.select([self._ready], [], [], wait)
+            if readable and not self._read_ready():
+                return False
+            if self.modules is None and remaining <= 0:
+                return False
+        return True
+
+    def _read_ready(self) -> bool:
+        chunk = os.read(self._ready, 65536)
+        if not chunk:
+            return False  # it exited before it was ready
+        self._buffer += chunk
+        if b"\n" in self._buffer:
+            line = self._buffer.split(b"\n", 1)[0]
+            self.modules = tuple(str(name) for name in json.loads(line)["modules"])
+        return True
+
+    def unsuitable(self, env: Mapping[str, str], import_dirs: Iterable[Path]) -> str | None:
+        """Why this interpreter cannot serve a run with `env` whose package puts
+        `import_dirs` on sys.path, or None when it can."""
+        started = self.environment
+        for name in sorted(set(env) | set(started)):
+            if read_at_startup(name) and env.get(name) != started.get(name):
+                return f"the run sets {name}, which Python reads when it starts"
+        names = shadowed(self.modules or (), import_dirs)
+        if names:
+            return f"the package provides modules it imported already: {', '.join(names)}"
+        return None
+
+    def hand_over(self, run: Mapping[str, Any], sink: LineSink) -> None:
+        """Send the run (env, cwd, argv, path) and connect its output to `sink`;
+        OSError when the interpreter is gone."""
+        data = json.dumps(run).encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._control, view) :]
+        finally:
+            self._close_control()
+        self._lines.attach(sink)
+
+    def close(self) -> None:
+        """Stop it if it still runs; release its uid (killing what is left under it),
+        its venv pin and its slot. Only the first call does anything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_control()
+        with contextlib.suppress(OSError):
+            os.close(self._ready)
+        if self.process.poll(0) is None:
+            self.process.terminate(0)
+        held = self._lines.held()
+        if held:
+            logger.info("a warm interpreter said before its run: %s", " | ".join(held[-20:]))
+        self._resources.close()
+
+    def _close_control(self) -> None:
+        if self._control >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._control)
+            self._control = -1
+
+
+class WarmPool:
+    """The runner's warm interpreters, at most one per (venv, request) pair."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        venvs: VenvCache,
+        work_root: Path,
+        parent_env: Mapping[str, str],
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        idle_s: float = DEFAULT_IDLE_S,
+    ) -> None:
+        self.sandbox = sandbox
+        self.venvs = venvs
+        self.work_root = work_root
+        self.parent_env = dict(parent_env)
+        self.max_keys = max_keys
+        self.idle_s = idle_s
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[Key, WarmProcess] = OrderedDict()
+        self._pending: set[Key] = set()
+        #: what the interpreters of each pair import: the same every time (one venv,
+        #: one bootstrap), so a run need not wait for the imports to check its package
+        self._modules: dict[Key, tuple[str, ...]] = {}
+        self._queue: queue.Queue[WarmSpec | None] = queue.Queue()
+        self._spawner: threading.Thread | None = None
+        self._closed = False
+
+    def take(self, spec: WarmSpec, cancel: threading.Event | None = None) -> WarmProcess | None:
+        """The warm interpreter for `spec`, ready, or None (start the app cold). Either
+        way one is started in the background for the next run of this pair."""
+        with self._lock:
+            if self._closed:
+                return None
+            warm = self._idle.pop(spec.key, None)
+            self._want(spec)
+        if warm is None:
+            return None
+        known = self._modules.get(spec.key)
+        if warm.wait_ready(0 if known is not None else READY_WAIT_S, cancel):
+            self._modules[spec.key] = warm.modules or ()
+            return warm
+        if known is not None and not (cancel is not None and cancel.is_set()):
+            # Still importing: the run is handed over now and starts when that is done,
+            # as a cold interpreter would start after its own imports.
+            warm.modules = known
+            return warm
+        logger.warning("a warm interpreter was not ready in time; starting the app cold")
+        warm.close()
+        return None
+
+    def idle_count(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def close(self) -> None:
+        """Stop every idle interpreter and the spawner (runs that took one keep it)."""
+        with self._lock:
+            self._closed = True
+            idle = list(self._idle.values())
+            self._idle.clear()
+            spawner = self._spawner
+        self._queue.put(None)
+        if spawner is not None:
+            spawner.join(SPAWNER_JOIN_S)
+        for warm in idle:
+            warm.close()
+
+    # ------------------------------------------------------------------ the spawner
+
+    def _want(self, spec: WarmSpec) -> None:
+        """Have an interpreter started for `spec` (the lock is held)."""
+        if spec.key in self._pending or spec.key in self._idle:
+            return
+        self._pending.add(spec.key)
+        if self._spawner is None:
+            self._spawner = threading.Thread(target=self._spawn_loop, name="warm", daemon=True)
+            self._spawner.start()
+        self._queue.put(spec)
+
+    def _spawn_loop(self) -> None:
+        while True:
+            try:
+                spec = self._queue.get(timeout=EXPIRY_CHECK_S)
+            except queue.Empty:
+                spec = None
+            if self._closed:
+                return
+            try:
+                self._expire()
+                if spec is not None:
+                    self._fill(spec)
+            except Exception:  # the spawner must outlive one failure (it owns the PDEATHSIG)
+                logger.exception("the warm interpreter pool failed")
+
+    def _fill(self, spec: WarmSpec) -> None:
+        try:
+            warm: WarmProcess | None = self._spawn(spec)
+        except Exception as exc:
+            logger.warning("could not pre-start an interpreter for %s: %s", spec.venv.key, exc)
+            warm = None
+        surplus = []
+        with self._lock:
+            self._pending.discard(spec.key)
+            if warm is not None and (self._closed or spec.key in self._idle):
+                surplus.append(warm)
+            elif warm is not None:
+                self._idle[spec.key] = warm
+                while len(self._idle) > self.max_keys:
+                    surplus.append(self._idle.popitem(last=False)[1])
+        for extra in surplus:
+            extra.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [key for key, warm in self._idle.items() if now - warm.started >= self.idle_s]
+            stale = [self._idle.pop(key) for key in expired]
+        for warm in stale:
+            warm.close()
+
+    def _spawn(self, spec: WarmSpec) -> WarmProcess:
+        """Start an interpreter for `spec` in a fresh slot under its own uid lease."""
+        resources = ExitStack()
+        try:
+            slot = resources.enter_context(workdirs.run_work_dir(self.work_root, str(uuid.uuid4())))
+            home, tmp = workdirs.home_and_tmp(slot)
+            resources.enter_context(self.venvs.pinned(spec.venv.key))
+            jail = resources.enter_context(self.sandbox.confine(spec.request))
+            jail.hand_over((slot,))
+            paths = RunPaths(slot, (), spec.venv.path, home, tmp)
+            env = interpreter_environment(paths, self.parent_env)
+            process, lines, pipes = self._start(spec, slot, jail, env)
+        except BaseException:
+            resources.close()
+            raise
+        workdirs.record_app_group(slot, process.pid)
+        return WarmProcess(spec, slot, jail, process, lines, pipes, resources)
+
+    def _start(
+        self, spec: WarmSpec, slot: Path, jail: Jail, env: dict[str, str]
+    ) -> tuple[AppProcess, HeldLines, tuple[int, int]]:
+        control_read, control_write = os.pipe()
+        ready_read, ready_write = os.pipe()
+        argv = [str(spec.venv.python), "-c", bootstrap_source()]
+        argv += [str(control_read), str(ready_write), *sdk_modules(spec.venv.path)]
+        mounts = Mounts((slot,), spec.readable, slot, spec.request.shared_dirs)
+        lines = HeldLines()
+        process = AppProcess(
+            jail.command(argv, mounts),
+            cwd=slot,
+            env=env,
+            on_line=lines,
+            preexec=jail.preexec(),
+            popen_extra={**jail.popen_user(), "pass_fds": (control_read, ready_write)},
+            wrapped=jail.wrapped,
+        )
+        try:
+            process.start()
+        except BaseException:
+            for fd in (control_write, ready_read):
+                os.close(fd)
+            raise
+        finally:  # the child's ends: only it holds them now
+            os.close(control_read)
+            os.close(ready_write)
+        return process, lines, (control_write, ready_read)

@@ -1,0 +1,97 @@
+"""The bootstrap of a pre-started ("warm") app interpreter; see `tower.runner.warm`.
+
+The runner passes this file's text with `python -c` (its own source is not visible
+inside the sandbox), with two file descriptors and the modules to import:
+
+    python -c <this file> CONTROL_FD READY_FD [MODULE ...]
+
+It imports the modules, writes one JSON line `{"modules": [...]}` to READY_FD (the
+top-level names it loaded, so the runner can tell whether an app would shadow one),
+then reads the run from CONTROL_FD until end of file: `{"env", "cwd", "argv"}`.
+An empty message means "not needed": it exits quietly. Otherwise it becomes the
+run — environment, working directory, `sys.argv`, `sys.path` and a fresh `__main__`
+exactly as `python SCRIPT` would have them — and executes the script. Uncaught
+exceptions are reported without the bootstrap's own frames and end the process as
+they end a cold interpreter.
+
+Everything is done inside one function with local imports: `__main__`'s namespace is
+cleared before the script runs, so nothing of the bootstrap is left in it.
+"""
+
+
+def _tower_warm() -> None:
+    import sys
+
+    # Everything loaded from here on is loaded ahead of the run (the bootstrap's own
+    # imports too): the runner checks that the app's package shadows none of it.
+    already = set(sys.modules)
+    import builtins
+    import json
+    import os
+    import signal
+    from importlib import import_module, invalidate_caches
+    from importlib.machinery import SourceFileLoader
+
+    control, ready = int(sys.argv[1]), int(sys.argv[2])
+    for name in sys.argv[3:]:
+        try:  # noqa: SIM105 - contextlib is not loaded yet: a cold start might not load it
+            import_module(name)
+        except Exception:  # a module that cannot load is simply not pre-imported
+            pass
+    loaded = sorted({name.partition(".")[0] for name in set(sys.modules) - already})
+    os.write(ready, json.dumps({"modules": loaded}).encode() + b"\n")
+    os.close(ready)
+    with os.fdopen(control, "rb") as pipe:
+        raw = pipe.read()
+    if not raw:
+        os._exit(0)
+    run = json.loads(raw)
+    script = run["argv"][0]
+
+    os.environ.clear()
+    os.environ.update(run["env"])
+    os.chdir(run["cwd"])
+    sys.argv[:] = run["argv"]
+    sys.orig_argv[:] = [sys.orig_argv[0], *run["argv"]]
+    # `-c` put "" first; `python SCRIPT` puts the script's directory, then PYTHONPATH.
+    extra = [entry for entry in run["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
+    sys.path[0:1] = [os.path.dirname(os.path.realpath(script)), *extra]
+    sys.path_importer_cache.pop("", None)
+    invalidate_caches()
+
+    namespace = sys.modules["__main__"].__dict__
+    namespace.clear()
+    namespace.update(
+        __name__="__main__",
+        __doc__=None,
+        __package__=None,
+        __loader__=SourceFileLoader("__main__", script),
+        __spec__=None,
+        __annotations__={},
+        __builtins__=builtins,
+        __file__=script,
+        __cached__=None,
+    )
+    del run, raw, already, loaded, extra
+    try:
+        with open(script, "rb") as source:
+            code = compile(source.read(), script, "exec", dont_inherit=True)
+        exec(code, namespace)
+    except SystemExit:
+        raise  # ends the process exactly as it would end a cold one
+    except BaseException as exc:  # reported as the interpreter reports it
+        trace = exc.__traceback__
+        # Skip this function's frame: the traceback starts in the script, as it would.
+        trace = trace.tb_next if trace is not None else None
+        sys.excepthook(type(exc), exc.with_traceback(trace), trace)
+        if not isinstance(exc, KeyboardInterrupt):
+            sys.exit(1)
+        # An uncaught Ctrl-C ends a cold interpreter by SIGINT (exit status 130).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+if __name__ == "__main__":
+    _tower_warm()

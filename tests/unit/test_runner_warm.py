@@ -1,0 +1,107 @@
+"""What decides whether a pre-started interpreter may serve a run, and its bootstrap
+run without a sandbox (a real interpreter, real pipes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tower.runner.environment import RunPaths, interpreter_environment
+from tower.runner.sandbox import RunRequest
+from tower.runner.venvs import Venv
+from tower.runner.warm import WarmSpec, bootstrap_source, read_at_startup, shadowed
+
+
+def test_startup_variables_are_those_python_and_the_linker_read() -> None:
+    started = ["PYTHONHASHSEED", "PYTHONWARNINGS", "LD_PRELOAD", "LC_ALL", "LANG", "TZ"]
+    assert all(read_at_startup(name) for name in started)
+    later = ["PYTHONPATH", "API_KEY", "PATH", "HOME", "TOWER_URL", "PWD"]
+    assert not any(read_at_startup(name) for name in later)
+
+
+def test_shadowed_names_the_modules_a_package_dir_would_provide(tmp_path: Path) -> None:
+    (tmp_path / "http").mkdir()
+    (tmp_path / "json.py").write_text("")
+    (tmp_path / "ssl.cpython-311-x86_64-linux-gnu.so").write_text("")
+    (tmp_path / "main.py").write_text("")
+    modules = ["http", "json", "ssl", "tower", "email"]
+    assert shadowed(modules, [tmp_path, tmp_path / "missing"]) == ["http", "json", "ssl"]
+
+
+def test_the_pool_key_separates_venvs_and_requests(tmp_path: Path) -> None:
+    venv = Venv(tmp_path / "v1", "v1", cache_hit=True)
+    other = Venv(tmp_path / "v2", "v2", cache_hit=True)
+    plain = WarmSpec(venv, RunRequest(), ())
+    keys = {
+        plain.key,
+        WarmSpec(other, RunRequest(), ()).key,
+        WarmSpec(venv, RunRequest(isolate_network=True), ()).key,
+        WarmSpec(venv, RunRequest(limits={"memory_mb": 256}), ()).key,
+    }
+    assert len(keys) == 4
+    assert WarmSpec(venv, RunRequest(limits={"a": 1, "b": 2}), ()).key == (
+        WarmSpec(venv, RunRequest(limits={"b": 2, "a": 1}), ()).key
+    )
+
+
+def test_the_interpreter_environment_is_the_run_environment_without_the_run(
+    tmp_path: Path,
+) -> None:
+    paths = RunPaths(tmp_path / "slot", (), tmp_path / "venv", tmp_path / "h", tmp_path / "t")
+    env = interpreter_environment(paths, {"PATH": "/usr/bin", "LANG": "C.UTF-8", "X": "1"})
+    assert env["HOME"] == str(tmp_path / "h") and env["TMPDIR"] == str(tmp_path / "t")
+    assert env["PATH"] == f"{tmp_path / 'venv' / 'bin'}:/usr/bin"
+    assert env["LANG"] == "C.UTF-8" and env["PYTHONUNBUFFERED"] == "1"
+    assert "PYTHONPATH" not in env and "X" not in env
+
+
+def test_the_bootstrap_becomes_the_run(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    script = app / "main.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "print(json.dumps([__name__, sys.argv, os.getcwd(), os.environ.get('K'),"
+        " sys.path[:2], sorted(k for k in globals() if not k.startswith('__'))]))\n"
+        "raise SystemExit(5)\n"
+    )
+    control_read, control_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    argv = [sys.executable, "-c", bootstrap_source(), str(control_read), str(ready_write), "email"]
+    proc = subprocess.Popen(
+        argv,
+        pass_fds=(control_read, ready_write),
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env={"PYTHONUNBUFFERED": "1"},
+    )
+    os.close(control_read)
+    os.close(ready_write)
+    with os.fdopen(ready_read, "rb") as ready:
+        modules = json.loads(ready.readline())["modules"]
+        assert {"email", "json"} <= set(modules), "its own imports count too"
+    run = {"env": {"K": "v", "PYTHONPATH": "/extra"}, "cwd": str(app), "argv": [str(script)]}
+    with os.fdopen(control_write, "wb") as control:
+        control.write(json.dumps(run).encode())
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 5
+    name, seen_argv, cwd, value, path, names = json.loads(out)
+    assert (name, seen_argv, cwd, value) == ("__main__", [str(script)], str(app), "v")
+    assert path == [str(app), "/extra"]
+    assert names == ["json", "os", "sys"], "nothing of the bootstrap is left in __main__"
+
+
+def test_the_bootstrap_exits_quietly_when_not_needed() -> None:
+    control_read, control_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    argv = [sys.executable, "-c", bootstrap_source(), str(control_read), str(ready_write)]
+    proc = subprocess.Popen(argv, pass_fds=(control_read, ready_write), stdout=subprocess.PIPE)
+    os.close(control_read)
+    os.close(ready_write)
+    os.close(control_write)
+    out, _ = proc.communicate(timeout=30)
+    os.close(ready_read)
+    assert (proc.returncode, out) == (0, b"")
