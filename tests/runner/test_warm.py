@@ -346,6 +346,8 @@ def _agent(url: str, home: Path, venvs: VenvCache, **settings: object) -> Agent:
         python=sys.executable,
         cancel_grace_s=1.0,
         run_uids=TEST_UIDS,
+        # `running` at once: a run cancelled right after it starts still reports it.
+        running_report_delay_s=0.0,
         **settings,  # type: ignore[arg-type]
     )
     return Agent(config, venvs=venvs, claim_wait_s=0.3)

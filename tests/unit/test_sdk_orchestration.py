@@ -43,6 +43,7 @@ from tower.exceptions import (
 )
 
 api_server = api_conftest.api_server  # the API tests' real server, reused here
+bootstrapped_template = api_conftest.bootstrapped_template
 
 
 @pytest.fixture

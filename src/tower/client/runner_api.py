@@ -19,6 +19,8 @@ from tower.client._http import DEFAULT_TIMEOUT_S, ClientCertificate, HttpClient
 CLAIM_READ_MARGIN_S = 15.0
 #: the longest long poll the protocol allows, for claims and heartbeats (s)
 MAX_CLAIM_WAIT_S = 60.0
+#: how long a runner that is stopping waits for its "no more claims" call (s)
+STOP_TIMEOUT_S = 5.0
 #: read timeout for package downloads, which may be large (s)
 DOWNLOAD_TIMEOUT_S = 300.0
 #: a replaced connection pool is closed this long after rotation, once the long polls
@@ -121,6 +123,12 @@ class RunnerApi:
             return [item for item in body["assignments"] if isinstance(item, dict)]
         # A control plane that hands out one run at a time.
         return [body["assignment"]] if isinstance(body.get("assignment"), dict) else []
+
+    def stop_claims(self, runner_id: str) -> None:
+        """Take no more runs: the claim long-poll in flight ends at once, empty."""
+        self.http.request(
+            "POST", "/runner/claims/stop", json={"runner_id": runner_id}, timeout=STOP_TIMEOUT_S
+        )
 
     def download_package(self, run_id: str) -> bytes:
         """The run's package as stored: `nonce(12) ‖ AES-256-GCM ciphertext+tag`."""

@@ -252,7 +252,21 @@ class Agent:
         """Stop claiming; with `cancel_runs` (or when asked twice), cancel runs now."""
         if self._stop.is_set() or cancel_runs:
             self._cancel_all(CancelReason.SHUTDOWN)
+        elif self.runner_id is not None:
+            # From another thread: this may run in a signal handler, in the middle of
+            # the claim call it is about to end.
+            threading.Thread(target=self._end_claim, name="stop-claims", daemon=True).start()
         self._stop.set()
+
+    def _end_claim(self) -> None:
+        """End the claim long-poll in flight, so stopping does not wait it out; the
+        control plane then claims nothing more for this runner."""
+        assert self.runner_id is not None
+        try:
+            self.api.stop_claims(self.runner_id)
+        except (ApiError, ConnectionFailed) as exc:
+            # An older control plane, or an unreachable one: the long poll just runs out.
+            logger.info("could not end the claim in flight (%s)", exc)
 
     def active_run_ids(self) -> list[str]:
         with self._lock:

@@ -14,7 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from tower.core.runs import RunStatus
 from tower.server.api import runners as runners_api
 from tower.server.api.deps import ContextDep, RunnerDep
-from tower.server.dispatch.notifier import QUEUE_TOPIC, runner_topic, wait_for
+from tower.server.dispatch.notifier import (
+    QUEUE_TOPIC,
+    claims_topic,
+    runner_topic,
+    wait_for,
+    wait_for_any,
+)
 from tower.server.services import runner_credentials
 from tower.server.services import runners as runners_service
 from tower.server.services.context import RunnerPrincipal
@@ -114,7 +120,12 @@ async def claim(
         if await request.is_disconnected():
             return Response(status_code=204)
         # Listen before looking, so a run enqueued in between still wakes us.
-        with ctx.notifier.listen(QUEUE_TOPIC) as woken:
+        with (
+            ctx.notifier.listen(QUEUE_TOPIC) as woken,
+            ctx.notifier.listen(claims_topic(body.runner_id)) as stopped,
+        ):
+            if stopped.is_set():
+                return Response(status_code=204)  # the runner is shutting down
             assignments = await run_in_threadpool(
                 runners_service.try_claim, ctx, who, body.runner_id, body.max_runs
             )
@@ -124,8 +135,21 @@ async def claim(
             remaining = deadline - time.monotonic()
             if remaining <= 0 or ctx.notifier.closing:
                 return Response(status_code=204)
-            await wait_for(woken, min(remaining, CLAIM_RECHECK_S))
+            await wait_for_any((woken, stopped), min(remaining, CLAIM_RECHECK_S))
         await asyncio.sleep(0)
+
+
+class StopClaimsParams(BaseModel):
+    runner_id: uuid.UUID
+
+
+@router.post("/claims/stop", status_code=204)
+async def stop_claims(ctx: ContextDep, who: RunnerDep, body: StopClaimsParams) -> Response:
+    """A runner shutting down takes no more runs: its claim long-poll (on this control
+    plane) ends at once, with nothing claimed, instead of holding the shutdown up."""
+    await run_in_threadpool(runners_service.check_runner, ctx, who, body.runner_id)
+    ctx.notifier.retire(claims_topic(body.runner_id))
+    return Response(status_code=204)
 
 
 @router.get("/runs/{run_id}/package")

@@ -16,6 +16,8 @@ class Notifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        #: topics that will never be waited on again: a listen on one is woken at once
+        self._retired: set[str] = set()
         #: set when the process is shutting down: long polls and streams end early
         self.closing = False
 
@@ -36,6 +38,12 @@ class Notifier:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_all)
 
+    def retire(self, topic: str) -> None:
+        """Wake `topic` now and every later listen on it at once; safe from any thread.
+        (A runner that stops claiming retires its claim topic.)"""
+        self._retired.add(topic)
+        self.notify(topic)
+
     def _wake_all(self) -> None:
         for topic in list(self._waiters):
             self._wake(topic)
@@ -50,7 +58,7 @@ class Notifier:
         notification that lands between the check and the wait is not lost.
         Must be entered on the event loop."""
         event = asyncio.Event()
-        if self.closing:
+        if self.closing or topic in self._retired:
             event.set()
         self._waiters[topic].add(event)
         try:
@@ -72,6 +80,17 @@ async def wait_for(event: asyncio.Event, timeout: float) -> bool:
         return False
 
 
+async def wait_for_any(events: tuple[asyncio.Event, ...], timeout: float) -> bool:
+    """Wait until one of `events` is set; False when `timeout` seconds pass first."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
+
+
 QUEUE_TOPIC = "queue"
 
 
@@ -82,6 +101,11 @@ def run_topic(run_id: object) -> str:
 def runner_topic(runner_id: object) -> str:
     """Woken when a runner must stop one of its runs (its heartbeat long-poll waits here)."""
     return f"runner:{runner_id}"
+
+
+def claims_topic(runner_id: object) -> str:
+    """Retired when a runner stops claiming: its claim long-poll ends at once."""
+    return f"claims:{runner_id}"
 
 
 #: woken when a schedule is created or changed: its tick may be the earliest now

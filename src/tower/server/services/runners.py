@@ -23,7 +23,7 @@ from tower.server.services import apps as apps_service
 from tower.server.services import auth, deploys, lifecycle, runner_credentials, vault
 from tower.server.services import catalogs as catalogs_service
 from tower.server.services import secrets as secrets_service
-from tower.server.services.context import RunnerPrincipal, ServerContext
+from tower.server.services.context import RunnerPrincipal, ServerContext, read_session
 from tower.server.services.transitions import find_attempt, transition
 from tower.server.store import models
 from tower.server.store.types import utcnow
@@ -79,6 +79,12 @@ def get_runner(session: Session, who: RunnerPrincipal, runner_id: uuid.UUID) -> 
     ):
         raise errors.NotFound("Unknown runner id: register again.")
     return runner
+
+
+def check_runner(ctx: ServerContext, who: RunnerPrincipal, runner_id: uuid.UUID) -> None:
+    """NotFound unless `runner_id` is a runner of this credential."""
+    with read_session(ctx) as session:
+        get_runner(session, who, runner_id)
 
 
 def try_claim(
