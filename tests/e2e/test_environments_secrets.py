@@ -86,9 +86,15 @@ def run_and_report(tower: LiveTower, app: str, environment: str) -> dict[str, st
 
 
 @pytest.fixture(scope="module")
-def reporter(tower: LiveTower, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The reporter app, deployed to every environment (production is created first)."""
+def production(tower: LiveTower) -> str:
+    """The `production` environment, for every test of the module that needs it."""
     ok(tower.tower("environments", "create", "--name=production"))
+    return "production"
+
+
+@pytest.fixture(scope="module")
+def reporter(tower: LiveTower, production: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The reporter app, deployed to every environment (production is created first)."""
     app = write_app(tmp_path_factory.mktemp("apps"), "reporter", "main.py", REPORTER)
     ok(tower.tower("deploy", "--create", "--all", cwd=app))
     return "reporter"
@@ -138,7 +144,7 @@ def test_secrets_and_source_never_rest_in_the_clear(
 
 
 def test_promote_and_rollback_change_the_next_run_and_not_a_running_one(
-    tower: LiveTower, tmp_path: Path
+    tower: LiveTower, production: str, tmp_path: Path
 ) -> None:
     def version(text: str) -> Path:
         root = tmp_path / text

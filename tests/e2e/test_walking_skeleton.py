@@ -170,22 +170,25 @@ def test_cancel_stops_the_app_on_the_runner(tower: LiveTower, tmp_path: Path) ->
         assert time.monotonic() < deadline, "the run never started"
         time.sleep(0.2)
     # The app runs sandboxed (it cannot write outside its run dir), so the test looks
-    # for its processes: every one names the run's work dir on its command line.
+    # for its processes: they work in the run's package directory. (An interpreter the
+    # runner pre-started for the next run waits in a directory of its own.)
     work_root = str(tower.home / "runner" / "work")
-    assert _processes_under(work_root), "the app should be running on the runner"
+    assert _app_processes(work_root), "the app should be running on the runner"
     cancelled = tower.tower("apps", "cancel", "long-runner#1")
     assert cancelled.returncode == 0, cancelled.stderr
     assert _run_status(tower, "long-runner", 1)["status"] == "cancelled"
     # The runner learns of it at its next heartbeat and stops the process group.
     deadline = time.monotonic() + 10
-    while _processes_under(work_root):
+    while _app_processes(work_root):
         assert time.monotonic() < deadline, "the app kept running after it was cancelled"
         time.sleep(0.2)
 
 
-def _processes_under(directory: str) -> list[psutil.Process]:
+def _app_processes(work_root: str) -> list[psutil.Process]:
+    """Processes working in a run's package directory under `work_root`."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if any(directory in part for part in process.info["cmdline"] or []):
+    for process in psutil.process_iter(["cwd"]):
+        cwd = process.info["cwd"] or ""
+        if cwd.startswith(work_root) and "/package" in cwd:
             found.append(process)
     return found

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tower.runner.process import group_members
 
-__all__ = ["alive", "group_members", "wait_until"]
+__all__ = ["Sink", "alive", "group_members", "wait_until"]
 
 
 def alive(pid: int) -> bool:
@@ -25,3 +26,24 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+class Sink:
+    """A line sink that keeps every (channel, line) a run emits, from any thread."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, channel: str, content: str) -> None:
+        with self.lock:
+            self.lines.append((channel, content))
+
+    def channel(self, name: str) -> list[str]:
+        return [content for channel, content in self.lines if channel == name]
+
+    def program(self) -> list[str]:
+        return self.channel("program")
+
+    def setup(self) -> list[str]:
+        return self.channel("setup")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from procs import alive, wait_until
+from procs import Sink, alive, wait_until
 
 from tower.core.runs import RunStatus
 from tower.runner.environment import RunContext
@@ -32,19 +32,6 @@ print("home", os.environ["HOME"])
 import tower
 print("sdk", tower.__file__)
 """
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, channel: str, content: str) -> None:
-        with self.lock:
-            self.lines.append((channel, content))
-
-    def channel(self, name: str) -> list[str]:
-        return [content for channel, content in self.lines if channel == name]
 
 
 def run(

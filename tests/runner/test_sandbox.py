@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from procs import Sink
 
 from tower.core.package import build_package, extract_package
 from tower.core.runs import RunStatus
@@ -56,19 +57,6 @@ def _bwrap_problem() -> str | None:
 
 
 needs_bwrap = pytest.mark.skipif(_bwrap_problem() is not None, reason=_bwrap_problem() or "")
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, channel: str, content: str) -> None:
-        with self.lock:
-            self.lines.append((channel, content))
-
-    def program(self) -> list[str]:
-        return [content for channel, content in self.lines if channel == "program"]
 
 
 class RunnerHome:

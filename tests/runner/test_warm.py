@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from control_plane import FakeControlPlane, FakeRun
-from procs import alive, wait_until
+from procs import Sink, alive, wait_until
 from test_agent import AgentThread
 
 from tower.core.crypto import hybrid_encrypt, load_public_key
@@ -74,22 +74,6 @@ print(json.dumps(plain({
     "secret": tower.secret("API_KEY"),
 })), flush=True)
 """
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, channel: str, content: str) -> None:
-        with self.lock:
-            self.lines.append((channel, content))
-
-    def program(self) -> list[str]:
-        return [content for channel, content in self.lines if channel == "program"]
-
-    def setup(self) -> list[str]:
-        return [content for channel, content in self.lines if channel == "setup"]
 
 
 class Runner:
@@ -267,7 +251,9 @@ def test_cancel_gives_a_warm_app_its_grace_then_kills_its_group(
             )
         }
     )
-    runner.run(app)
+    first_cancel = threading.Event()
+    threading.Timer(1.0, first_cancel.set).start()
+    runner.run(app, cancel=first_cancel)  # cold; its pair gets an interpreter meanwhile
     wait_until(lambda: runner.pool.idle_count() >= 1, timeout=30)
     cancel = threading.Event()
     started = threading.Event()
