@@ -278,11 +278,16 @@ def test_what_does_not_fit_starts_cold(runner: Runner, make_app: Callable[..., P
     # A secret Python reads when it starts cannot reach a started interpreter.
     outcome, sink = runner.run(app, secrets={"PYTHONHASHSEED": "7"})
     assert (outcome.status, outcome.warm_start) == (RunStatus.EXITED, False), sink.lines
-    # A package that brings a module the interpreter imported already (here `http`).
-    wait_until(lambda: runner.pool.idle_count() >= 1, timeout=30)
+    # A package that brings a module the interpreter imported already (here `http`,
+    # which the SDK's pre-import brings in for an app that imports `tower`).
     shadowing = make_app(
-        {"main.py": "import http\nprint(http.MINE)\n", "http/__init__.py": "MINE = 1\n"}
+        {
+            "main.py": "import tower\nimport http\nprint(http.MINE)\n",
+            "http/__init__.py": "MINE = 1\n",
+        }
     )
+    runner.run(shadowing)  # cold: the first of its pair
+    wait_until(lambda: runner.pool.idle_count() >= 2, timeout=30)
     outcome, sink = runner.run(shadowing)
     assert (outcome.status, outcome.warm_start) == (RunStatus.EXITED, False), sink.lines
     assert sink.program() == ["1"]

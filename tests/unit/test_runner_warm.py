@@ -12,7 +12,14 @@ from pathlib import Path
 from tower.runner.environment import RunPaths, interpreter_environment
 from tower.runner.sandbox import RunRequest
 from tower.runner.venvs import Venv
-from tower.runner.warm import WarmSpec, bootstrap_source, read_at_startup, shadowed
+from tower.runner.warm import (
+    SDK_MODULES,
+    WarmSpec,
+    bootstrap_source,
+    read_at_startup,
+    sdk_modules,
+    shadowed,
+)
 
 
 def test_startup_variables_are_those_python_and_the_linker_read() -> None:
@@ -105,3 +112,24 @@ def test_the_bootstrap_exits_quietly_when_not_needed() -> None:
     out, _ = proc.communicate(timeout=30)
     os.close(ready_read)
     assert (proc.returncode, out) == (0, b"")
+
+
+def test_the_sdk_is_pre_imported_only_for_apps_that_import_it(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "lib/python3.11/site-packages/tower_oss-1.0.dist-info").mkdir(parents=True)
+    plain, caller = tmp_path / "plain", tmp_path / "caller"
+    (plain / "lib").mkdir(parents=True)
+    (plain / "main.py").write_text("print('tower is a word here, not an import')\n")
+    (caller / "lib").mkdir(parents=True)
+    (caller / "main.py").write_text("from lib import work\n")
+    (caller / "lib" / "work.py").write_text("def go():\n    import tower\n")
+    assert sdk_modules(venv, plain) == ()
+    assert sdk_modules(venv, caller) == SDK_MODULES
+    assert sdk_modules(tmp_path / "no-sdk-venv", caller) == (), "a PyPI tower is left alone"
+
+
+def test_the_pool_key_separates_what_is_pre_imported(tmp_path: Path) -> None:
+    venv = Venv(tmp_path / "v1", "v1", cache_hit=True)
+    bare = WarmSpec(venv, RunRequest(), ())
+    with_sdk = WarmSpec(venv, RunRequest(), (), SDK_MODULES)
+    assert bare.key != with_sdk.key

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import queue
+import re
 import select
 import threading
 import time
@@ -67,6 +69,10 @@ MAX_HELD_LINES = 1000
 #: this project's SDK modules worth importing ahead of a run (`run_app` and friends)
 SDK_MODULES = ("tower", "tower._orchestration", "tower._http")
 SDK_DIST_INFO_GLOB = "lib/python*/site-packages/tower_oss-*.dist-info"
+#: `import tower…` / `from tower… import`, at the start of a line
+SDK_IMPORT = re.compile(rb"^[ \t]*(?:import|from)[ \t]+tower\b", re.MULTILINE)
+MAX_SCANNED_SOURCES = 200
+MAX_SCANNED_BYTES = 1024 * 1024
 #: variables Python reads at start-up (besides PYTHON*), or the dynamic linker does
 STARTUP_VARIABLES = frozenset({"LANG", "LANGUAGE", "TZ"})
 STARTUP_PREFIXES = ("PYTHON", "LD_", "LC_")
@@ -90,10 +96,25 @@ def read_at_startup(name: str) -> bool:
     return name in STARTUP_VARIABLES or name.startswith(STARTUP_PREFIXES)
 
 
-def sdk_modules(venv_dir: Path) -> tuple[str, ...]:
-    """The modules to pre-import in a venv: the SDK's, when it is this project's (an
-    app's own `tower` from PyPI might read its environment at import)."""
-    return SDK_MODULES if any(venv_dir.glob(SDK_DIST_INFO_GLOB)) else ()
+def sdk_modules(venv_dir: Path, app_dir: Path | None = None) -> tuple[str, ...]:
+    """The modules to pre-import in a venv for the app in `app_dir`: the SDK's, when
+    the venv's SDK is this project's (an app's own `tower` from PyPI might read its
+    environment at import) and the app imports it (the imports cost an app that does
+    not use them CPU time for nothing)."""
+    if not any(venv_dir.glob(SDK_DIST_INFO_GLOB)):
+        return ()
+    return SDK_MODULES if app_dir is None or imports_sdk(app_dir) else ()
+
+
+def imports_sdk(app_dir: Path) -> bool:
+    """Whether a Python file of the app (among the first few, up to a size) imports
+    `tower`."""
+    sources = itertools.islice(app_dir.rglob("*.py"), MAX_SCANNED_SOURCES)
+    for source in sources:
+        with contextlib.suppress(OSError):
+            if SDK_IMPORT.search(source.read_bytes()[:MAX_SCANNED_BYTES]):
+                return True
+    return False
 
 
 def shadowed(modules: Iterable[str], import_dirs: Iterable[Path]) -> list[str]:
@@ -116,11 +137,13 @@ class WarmSpec:
     request: RunRequest
     #: what the sandbox shows read-only: the venv and the Python install it links to
     readable: tuple[Path, ...]
+    #: the modules the interpreter imports before its run arrives (`sdk_modules`)
+    preload: tuple[str, ...] = ()
 
     @property
     def key(self) -> Key:
         request = json.dumps(dataclasses.asdict(self.request), sort_keys=True, default=str)
-        return str(self.venv.path), request
+        return str(self.venv.path), f"{request} {' '.join(self.preload)}"
 
 
 class HeldLines:
@@ -403,7 +426,7 @@ class WarmPool:
         control_read, control_write = os.pipe()
         ready_read, ready_write = os.pipe()
         argv = [str(spec.venv.python), "-c", bootstrap_source()]
-        argv += [str(control_read), str(ready_write), *sdk_modules(spec.venv.path)]
+        argv += [str(control_read), str(ready_write), *spec.preload]
         mounts = Mounts((slot,), spec.readable, slot, spec.request.shared_dirs)
         lines = HeldLines()
         process = AppProcess(
