@@ -300,7 +300,9 @@ def bwrap_argv(
 
 
 #: directories the sandbox has already, never recreated as mount parents
-_PROVIDED = ("/", "/tmp", "/dev", "/dev/shm", "/proc", *SYSTEM_PATHS)
+_PROVIDED = frozenset(("/", "/tmp", "/dev", "/dev/shm", "/proc", *SYSTEM_PATHS))
+#: prefixes of paths below a system directory (those exist in the sandbox already)
+_INSIDE_SYSTEM = tuple(f"{path}/" for path in SYSTEM_PATHS)
 
 
 #: URL prefixes of local-file catalog properties (an SQLite catalog, a file warehouse)
@@ -326,7 +328,7 @@ def local_catalog_dirs(variables: Mapping[str, str], protected: Sequence[Path]) 
 
 
 def _may_share(directory: Path, protected: Sequence[Path]) -> bool:
-    if str(directory) in _PROVIDED or any(Path(s) in directory.parents for s in SYSTEM_PATHS):
+    if str(directory) in _PROVIDED or str(directory).startswith(_INSIDE_SYSTEM):
         return False
     return not any(directory == p or directory in p.parents for p in protected)
 
@@ -334,12 +336,14 @@ def _may_share(directory: Path, protected: Sequence[Path]) -> bool:
 def mount_parents(paths: Sequence[Path]) -> list[Path]:
     """The ancestors of bind targets, outermost first, that the sandbox must create."""
     parents: list[Path] = []
+    seen: set[str] = set()
     for path in paths:
         for parent in reversed(path.parents):
-            if str(parent) in _PROVIDED or parent in parents:
+            # Strings, not Path comparisons: this runs for every run on the hot path.
+            text = str(parent)
+            if text in _PROVIDED or text in seen or text.startswith(_INSIDE_SYSTEM):
                 continue
-            if any(Path(s) in parent.parents for s in SYSTEM_PATHS):
-                continue
+            seen.add(text)
             parents.append(parent)
     return parents
 

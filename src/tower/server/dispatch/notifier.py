@@ -82,6 +82,10 @@ async def wait_for(event: asyncio.Event, timeout: float) -> bool:
 
 async def wait_for_any(events: tuple[asyncio.Event, ...], timeout: float) -> bool:
     """Wait until one of `events` is set; False when `timeout` seconds pass first."""
+    if any(event.is_set() for event in events):
+        return True
+    if timeout <= 0:
+        return False
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

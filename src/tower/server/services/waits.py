@@ -13,7 +13,6 @@ have changed a run without waking this one.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from tower.core import errors
 from tower.core.runs import RunStatus, is_terminal
-from tower.server.dispatch.notifier import run_topic
+from tower.server.dispatch.notifier import run_topic, wait_for_any
 from tower.server.services import apps as apps_service
 from tower.server.services import run_queries
 from tower.server.services.context import Principal, ServerContext, owned
@@ -71,7 +70,7 @@ async def await_runs(
             remaining = deadline - time.monotonic()
             if any_ended(views) or remaining <= 0 or ctx.notifier.closing:
                 return views
-            await _wait_any(woken, min(RECHECK_S, remaining))
+            await wait_for_any(tuple(woken), min(RECHECK_S, remaining))
 
 
 def any_ended(views: Sequence[RunView]) -> bool:
@@ -129,15 +128,3 @@ def _app_ids(session: Session, principal: Principal, names: set[str]) -> dict[st
 
 def _run_not_found(ref: RunRef) -> errors.RunNotFound:
     return errors.RunNotFound(f"App '{ref.app_name}' has no run #{ref.number}.")
-
-
-async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
-    """Return when any of `events` is set, or after `timeout` seconds."""
-    if timeout <= 0 or any(event.is_set() for event in events):
-        return
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
