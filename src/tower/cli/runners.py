@@ -6,7 +6,6 @@ your runs may use the installation's shared runners.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import click
 
 from tower.cli import output
 from tower.cli.common import api, json_option, new_table, print_rows
+from tower.files import write_private
 
 
 @click.group("runners")
@@ -89,10 +89,10 @@ def _write_certificate_files(credentials: dict[str, Any], directory: Path) -> di
         return {}
     stem = _file_stem(str(credentials.get("name") or "runner"))
     directory.mkdir(parents=True, exist_ok=True)
-    cert = _write(directory / f"{stem}.crt", credentials["certificate"], 0o644)
-    key = _write(directory / f"{stem}.key", credentials["private_key"], 0o600)
+    cert = _write_public(directory / f"{stem}.crt", credentials["certificate"])
+    key = write_private(directory / f"{stem}.key", credentials["private_key"])
     if credentials.get("root_ca"):
-        ca = _write(directory / f"{stem}-runner-ca.pem", credentials["root_ca"], 0o644)
+        ca = _write_public(directory / f"{stem}-runner-ca.pem", credentials["root_ca"])
         output.info(f"The runner CA (it issued the client certificate) is in {ca}.")
     return {"TOWER_RUNNER_CERT_FILE": cert.resolve(), "TOWER_RUNNER_KEY_FILE": key.resolve()}
 
@@ -101,11 +101,10 @@ def _file_stem(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".") or "runner"
 
 
-def _write(path: Path, text: str, mode: int) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, mode)
+def _write_public(path: Path, text: str) -> Path:
+    """A certificate: nothing secret, readable by everyone (0644)."""
+    path.write_text(text)
+    path.chmod(0o644)
     return path
 
 

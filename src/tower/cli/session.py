@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tower.core.errors import TowerError
+from tower.files import write_private
 
 SESSION_FILE_NAME = "session.json"
 USER_KEYS = ("email", "first_name", "last_name", "created_at")
@@ -112,18 +112,7 @@ def save_session(path: Path | None, tower_url: str, session: dict[str, Any]) -> 
 
 
 def write_session_file(path: Path, content: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".session-", suffix=".json", dir=path.parent)
-    try:
-        # mkstemp already creates 0600; chmod keeps that true whatever the umask did.
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(content, indent=2) + "\n")
 
 
 def _team(team: dict[str, Any]) -> dict[str, Any]:

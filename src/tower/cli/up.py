@@ -18,6 +18,8 @@ from typing import Any
 import click
 import httpx
 
+from tower.files import write_private
+
 HEALTH_TIMEOUT_S = 60.0
 RUNNER_STOP_GRACE_S = 15.0
 
@@ -87,11 +89,7 @@ def _embedded_certificate_files(credential: Any, directory: Path) -> dict[str, s
         ("TOWER_RUNNER_CERT_FILE", "embedded.crt", credential.certificate.certificate_pem),
         ("TOWER_RUNNER_KEY_FILE", "embedded.key", credential.certificate.private_key_pem),
     ):
-        path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        files[variable] = str(path)
+        files[variable] = str(write_private(directory / name, text))
     return files
 
 

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from tower.client import ApiError, ConnectionFailed
 from tower.client.api import TowerApi
 from tower.core.errors import TowerError
+from tower.files import write_private
 from tower.runner.settings import RunnerSettings, SettingsError
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,12 @@ def _save(settings: RunnerSettings, origin: Origin, credentials: dict[str, Any])
     }
     cert_file = key_file = None
     if credentials.get("certificate") and credentials.get("private_key"):
-        cert_file = _write_private(
+        cert_file = write_private(
             settings.runner_dir / CERTIFICATE_FILE, credentials["certificate"]
         )
-        key_file = _write_private(settings.runner_dir / KEY_FILE, credentials["private_key"])
+        key_file = write_private(settings.runner_dir / KEY_FILE, credentials["private_key"])
         record.update(certificate_file=str(cert_file), key_file=str(key_file))
-    _write_private(credential_path(settings), json.dumps(record))
+    write_private(credential_path(settings), json.dumps(record))
     return dataclasses.replace(
         settings,
         token=token,
@@ -169,14 +169,3 @@ def _save(settings: RunnerSettings, origin: Origin, credentials: dict[str, Any])
         cert_file=cert_file or settings.cert_file,
         key_file=key_file or settings.key_file,
     )
-
-
-def _write_private(path: Path, text: str) -> Path:
-    """Replace `path` with `text`, readable by this user only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(partial, path)
-    return path

@@ -5,7 +5,6 @@ The full identity model (teams, invitations, scopes, device login) builds on the
 
 from __future__ import annotations
 
-import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower.core import crypto, errors
+from tower.files import write_private
 from tower.server.services import api_keys, auth
 from tower.server.services.context import ServerContext
 from tower.server.store import models
@@ -37,13 +37,6 @@ class Bootstrap:
     api_key: str | None  # known only when we created or were given it
     api_key_file: Path
     password_file: Path
-
-
-def _write_secret_file(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(content + "\n")
 
 
 def _account_name_for(email: str) -> str:
@@ -142,7 +135,7 @@ def bootstrap(ctx: ServerContext) -> Bootstrap:
         )
         key = create_api_key(session, user=user, name="admin", key=ctx.settings.admin_api_key)
         account = session.get(models.Account, user.personal_account_id)
-    _write_secret_file(password_file, password)
+    write_private(password_file, password + "\n")
     if not ctx.settings.admin_api_key:
-        _write_secret_file(key_file, key)
+        write_private(key_file, key + "\n")
     return Bootstrap(True, user.email, account.name, key, key_file, password_file)
