@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, scoped
-from tower.server.api.sessions import SELF_HOSTED_REGION, user_json
+from tower.server.api.sessions import user_json
 from tower.server.services import profile
-from tower.server.services.profile import AccountView, PlanView, UserView
+from tower.server.services.profile import SELF_HOSTED_REGION, AccountView, PlanView, UserView
 
 router = APIRouter(prefix="/v1", tags=["account"])
 

@@ -21,11 +21,11 @@ from tower.server.api.deps import (
     scoped,
 )
 from tower.server.services import device_login, identity, sessions
+from tower.server.services.profile import SELF_HOSTED_REGION
 from tower.server.services.sessions import SessionView, TeamToken
 from tower.server.store import models
 
 router = APIRouter(tags=["session"])
-SELF_HOSTED_REGION = "self-hosted"
 
 
 # ------------------------------------------------------------------ presenters
@@ -54,17 +54,20 @@ def user_json(user: models.User, profile: models.UserProfile | None = None) -> d
     }
 
 
-def team_json(team: TeamToken) -> dict[str, Any]:
-    """The contract's Team, with the session's token for it (the official CLI requires it)."""
-    account = team.account
+def team_fields(account: models.Account, organization: str) -> dict[str, Any]:
+    """The contract's Team model, as every answer that names a team shows it."""
     return {
         "name": account.name,
         "slug": account.name,
         "type": account.type,
         "execution_region": SELF_HOSTED_REGION,
-        "organization": team.organization,
-        "token": token_json(team.jwt),
+        "organization": organization,
     }
+
+
+def team_json(team: TeamToken) -> dict[str, Any]:
+    """The contract's Team, with the session's token for it (the official CLI requires it)."""
+    return {**team_fields(team.account, team.organization), "token": token_json(team.jwt)}
 
 
 def session_json(view: SessionView) -> dict[str, Any]:

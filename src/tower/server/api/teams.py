@@ -15,13 +15,11 @@ from pydantic import BaseModel, Field
 from tower.core import roles
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, PrincipalDep, scoped
-from tower.server.api.sessions import user_json
+from tower.server.api.sessions import team_fields, user_json
 from tower.server.services import teams as teams_service
 from tower.server.services.teams import InvitationView, MemberView, TeamView
 
 router = APIRouter(prefix="/v1", tags=["teams"])
-
-EXECUTION_REGION = "self-hosted"
 
 
 class CreateTeamParams(BaseModel):
@@ -69,14 +67,9 @@ class AnswerInvitationParams(BaseModel):
 
 def team_json(view: TeamView) -> dict[str, Any]:
     """The contract's Team model (plus `display_name` and the caller's `role`)."""
-    account = view.account
     return {
-        "name": account.name,
-        "slug": account.name,
+        **team_fields(view.account, view.account.name),
         "display_name": view.display_name,
-        "type": account.type,
-        "execution_region": EXECUTION_REGION,
-        "organization": account.name,
         "role": view.role,
     }
 
