@@ -14,6 +14,7 @@ from tower.runner.sandbox import RunRequest
 from tower.runner.venvs import Venv
 from tower.runner.warm import (
     SDK_MODULES,
+    WarmPool,
     WarmSpec,
     bootstrap_source,
     read_at_startup,
@@ -133,3 +134,18 @@ def test_the_pool_key_separates_what_is_pre_imported(tmp_path: Path) -> None:
     bare = WarmSpec(venv, RunRequest(), ())
     with_sdk = WarmSpec(venv, RunRequest(), (), SDK_MODULES)
     assert bare.key != with_sdk.key
+
+
+def test_the_pool_scans_a_package_once_per_venv(tmp_path: Path) -> None:
+    venv_dir = tmp_path / "venv"
+    (venv_dir / "lib/python3.11/site-packages/tower_oss-1.0.dist-info").mkdir(parents=True)
+    venv = Venv(venv_dir, "v1", cache_hit=True)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("import tower\n")
+    pool = WarmPool(None, None, tmp_path / "work", {})  # type: ignore[arg-type]
+    assert pool.preload_for(venv, "checksum-1", app) == SDK_MODULES
+    (app / "main.py").write_text("print('no sdk')\n")
+    # The same content (checksum) is not read again; new content is.
+    assert pool.preload_for(venv, "checksum-1", app) == SDK_MODULES
+    assert pool.preload_for(venv, "checksum-2", app) == ()

@@ -41,7 +41,7 @@ from tower.runner.sandbox import (
     python_install_dirs,
 )
 from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
-from tower.runner.warm import WarmPool, WarmProcess, WarmSpec, sdk_modules
+from tower.runner.warm import WarmPool, WarmProcess, WarmSpec
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ def execute(
         request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
         outcome = None
         if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
-            spec = WarmSpec(venv, request, readable, sdk_modules(venv.path, app_dir))
+            preload = warm.preload_for(venv, manifest.checksum, app_dir)
+            spec = WarmSpec(venv, request, readable, preload)
             start = _WarmStart(warm, spec, ctx, parent_env, sink)
             outcome = start.execute(
                 package_dir, manifest, work_dir, on_started, cancel, cancel_grace_s

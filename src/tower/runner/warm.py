@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ SDK_DIST_INFO_GLOB = "lib/python*/site-packages/tower_oss-*.dist-info"
 #: `import tower…` / `from tower… import`, at the start of a line
 SDK_IMPORT = re.compile(rb"^[ \t]*(?:import|from)[ \t]+tower\b", re.MULTILINE)
 MAX_SCANNED_SOURCES = 200
+#: packages whose pre-import choice the pool remembers (forgotten all at once beyond)
+MAX_REMEMBERED_PACKAGES = 1024
 MAX_SCANNED_BYTES = 1024 * 1024
 #: variables Python reads at start-up (besides PYTHON*), or the dynamic linker does
 STARTUP_VARIABLES = frozenset({"LANG", "LANGUAGE", "TZ"})
@@ -140,7 +142,7 @@ class WarmSpec:
     #: the modules the interpreter imports before its run arrives (`sdk_modules`)
     preload: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def key(self) -> Key:
         request = json.dumps(dataclasses.asdict(self.request), sort_keys=True, default=str)
         return str(self.venv.path), f"{request} {' '.join(self.preload)}"
@@ -305,6 +307,9 @@ class WarmPool:
         #: what the interpreters of each pair import: the same every time (one venv,
         #: one bootstrap), so a run need not wait for the imports to check its package
         self._modules: dict[Key, tuple[str, ...]] = {}
+        #: what each package's interpreters pre-import, by (venv, MANIFEST checksum):
+        #: the package's sources are scanned once, not on every run
+        self._preloads: dict[tuple[str, str], tuple[str, ...]] = {}
         self._queue: queue.Queue[WarmSpec | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
         self._closed = False
@@ -331,6 +336,20 @@ class WarmPool:
         logger.warning("a warm interpreter was not ready in time; starting the app cold")
         warm.close()
         return None
+
+    def preload_for(self, venv: Venv, checksum: str, app_dir: Path) -> tuple[str, ...]:
+        """The modules the interpreters for this package pre-import (`sdk_modules`),
+        decided the first time its content (`checksum`) runs in `venv`."""
+        key = (str(venv.path), checksum)
+        with self._lock:
+            known = self._preloads.get(key)
+        if known is None:
+            known = sdk_modules(venv.path, app_dir)
+            with self._lock:
+                if len(self._preloads) >= MAX_REMEMBERED_PACKAGES:
+                    self._preloads.clear()
+                self._preloads[key] = known
+        return known
 
     def idle_count(self) -> int:
         with self._lock:
