@@ -312,7 +312,8 @@ def report_status(
         run = _held_run(session, who, run_id)
         attempt = _current_attempt(session, run, report.attempt_seq, report.fencing_token)
         _store_lines(session, run, report.attempt_seq, report.lines)
-        wake.run_changed(run)
+        if report.lines:
+            wake.run_changed(run)  # log followers read the new lines
         ended_first = _ended_first(attempt, status)
         if ended_first or RunStatus(attempt.status) == status:
             # The lines are kept either way; the status is a re-send after a lost
@@ -345,6 +346,7 @@ def _apply_report(
 ) -> RunStatus:
     status = report.status
     now = utcnow()
+    wake.run_changed(run)
     if status == RunStatus.RUNNING or _folds_running(attempt, report):
         _start_attempt(ctx, session, run, attempt, _started_at(attempt, now, report))
     if status in TERMINAL:
