@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tower.client.timestamps import parse_timestamp
+
 # soft_wrap: never re-wrap log lines or URLs; highlight: never recolour user data.
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -115,20 +117,6 @@ def spinner(step: str) -> Iterator[None]:
     with stderr.status(step):
         yield
     done(step)
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """An API timestamp (RFC 3339) as an aware UTC datetime; None when absent or invalid."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        # The contract says timestamps are UTC; a naive one is read as UTC, not local time.
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def format_timestamp(value: Any) -> str:

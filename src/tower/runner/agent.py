@@ -40,6 +40,7 @@ from typing import Any
 
 from tower.client import ApiError, ConnectionFailed, TlsFailed
 from tower.client.runner_api import RunnerApi
+from tower.client.timestamps import parse_timestamp
 from tower.core.crypto import (
     generate_rsa_private_key,
     open_sealed,
@@ -308,7 +309,7 @@ class Agent:
         self.package_key = self.settings.package_key or announced
         interval = answer.get("heartbeat_interval_seconds") or DEFAULT_HEARTBEAT_INTERVAL_S
         self.heartbeat_interval_s = float(interval)
-        self.rotate_after = _moment(answer.get("credential_rotate_after"))
+        self.rotate_after = parse_timestamp(answer.get("credential_rotate_after"))
         self.registered.set()
         logger.info("runner %s registered as %s", self.settings.name, self.runner_id)
 
@@ -670,7 +671,7 @@ class Agent:
             self.settings, self.credential_origin, answer
         )
         self.api.use_credentials(self.settings.require_token(), self.settings.client_certificate)
-        self.rotate_after = _moment(answer.get("credential_rotate_after"))
+        self.rotate_after = parse_timestamp(answer.get("credential_rotate_after"))
         logger.info(
             "rotated the runner credential; the new one expires at %s", answer.get("expires_at")
         )
@@ -736,17 +737,6 @@ class Agent:
             self._cancel_all(CancelReason.SHUTDOWN)
         for worker in self._workers:
             worker.join()
-
-
-def _moment(value: object) -> datetime | None:
-    """An ISO timestamp of the control plane, or None (absent or unreadable)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _decode_inline(value: str) -> bytes:
