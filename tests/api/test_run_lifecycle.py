@@ -378,3 +378,96 @@ def test_describe_app_returns_as_many_recent_runs_as_asked(deployed: ApiServer) 
         ]
         assert api.get("/apps/hello", params={"runs": 0}).json()["runs"] == []
         assert len(api.get("/apps/hello").json()["runs"]) == 3
+
+
+# ---------------------------------------------------------------- batched reports
+
+
+NOON = "2026-01-01T12:00:00Z"
+
+
+def _batch(runner: FakeRunner, reports: list[dict[str, Any]], claim: int = 0) -> httpx.Response:
+    body = {"runner_id": runner.runner_id, "reports": reports, "claim_max_runs": claim}
+    return runner.http.post("/reports", json=body)
+
+
+def _report(a: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": a["run_id"],
+        "attempt_seq": a["attempt_seq"],
+        "fencing_token": a["fencing_token"],
+        "status": status,
+        **extra,
+    }
+
+
+def test_batched_reports_apply_each_on_its_own_and_claim_the_next_runs(
+    deployed: ApiServer,
+) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        first, second, third, fourth = (_run(api) for _ in range(4))
+        a, b = runner.claim_many(2)
+        line = {"line_num": 1, "channel": "program", "content": "bye", "reported_at": NOON}
+        reports = [
+            _report(a, "exited", exit_code=0, started_seconds_ago=0.01, lines=[line]),
+            {**_report(b, "crashed", exit_code=3), "fencing_token": "forged"},
+            _report(a, "running"),  # a is over: its late report is refused alone
+            {**_report(b, "exited"), "run_id": str(uuid.uuid4())},  # no such run
+        ]
+        answer = _batch(runner, reports, claim=2)
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert results[0] == {"run_id": a["run_id"], "status": "exited"}
+        assert [r.get("error", {}).get("status") for r in results[1:]] == [409, 409, 404]
+        assert "fencing token" in results[1]["error"]["message"]
+        # The claim for the slots the reports freed took the next two runs.
+        claimed = [x["run_id"] for x in answer.json()["assignments"]]
+        assert claimed == [third["run_id"], fourth["run_id"]]
+
+        done = _describe(api, first["number"])
+        assert done["status"] == "exited" and done["exit_code"] == 0
+        assert [s["content"] for s in api.get("/apps/hello/runs/1/logs").json()["log_lines"]] == [
+            "bye"
+        ]
+        assert _describe(api, second["number"])["status"] == "starting", "the forged one failed"
+
+
+def test_a_stopping_runner_claims_nothing_with_its_reports(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        _run(api)
+        stop = runner.http.post("/claims/stop", json={"runner_id": runner.runner_id})
+        assert stop.status_code == 204
+        answer = _batch(runner, [], claim=3)
+        assert answer.status_code == 200 and answer.json() == {"results": [], "assignments": []}
+        assert _describe(api, 1)["status"] == "pending"
+
+
+def test_a_malformed_batch_is_refused_whole(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    too_many = [{"run_id": str(uuid.uuid4())}] * 65
+    for body in (
+        {"runner_id": runner.runner_id, "reports": too_many},
+        {"runner_id": runner.runner_id, "reports": [], "claim_max_runs": 65},
+        {"reports": []},
+    ):
+        answer = runner.http.post("/reports", json=body)
+        assert answer.status_code == 422, answer.text
+
+
+def test_a_claim_for_an_unknown_runner_keeps_the_reports(deployed: ApiServer) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        run = _run(api)
+        (a,) = runner.claim_many(1)
+        body = {
+            "runner_id": str(uuid.uuid4()),
+            "reports": [_report(a, "exited", exit_code=0, started_seconds_ago=0)],
+            "claim_max_runs": 1,
+        }
+        answer = runner.http.post("/reports", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["results"] == [{"run_id": a["run_id"], "status": "exited"}]
+        assert answer.json()["claim_error"]["status"] == 404
+        assert _describe(api, run["number"])["status"] == "exited"

@@ -82,6 +82,10 @@ class FakeControlPlane:
         self.rejected: list[tuple[str, dict[str, Any]]] = []
         #: how many runs each answered claim handed out
         self.claims: list[int] = []
+        #: False: no `/reports` (404), like an older control plane
+        self.batch_reports = True
+        #: per `/reports` request: (reports it carried, runs it asked to claim, runs claimed)
+        self.report_batches: list[tuple[int, int, int]] = []
         self.heartbeat_interval_s = 0.2
         #: False: answer heartbeats at once, like a server without long-poll
         self.long_poll = True
@@ -194,6 +198,23 @@ class FakeControlPlane:
         taken = [self._assignment(self.runs[self.queue.pop(0)]) for _ in range(wanted)]
         self.claims.append(len(taken))
         return 200, {"assignment": taken[0], "assignments": taken}
+
+    def reports(self, body: dict[str, Any]) -> tuple[int, Any]:
+        """Each report as `status` answers it, then a claim without waiting."""
+        if not self.batch_reports:
+            return 404, {"message": "Not Found"}
+        results = []
+        for report in body["reports"]:
+            status, answer = self.status(report["run_id"], report)
+            if status == 200:
+                results.append({"run_id": report["run_id"], "status": answer["status"]})
+            else:
+                results.append({"run_id": report["run_id"], "error": {**answer, "status": status}})
+        wanted = min(int(body.get("claim_max_runs") or 0), len(self.queue))
+        taken = [self._assignment(self.runs[self.queue.pop(0)]) for _ in range(wanted)]
+        asked = int(body.get("claim_max_runs") or 0)
+        self.report_batches.append((len(body["reports"]), asked, len(taken)))
+        return 200, {"results": results, "assignments": taken}
 
     def _assignment(self, run: FakeRun) -> dict[str, Any]:
         assert self.public_key_pem is not None
@@ -345,6 +366,8 @@ def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
                 return plane.claim(body)
             if parts[3] == "heartbeat":
                 return plane.heartbeat(body)
+            if parts[3] == "reports":
+                return plane.reports(body)
             if parts[5] == "status":
                 return plane.status(parts[4], body)
             return plane.logs(parts[4], body)

@@ -525,3 +525,39 @@ def test_a_backlog_is_claimed_in_one_request(
             plane.wait_for(run.finished)
     assert plane.claims[0] == 3
     assert [run.status_names for run in runs] == [["running", "exited"]] * 3
+
+
+def test_final_reports_travel_in_batches_that_claim_the_next_runs(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    runs = [plane.enqueue(package_of(f"print({n})\n")) for n in range(6)]
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache, capacity=2)):
+        for run in runs:
+            plane.wait_for(run.finished)
+    assert [run.status_names for run in runs] == [["running", "exited"]] * 6
+    assert [program(run) for run in runs] == [[str(n)] for n in range(6)]
+    # The first two runs came from a claim; the others were claimed by the final
+    # reports that freed their slots, without a claim request of their own.
+    assert plane.claims[0] == 2
+    piggybacked = sum(claimed for _, _, claimed in plane.report_batches)
+    assert piggybacked == 4 and sum(plane.claims[1:]) == 0
+    assert all(asked <= 2 for _, asked, _ in plane.report_batches), "never beyond capacity"
+
+
+def test_a_control_plane_without_batched_reports_gets_one_per_request(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    plane.batch_reports = False
+    runs = [plane.enqueue(package_of(f"print({n})\n")) for n in range(3)]
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache, capacity=2)):
+        for run in runs:
+            plane.wait_for(run.finished)
+    assert [run.status_names for run in runs] == [["running", "exited"]] * 3
+    assert plane.report_batches == []
+    assert sum(plane.claims) == 3, "the runs came from claims"

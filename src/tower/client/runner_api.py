@@ -153,20 +153,28 @@ class RunnerApi:
         `lines`: the attempt's last log lines, stored with the status.
         `started_seconds_ago`: when the app started, if `running` was not reported.
         """
-        body: dict[str, Any] = {
-            "attempt_seq": attempt_seq,
-            "fencing_token": fencing_token,
-            "status": str(status),
-        }
-        if exit_code is not None:
-            body["exit_code"] = exit_code
-        if message is not None:
-            body["message"] = message
-        if lines:
-            body["lines"] = lines
-        if started_seconds_ago is not None:
-            body["started_seconds_ago"] = round(max(0.0, started_seconds_ago), 6)
+        body = status_report_body(
+            attempt_seq,
+            status,
+            exit_code,
+            message,
+            fencing_token=fencing_token,
+            lines=lines,
+            started_seconds_ago=started_seconds_ago,
+        )
         return self.http.post_json(f"/runner/runs/{run_id}/status", body) or {}
+
+    def report_statuses(
+        self, runner_id: str, reports: list[dict[str, Any]], claim_max_runs: int = 0
+    ) -> dict[str, Any]:
+        """Several status reports (`status_report_body(...)` plus `run_id`) in one
+        request, and a claim of up to `claim_max_runs` runs without waiting.
+
+        The answer: `results` (per report, in order: `{run_id, status}` or `{run_id,
+        error}` where `error.status` is the HTTP status the single call would have
+        answered) and `assignments`."""
+        body = {"runner_id": runner_id, "reports": reports, "claim_max_runs": claim_max_runs}
+        return self.http.post_json("/runner/reports", body) or {}
 
     def send_logs(
         self,
@@ -214,3 +222,30 @@ class RunnerApi:
 
 def _long_poll_wait(wait_seconds: float) -> float:
     return max(0.0, min(float(wait_seconds), MAX_CLAIM_WAIT_S))
+
+
+def status_report_body(
+    attempt_seq: int,
+    status: str,
+    exit_code: int | None = None,
+    message: str | None = None,
+    *,
+    fencing_token: str | None,
+    lines: list[dict[str, Any]] | None = None,
+    started_seconds_ago: float | None = None,
+) -> dict[str, Any]:
+    """The JSON of one status report (see `RunnerApi.report_status`)."""
+    body: dict[str, Any] = {
+        "attempt_seq": attempt_seq,
+        "fencing_token": fencing_token,
+        "status": str(status),
+    }
+    if exit_code is not None:
+        body["exit_code"] = exit_code
+    if message is not None:
+        body["message"] = message
+    if lines:
+        body["lines"] = lines
+    if started_seconds_ago is not None:
+        body["started_seconds_ago"] = round(max(0.0, started_seconds_ago), 6)
+    return body

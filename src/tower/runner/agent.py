@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tower.client import ApiError, ConnectionFailed, TlsFailed
-from tower.client.runner_api import RunnerApi
+from tower.client import ApiError, ConnectionFailed
+from tower.client.runner_api import RunnerApi, status_report_body
 from tower.client.timestamps import parse_timestamp
 from tower.core.crypto import (
     generate_rsa_private_key,
@@ -57,6 +57,14 @@ from tower.runner import workdirs
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
 from tower.runner.logs import LogShipper
+from tower.runner.reporter import (
+    REPORT_BACKOFF_MAX_S,
+    Delivery,
+    Report,
+    Reporter,
+    Slots,
+    is_transient,
+)
 from tower.runner.runtime_values import RuntimeValues, open_runtime_values
 from tower.runner.sandbox import RunRequest, Sandbox
 from tower.runner.settings import (
@@ -79,9 +87,6 @@ SHUTDOWN_GRACE_S = 30.0
 #: backoff while the control plane is unreachable (register, claim, heartbeat) (s)
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 10.0
-#: longest pause between status report retries: a report gets through within about
-#: this long after the control plane is back (s)
-REPORT_BACKOFF_MAX_S = 2.0
 #: how long stopping waits for a heartbeat call in flight (the thread is a daemon) (s)
 HEARTBEAT_JOIN_S = 1.0
 #: how often a worker slot is re-checked while all are busy (s)
@@ -123,6 +128,8 @@ class ActiveRun:
     app_started: float | None = None
     #: set once the app is gone: a `running` report still waiting is not sent
     app_ended: threading.Event = field(default_factory=threading.Event)
+    #: the run's slot went with its final report (the reporter frees or reuses it)
+    slot_handed_over: bool = False
 
     def seconds_since_start(self) -> float | None:
         return None if self.app_started is None else time.monotonic() - self.app_started
@@ -143,14 +150,6 @@ def runner_version() -> str:
         return importlib.metadata.version("tower-oss")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def is_transient(exc: Exception) -> bool:
-    """A failure worth retrying: the server is unreachable, overloaded or failing."""
-    if isinstance(exc, ApiError):
-        return exc.status >= 500 or exc.status in (408, 429)
-    # A TLS failure (untrusted certificate, client certificate refused) needs a fix.
-    return isinstance(exc, ConnectionFailed) and not isinstance(exc, TlsFailed)
 
 
 class Agent:
@@ -221,6 +220,16 @@ class Agent:
         self._workers: list[threading.Thread] = []
         #: cuts a heartbeat pause short: a run was claimed, or the agent is done
         self._heartbeat_wake = threading.Event()
+        self.reporter = Reporter(
+            self.api,
+            lambda: self.runner_id,
+            Slots(
+                take_free=self._take_free_slots,
+                release=self._release_slots,
+                start=self._start_worker,
+                claiming=lambda: not self._stop.is_set(),
+            ),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -240,10 +249,13 @@ class Agent:
             return 0
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
+        self.reporter.start()
         try:
             self._claim_loop()
         finally:
+            self.reporter.stop_claiming()
             self._drain()
+            self.reporter.close()
             self._done.set()
             self._heartbeat_wake.set()
             heartbeat.join(HEARTBEAT_JOIN_S)
@@ -320,7 +332,7 @@ class Agent:
         while not self._stop.is_set():
             if not self._slots.acquire(timeout=SLOT_POLL_S):
                 continue
-            free = 1 + self._more_free_slots()
+            free = 1 + self._take_free_slots(self.settings.capacity - 1)
             try:
                 assignments = self._claim(free)
             except (ApiError, ConnectionFailed) as exc:
@@ -334,10 +346,11 @@ class Agent:
             for assignment in assignments:
                 self._start_worker(assignment)
 
-    def _more_free_slots(self) -> int:
-        """Take every other free slot too: a backlog is claimed in one request."""
+    def _take_free_slots(self, most: int) -> int:
+        """Take up to `most` free slots without waiting (a backlog is claimed in one
+        request); answers how many."""
         taken = 0
-        while taken < self.settings.capacity - 1 and self._slots.acquire(blocking=False):
+        while taken < most and self._slots.acquire(blocking=False):
             taken += 1
         return taken
 
@@ -390,7 +403,8 @@ class Agent:
         finally:
             with self._lock:
                 self._runs.pop((run.run_id, run.attempt_seq), None)
-            self._slots.release()
+            if not run.slot_handed_over:
+                self._slots.release()
 
     # ------------------------------------------------------------------ one run
 
@@ -568,7 +582,7 @@ class Agent:
         if status == RunStatus.CANCELLED:
             status = RunStatus.ERRORED
             message = "The runner shut down before the run finished."
-        self._report(run, status, outcome.exit_code, message, lines=lines)
+        self._report(run, status, outcome.exit_code, message, lines=lines, frees_slot=True)
 
     def _ship_last_lines(self, run: ActiveRun, lines: list[dict[str, Any]]) -> None:
         if lines and run.reason != CancelReason.STALE:
@@ -588,24 +602,30 @@ class Agent:
         message: str | None,
         *,
         lines: list[dict[str, Any]] | None = None,
+        frees_slot: bool = False,
     ) -> bool:
         """Report a status (with the attempt's last log lines, and its start when
-        `running` was not reported); False if it did not get through."""
+        `running` was not reported); False if it did not get through. With
+        `frees_slot`, the run's slot goes with the report (the reporter may claim the
+        next run for it in the same request)."""
         started_ago = None if run.running_reported else run.seconds_since_start()
-        return self._deliver(
-            run,
+        body = status_report_body(
+            run.attempt_seq,
             str(status),
-            lambda: self.api.report_status(
-                run.run_id,
-                run.attempt_seq,
-                str(status),
-                exit_code,
-                message,
-                fencing_token=run.fencing_token,
-                lines=lines,
-                started_seconds_ago=started_ago,
-            ),
+            exit_code,
+            message,
+            fencing_token=run.fencing_token,
+            lines=lines,
+            started_seconds_ago=started_ago,
         )
+        deadline = time.monotonic() + self.settings.report_deadline_s
+        report = Report(run.run_id, body, deadline, frees_slot=frees_slot)
+        run.slot_handed_over = frees_slot
+        delivery = self.reporter.send(report)
+        if delivery == Delivery.STALE:
+            logger.info("run %s: %s rejected (%s); stopping it", run.run_id, status, report.detail)
+            self._cancel_run(run, CancelReason.STALE)
+        return delivery == Delivery.DELIVERED
 
     def _deliver(self, run: ActiveRun, what: str, send: Callable[[], object]) -> bool:
         """Send a report, retrying transient failures for up to `report_deadline_s`;

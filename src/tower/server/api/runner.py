@@ -11,9 +11,11 @@ from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tower.core.errors import TowerError
 from tower.core.runs import RunStatus
 from tower.server.api import runners as runners_api
 from tower.server.api.deps import ContextDep, RunnerDep
+from tower.server.api.errors import error_body
 from tower.server.dispatch.notifier import (
     QUEUE_TOPIC,
     claims_topic,
@@ -23,7 +25,7 @@ from tower.server.dispatch.notifier import (
 )
 from tower.server.services import runner_credentials
 from tower.server.services import runners as runners_service
-from tower.server.services.context import RunnerPrincipal
+from tower.server.services.context import RunnerPrincipal, ServerContext
 
 router = APIRouter(prefix="/v1/runner", tags=["runner"])
 
@@ -68,6 +70,24 @@ class StatusParams(BaseModel):
     lines: list[LogLineParams] = Field(default_factory=list)
     #: the app started this long before the report (a short run's `running`, folded in)
     started_seconds_ago: float | None = Field(default=None, ge=0, le=86_400)
+
+
+#: the most status reports one `/reports` request may carry
+MAX_REPORTS_PER_BATCH = 64
+
+
+class BatchedStatusParams(StatusParams):
+    run_id: uuid.UUID
+
+
+class ReportsParams(BaseModel):
+    runner_id: uuid.UUID
+    reports: list[BatchedStatusParams] = Field(
+        default_factory=list, max_length=MAX_REPORTS_PER_BATCH
+    )
+    #: the runner's free slots (those the reported runs just freed included): claim up
+    #: to this many pending runs in the same round trip, without waiting
+    claim_max_runs: int = Field(default=0, ge=0, le=MAX_RUNS_PER_CLAIM)
 
 
 class LogsParams(BaseModel):
@@ -158,11 +178,8 @@ def package(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID) -> Response:
     return Response(content=data, media_type="application/octet-stream")
 
 
-@router.post("/runs/{run_id}/status")
-def report_status(
-    ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: StatusParams
-) -> dict[str, Any]:
-    report = runners_service.StatusReport(
+def _status_report(body: StatusParams) -> runners_service.StatusReport:
+    return runners_service.StatusReport(
         attempt_seq=body.attempt_seq,
         fencing_token=body.fencing_token,
         status=RunStatus(body.status),
@@ -171,8 +188,47 @@ def report_status(
         lines=tuple(line.model_dump() for line in body.lines),
         started_seconds_ago=body.started_seconds_ago,
     )
-    status = runners_service.report_status(ctx, who, run_id, report)
+
+
+@router.post("/runs/{run_id}/status")
+def report_status(
+    ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: StatusParams
+) -> dict[str, Any]:
+    status = runners_service.report_status(ctx, who, run_id, _status_report(body))
     return {"status": status.value}
+
+
+@router.post("/reports")
+def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> dict[str, Any]:
+    """Several status reports in one round trip, each applied on its own exactly as
+    `/runs/{run_id}/status` applies it (a stale one fails alone), then, optionally, a
+    claim for the slots they freed: a busy runner needs about one request per batch
+    of runs instead of a report and a claim per run."""
+    results = [_batched_report(ctx, who, report) for report in body.reports]
+    answer: dict[str, Any] = {"results": results, "assignments": []}
+    if body.claim_max_runs and not ctx.notifier.retired(claims_topic(body.runner_id)):
+        try:
+            answer["assignments"] = runners_service.try_claim(
+                ctx, who, body.runner_id, body.claim_max_runs
+            )
+        except TowerError as exc:  # the reports stand; the runner's claim loop will see it too
+            answer["claim_error"] = error_body(exc.status, exc.message, code=exc.code)
+    return answer
+
+
+def _batched_report(
+    ctx: ServerContext, who: RunnerPrincipal, report: BatchedStatusParams
+) -> dict[str, Any]:
+    """`{run_id, status}`, or `{run_id, error}` with the error body (and its HTTP status
+    in `error.status`) the single-report call would have answered."""
+    try:
+        status = runners_service.report_status(ctx, who, report.run_id, _status_report(report))
+    except TowerError as exc:
+        return {
+            "run_id": str(report.run_id),
+            "error": error_body(exc.status, exc.message, code=exc.code),
+        }
+    return {"run_id": str(report.run_id), "status": status.value}
 
 
 @router.post("/runs/{run_id}/logs")

@@ -44,6 +44,10 @@ class Notifier:
         self._retired.add(topic)
         self.notify(topic)
 
+    def retired(self, topic: str) -> bool:
+        """Whether `topic` was retired (a runner that stopped claiming)."""
+        return topic in self._retired
+
     def _wake_all(self) -> None:
         for topic in list(self._waiters):
             self._wake(topic)
