@@ -433,6 +433,33 @@ def test_batched_reports_apply_each_on_its_own_and_claim_the_next_runs(
         assert _describe(api, second["number"])["status"] == "starting", "the forged one failed"
 
 
+def test_batched_log_lines_are_stored_before_the_reports_and_fenced_alone(
+    deployed: ApiServer,
+) -> None:
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        _run(api)
+        (a,) = runner.claim_many(1)
+        line = {"line_num": 1, "channel": "program", "content": "hi", "reported_at": NOON}
+        fenced = {k: a[k] for k in ("run_id", "attempt_seq", "fencing_token")}
+        body = {
+            "runner_id": runner.runner_id,
+            "logs": [
+                {**fenced, "lines": [line]},
+                {**fenced, "fencing_token": "forged", "lines": [{**line, "line_num": 2}]},
+            ],
+            "reports": [_report(a, "exited", exit_code=0, started_seconds_ago=0)],
+        }
+        answer = runner.http.post("/reports", json=body)
+        assert answer.status_code == 200, answer.text
+        first, forged = answer.json()["log_results"]
+        assert first == {"run_id": a["run_id"], "accepted": 1}
+        assert forged["error"]["status"] == 409
+        assert answer.json()["results"] == [{"run_id": a["run_id"], "status": "exited"}]
+        lines = api.get("/apps/hello/runs/1/logs").json()["log_lines"]
+        assert [line["content"] for line in lines] == ["hi"]
+
+
 def test_a_stopping_runner_claims_nothing_with_its_reports(deployed: ApiServer) -> None:
     runner = FakeRunner(deployed)
     with deployed.client() as api:
@@ -440,7 +467,8 @@ def test_a_stopping_runner_claims_nothing_with_its_reports(deployed: ApiServer) 
         stop = runner.http.post("/claims/stop", json={"runner_id": runner.runner_id})
         assert stop.status_code == 204
         answer = _batch(runner, [], claim=3)
-        assert answer.status_code == 200 and answer.json() == {"results": [], "assignments": []}
+        assert answer.status_code == 200
+        assert answer.json() == {"results": [], "log_results": [], "assignments": []}
         assert _describe(api, 1)["status"] == "pending"
 
 

@@ -84,8 +84,10 @@ class FakeControlPlane:
         self.claims: list[int] = []
         #: False: no `/reports` (404), like an older control plane
         self.batch_reports = True
-        #: per `/reports` request: (reports it carried, runs it asked to claim, runs claimed)
+        #: per `/reports` request: (status reports it carried, runs it asked to claim,
+        #: runs claimed); log batches it carried are counted in `batched_logs`
         self.report_batches: list[tuple[int, int, int]] = []
+        self.batched_logs = 0
         self.heartbeat_interval_s = 0.2
         #: False: answer heartbeats at once, like a server without long-poll
         self.long_poll = True
@@ -203,18 +205,20 @@ class FakeControlPlane:
         """Each report as `status` answers it, then a claim without waiting."""
         if not self.batch_reports:
             return 404, {"message": "Not Found"}
-        results = []
-        for report in body["reports"]:
-            status, answer = self.status(report["run_id"], report)
-            if status == 200:
-                results.append({"run_id": report["run_id"], "status": answer["status"]})
-            else:
-                results.append({"run_id": report["run_id"], "error": {**answer, "status": status}})
+        self.batched_logs += len(body.get("logs") or [])
+        log_results = [
+            _result(batch["run_id"], *self.logs(batch["run_id"], batch))
+            for batch in body.get("logs") or []
+        ]
+        results = [
+            _result(report["run_id"], *self.status(report["run_id"], report))
+            for report in body["reports"]
+        ]
         wanted = min(int(body.get("claim_max_runs") or 0), len(self.queue))
         taken = [self._assignment(self.runs[self.queue.pop(0)]) for _ in range(wanted)]
         asked = int(body.get("claim_max_runs") or 0)
         self.report_batches.append((len(body["reports"]), asked, len(taken)))
-        return 200, {"results": results, "assignments": taken}
+        return 200, {"results": results, "log_results": log_results, "assignments": taken}
 
     def _assignment(self, run: FakeRun) -> dict[str, Any]:
         assert self.public_key_pem is not None
@@ -320,6 +324,13 @@ class FakeControlPlane:
             if cancel or remaining <= 0:
                 return 200, {"cancel": cancel}
             self.lock.wait(remaining)
+
+
+def _result(run_id: str, status: int, answer: dict[str, Any]) -> dict[str, Any]:
+    """One item of a `/reports` answer: the single call's answer, or its error."""
+    if status == 200:
+        return {"run_id": run_id, **answer}
+    return {"run_id": run_id, "error": {**answer, "status": status}}
 
 
 def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:

@@ -424,6 +424,7 @@ def test_nothing_is_lost_while_the_control_plane_is_down(
     assert run.status_names == ["running", "exited"]
     assert max(run.line_order.values()) < run.status_order[-1], "lines before the final status"
     assert resumed_in < 5.0, "retries back off at most ~2 s"
+    assert plane.batched_logs > 0, "log batches travelled with the status reports"
 
 
 @pytest.mark.parametrize("long_poll", [True, False], ids=["long-poll", "old-server"])

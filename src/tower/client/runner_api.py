@@ -165,15 +165,27 @@ class RunnerApi:
         return self.http.post_json(f"/runner/runs/{run_id}/status", body) or {}
 
     def report_statuses(
-        self, runner_id: str, reports: list[dict[str, Any]], claim_max_runs: int = 0
+        self,
+        runner_id: str,
+        reports: list[dict[str, Any]],
+        claim_max_runs: int = 0,
+        *,
+        logs: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Several status reports (`status_report_body(...)` plus `run_id`) in one
-        request, and a claim of up to `claim_max_runs` runs without waiting.
+        """Several status reports (`status_report_body(...)` plus `run_id`) and log
+        batches (`send_logs`'s body plus `run_id`) in one request, and a claim of up
+        to `claim_max_runs` runs without waiting.
 
-        The answer: `results` (per report, in order: `{run_id, status}` or `{run_id,
-        error}` where `error.status` is the HTTP status the single call would have
-        answered) and `assignments`."""
-        body = {"runner_id": runner_id, "reports": reports, "claim_max_runs": claim_max_runs}
+        The answer: `results` and `log_results` (in order: `{run_id, status}` or
+        `{run_id, accepted}`, or `{run_id, error}` where `error.status` is the HTTP
+        status the single call would have answered) and `assignments`."""
+        body: dict[str, Any] = {
+            "runner_id": runner_id,
+            "reports": reports,
+            "claim_max_runs": claim_max_runs,
+        }
+        if logs:
+            body["logs"] = logs
         return self.http.post_json("/runner/reports", body) or {}
 
     def send_logs(

@@ -130,6 +130,8 @@ class ActiveRun:
     app_ended: threading.Event = field(default_factory=threading.Event)
     #: the run's slot went with its final report (the reporter frees or reuses it)
     slot_handed_over: bool = False
+    #: the control plane has the final status: nothing left to renew or to stop
+    final_delivered: bool = False
 
     def seconds_since_start(self) -> float | None:
         return None if self.app_started is None else time.monotonic() - self.app_started
@@ -282,8 +284,10 @@ class Agent:
             logger.info("could not end the claim in flight (%s)", exc)
 
     def active_run_ids(self) -> list[str]:
+        """The runs whose leases the heartbeat renews: not those already reported
+        ended (their workers may still be wiping their directories)."""
         with self._lock:
-            return sorted({run_id for run_id, _ in self._runs})
+            return sorted({key[0] for key, run in self._runs.items() if not run.final_delivered})
 
     def _register(self) -> bool:
         backoff = BACKOFF_START_S
@@ -421,6 +425,9 @@ class Agent:
             deadline_s=self.settings.report_deadline_s,
             on_stale=on_stale,
             redact=runtime.masker() or None,
+            send=lambda lines: self.reporter.ship_logs(
+                run.run_id, run.attempt_seq, run.fencing_token, lines
+            ),
         ).start()
         with workdirs.run_work_dir(self.settings.work_dir, run.run_id) as work:
             try:
@@ -582,7 +589,8 @@ class Agent:
         if status == RunStatus.CANCELLED:
             status = RunStatus.ERRORED
             message = "The runner shut down before the run finished."
-        self._report(run, status, outcome.exit_code, message, lines=lines, frees_slot=True)
+        if self._report(run, status, outcome.exit_code, message, lines=lines, frees_slot=True):
+            run.final_delivered = True
 
     def _ship_last_lines(self, run: ActiveRun, lines: list[dict[str, Any]]) -> None:
         if lines and run.reason != CancelReason.STALE:
@@ -723,7 +731,11 @@ class Agent:
         """Stop a run in progress (every attempt of it here); False when this runner
         does not have it, or it is already being stopped."""
         with self._lock:
-            attempts = [run for (held, _), run in self._runs.items() if held == run_id]
+            attempts = [
+                run
+                for (held, _), run in self._runs.items()
+                if held == run_id and not run.final_delivered
+            ]
         stopped = [self._cancel_run(run, reason) for run in attempts]
         return any(stopped)
 

@@ -102,8 +102,12 @@ class LogShipper:
         deadline_s: float = DEFAULT_REPORT_DEADLINE_S,
         on_stale: Callable[[], None] | None = None,
         redact: Callable[[str], str] | None = None,
+        send: Callable[[list[dict[str, Any]]], object] | None = None,
     ) -> None:
         self.api = api
+        #: delivers one batch once, raising as `RunnerApi.send_logs` does (default:
+        #: a request of its own; the runner's reporter shares one with other runs)
+        self._send = send or self._send_alone
         #: applied to every line before it is queued (masks secret values)
         self.redact = redact
         self.on_stale = on_stale
@@ -215,12 +219,13 @@ class LogShipper:
                 else:
                     self._cond.wait()
 
+    def _send_alone(self, batch: list[dict[str, Any]]) -> None:
+        self.api.send_logs(self.run_id, self.attempt_seq, batch, fencing_token=self.fencing_token)
+
     def _deliver(self, batch: list[dict[str, Any]]) -> bool:
         """Send one batch; True when it need not be sent again."""
         try:
-            self.api.send_logs(
-                self.run_id, self.attempt_seq, batch, fencing_token=self.fencing_token
-            )
+            self._send(batch)
         except Exception as exc:  # ApiError, ConnectionFailed, or a surprise
             return self._handle_failure(batch, exc)
         self._drop_front(len(batch), delivered=True)

@@ -1,18 +1,21 @@
-"""Status reports of every run of this runner, sent in batches (docs/runner-protocol.md).
+"""Status reports and log batches of every run of this runner, sent together
+(docs/runner-protocol.md).
 
-A run's worker hands its report to the `Reporter` and waits for the outcome. One
-thread sends what piled up while the previous request was in flight in a single
-`POST /v1/runner/reports`; a report waits for nothing else, so batching adds no
-latency, and a busy runner spends about one request per batch of runs instead of
-one per run. A final report also hands over its run's slot: the same request
-claims a run for it (and for any other free slot), so the next run needs no claim
-round trip of its own.
+A run's worker hands its report to the `Reporter` and waits for the outcome (so do
+the runs' log shippers with their batches). One thread sends what piled up while
+the previous request was in flight in a single `POST /v1/runner/reports`; a report
+waits for nothing else, so batching adds no latency, and a busy runner spends about
+one request per batch of runs instead of several per run. A final report also
+hands over its run's slot: the same request claims a run for it (and for any other
+free slot), so the next run needs no claim round trip of its own.
 
 Delivery is as for single reports: failures that may pass (the control plane is
 down, overloaded or restarting) are retried with a backoff capped at
 `REPORT_BACKOFF_MAX_S` until the report's deadline; the order of the reports of a
 run is kept because its worker waits for each outcome before sending the next.
-A control plane without `/reports` (older) is sent one report per request.
+A log batch is tried once: its shipper (tower.runner.logs) keeps its own retries,
+and gets the error a `/logs` request would have raised. A control plane without
+`/reports` (older) is sent one request per report or log batch.
 """
 
 from __future__ import annotations
@@ -74,10 +77,14 @@ class Report:
     #: the control plane's message when the report was refused or failed
     detail: str = ""
     settled: threading.Event = field(default_factory=threading.Event)
+    #: a log batch (`{attempt_seq, fencing_token, lines}`), tried once
+    logs: bool = False
+    #: why a log batch failed, for its shipper
+    error: Exception | None = None
 
     @property
     def what(self) -> str:
-        return str(self.body.get("status"))
+        return "log lines" if self.logs else str(self.body.get("status"))
 
     def settle(self, delivery: str, detail: str = "") -> None:
         self.delivery, self.detail = delivery, detail
@@ -129,6 +136,16 @@ class Reporter:
                 self._lock.notify()
         report.settled.wait()
         return str(report.delivery)
+
+    def ship_logs(
+        self, run_id: str, attempt_seq: int, fencing_token: str, lines: list[dict[str, Any]]
+    ) -> None:
+        """Deliver one log batch, once; raises what `RunnerApi.send_logs` would."""
+        body = {"attempt_seq": attempt_seq, "fencing_token": fencing_token, "lines": lines}
+        batch = Report(run_id, body, deadline=0.0, logs=True)
+        self.send(batch)
+        if batch.error is not None:
+            raise batch.error
 
     def stop_claiming(self) -> None:
         """Claim nothing more; returns once the runs of a claim in flight are started,
@@ -194,9 +211,14 @@ class Reporter:
         held = sum(report.frees_slot for report in batch)
         extra = self._slots.take_free(MAX_CLAIMED_PER_REQUEST - held) if claiming else 0
         claim = held + extra if claiming else 0
+        statuses = [report for report in batch if not report.logs]
+        logs = [report for report in batch if report.logs]
         try:
             answer = self._api.report_statuses(
-                runner_id, [{"run_id": r.run_id, **r.body} for r in batch], claim
+                runner_id,
+                [{"run_id": r.run_id, **r.body} for r in statuses],
+                claim,
+                logs=[{"run_id": r.run_id, **r.body} for r in logs],
             )
         except (ApiError, ConnectionFailed) as exc:
             self._slots.release(extra)
@@ -205,18 +227,20 @@ class Reporter:
                 self._singly = True
                 return self._deliver_singly(batch)
             return self._retry(batch, exc)
-        self._settle(batch, answer.get("results"))
+        self._settle(statuses, answer.get("results"))
+        self._settle(logs, answer.get("log_results"))
         assignments = [a for a in answer.get("assignments") or [] if isinstance(a, dict)]
         self._use_slots(held + extra, assignments[:claim])
         return True
 
     def _deliver_singly(self, batch: list[Report]) -> bool:
         for index, report in enumerate(batch):
+            kind = "logs" if report.logs else "status"
             try:
-                self._api.http.post_json(f"/runner/runs/{report.run_id}/status", report.body)
+                self._api.http.post_json(f"/runner/runs/{report.run_id}/{kind}", report.body)
             except (ApiError, ConnectionFailed) as exc:
                 if isinstance(exc, ApiError) and not is_transient(exc):
-                    self._refused(report, exc.status, exc.message)
+                    self._refused(report, exc.status, exc.detail, code=exc.code)
                     continue
                 return self._retry(batch[index:], exc)
             self._settled(report, Delivery.DELIVERED)
@@ -230,21 +254,27 @@ class Reporter:
             result = answers[index] if index < len(answers) else None
             error = result.get("error") if isinstance(result, dict) else None
             if not isinstance(result, dict):
+                # An answer without it: a log batch is sent again by its shipper.
+                report.error = ApiError(502, "The control plane did not answer this item.")
                 self._settled(report, Delivery.FAILED, "not answered", keep_slot=True)
             elif isinstance(error, dict):
                 status, message = int(error.get("status") or 0), str(error.get("message"))
-                self._refused(report, status, message, keep_slot=True)
+                code = str(error.get("code") or "")
+                self._refused(report, status, message, code=code, keep_slot=True)
             else:
                 self._settled(report, Delivery.DELIVERED, keep_slot=True)
 
     def _refused(
-        self, report: Report, status: int, message: str, *, keep_slot: bool = False
+        self, report: Report, status: int, message: str, *, code: str = "", keep_slot: bool = False
     ) -> None:
-        if status == 409:
+        if report.logs:  # the shipper decides, as if its own request had been answered so
+            report.error = ApiError(status, message, code=code)
+            self._settled(report, Delivery.FAILED, message)
+        elif status == 409:
             self._settled(report, Delivery.STALE, message, keep_slot=keep_slot)
-            return
-        logger.error("run %s: %s refused (%s %s)", report.run_id, report.what, status, message)
-        self._settled(report, Delivery.FAILED, message, keep_slot=keep_slot)
+        else:
+            logger.error("run %s: %s refused (%s %s)", report.run_id, report.what, status, message)
+            self._settled(report, Delivery.FAILED, message, keep_slot=keep_slot)
 
     def _retry(self, batch: list[Report], exc: Exception) -> bool:
         """Put `batch` back at the head of the queue, except what must be given up;
@@ -252,7 +282,10 @@ class Reporter:
         now = time.monotonic()
         keep: list[Report] = []
         for report in batch:
-            if not is_transient(exc) or now >= report.deadline:
+            if report.logs:
+                report.error = exc  # its shipper retries
+                self._settled(report, Delivery.FAILED, str(exc))
+            elif not is_transient(exc) or now >= report.deadline:
                 self._give_up(report, str(exc))
             else:
                 logger.warning("run %s: %s not reported yet (%s)", report.run_id, report.what, exc)
@@ -262,6 +295,10 @@ class Reporter:
         return False
 
     def _give_up(self, report: Report, why: str) -> None:
+        if report.logs:
+            report.error = ConnectionFailed(why)
+            self._settled(report, Delivery.FAILED, why)
+            return
         logger.error("run %s: could not report %s: %s", report.run_id, report.what, why)
         self._settled(report, Delivery.FAILED, why)
 

@@ -72,6 +72,12 @@ class StatusParams(BaseModel):
     started_seconds_ago: float | None = Field(default=None, ge=0, le=86_400)
 
 
+class LogsParams(BaseModel):
+    attempt_seq: int = Field(ge=1)
+    fencing_token: str = Field(max_length=64)
+    lines: list[LogLineParams]
+
+
 #: the most status reports one `/reports` request may carry
 MAX_REPORTS_PER_BATCH = 64
 
@@ -80,20 +86,20 @@ class BatchedStatusParams(StatusParams):
     run_id: uuid.UUID
 
 
+class BatchedLogsParams(LogsParams):
+    run_id: uuid.UUID
+
+
 class ReportsParams(BaseModel):
     runner_id: uuid.UUID
     reports: list[BatchedStatusParams] = Field(
         default_factory=list, max_length=MAX_REPORTS_PER_BATCH
     )
+    #: log batches of runs, each as `/runs/{run_id}/logs` takes it
+    logs: list[BatchedLogsParams] = Field(default_factory=list, max_length=MAX_REPORTS_PER_BATCH)
     #: the runner's free slots (those the reported runs just freed included): claim up
     #: to this many pending runs in the same round trip, without waiting
     claim_max_runs: int = Field(default=0, ge=0, le=MAX_RUNS_PER_CLAIM)
-
-
-class LogsParams(BaseModel):
-    attempt_seq: int = Field(ge=1)
-    fencing_token: str = Field(max_length=64)
-    lines: list[LogLineParams]
 
 
 class HeartbeatParams(BaseModel):
@@ -200,12 +206,13 @@ def report_status(
 
 @router.post("/reports")
 def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> dict[str, Any]:
-    """Several status reports in one round trip, each applied on its own exactly as
-    `/runs/{run_id}/status` applies it (a stale one fails alone), then, optionally, a
-    claim for the slots they freed: a busy runner needs about one request per batch
-    of runs instead of a report and a claim per run."""
+    """Log batches and status reports of several runs in one round trip, each applied
+    on its own exactly as `/runs/{run_id}/logs` and `/status` apply them (a stale one
+    fails alone), then, optionally, a claim for the slots they freed: a busy runner
+    needs about one request per batch of runs instead of several per run."""
+    log_results = [_batched_logs(ctx, who, batch) for batch in body.logs]
     results = [_batched_report(ctx, who, report) for report in body.reports]
-    answer: dict[str, Any] = {"results": results, "assignments": []}
+    answer: dict[str, Any] = {"results": results, "log_results": log_results, "assignments": []}
     if body.claim_max_runs and not ctx.notifier.retired(claims_topic(body.runner_id)):
         try:
             answer["assignments"] = runners_service.try_claim(
@@ -216,6 +223,27 @@ def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> dic
     return answer
 
 
+def _batched_logs(
+    ctx: ServerContext, who: RunnerPrincipal, batch: BatchedLogsParams
+) -> dict[str, Any]:
+    try:
+        accepted = runners_service.ingest_logs(
+            ctx,
+            who,
+            batch.run_id,
+            attempt_seq=batch.attempt_seq,
+            fencing_token=batch.fencing_token,
+            lines=[line.model_dump() for line in batch.lines],
+        )
+    except TowerError as exc:
+        return _refused(batch.run_id, exc)
+    return {"run_id": str(batch.run_id), "accepted": accepted}
+
+
+def _refused(run_id: uuid.UUID, exc: TowerError) -> dict[str, Any]:
+    return {"run_id": str(run_id), "error": error_body(exc.status, exc.message, code=exc.code)}
+
+
 def _batched_report(
     ctx: ServerContext, who: RunnerPrincipal, report: BatchedStatusParams
 ) -> dict[str, Any]:
@@ -224,10 +252,7 @@ def _batched_report(
     try:
         status = runners_service.report_status(ctx, who, report.run_id, _status_report(report))
     except TowerError as exc:
-        return {
-            "run_id": str(report.run_id),
-            "error": error_body(exc.status, exc.message, code=exc.code),
-        }
+        return _refused(report.run_id, exc)
     return {"run_id": str(report.run_id), "status": status.value}
 
 
