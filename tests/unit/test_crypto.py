@@ -345,3 +345,44 @@ def test_tokens_equal() -> None:
 )
 def test_preview(value: str, expected: str) -> None:
     assert crypto.preview(value) == expected
+
+
+# --------------------------------------------------------------------------- session keys
+
+
+def test_a_session_key_is_reused_with_fresh_nonces_and_the_wire_format_kept(
+    rsa_key: RSAPrivateKey,
+) -> None:
+    session = crypto.new_session_key(rsa_key.public_key())
+    first = crypto.hybrid_encrypt(rsa_key.public_key(), "one", session)
+    second = crypto.hybrid_encrypt(rsa_key.public_key(), "one", session)
+    size = rsa_key.key_size // 8
+    raw_first, raw_second = base64.b64decode(first), base64.b64decode(second)
+    assert raw_first[:size] == raw_second[:size] == session.wrapped
+    assert raw_first[size : size + 12] != raw_second[size : size + 12], "a nonce per message"
+    # Any holder of the key opens them, with or without remembering the wrap.
+    assert crypto.hybrid_decrypt(rsa_key, first) == crypto.hybrid_decrypt(rsa_key, second)
+
+
+def test_a_remembered_wrap_is_used_instead_of_the_private_key(rsa_key: RSAPrivateKey) -> None:
+    session = crypto.new_session_key(rsa_key.public_key())
+    sealed = crypto.hybrid_encrypt(rsa_key.public_key(), "payload", session)
+    memo: dict[bytes, bytes] = {}
+    assert crypto.hybrid_decrypt(rsa_key, sealed, memo) == "payload"
+    assert memo == {session.wrapped: session.key}
+    # The memo is what opens the wrap from now on: a wrong entry shows it is consulted.
+    memo[session.wrapped] = os.urandom(crypto.KEY_SIZE)
+    with pytest.raises(IntegrityError):
+        crypto.hybrid_decrypt(rsa_key, sealed, memo)
+    wrapped = crypto.rsa_wrap(rsa_key.public_key(), b"k" * 32)
+    assert crypto.rsa_unwrap(rsa_key, wrapped, memo) == b"k" * 32
+    assert memo[base64.b64decode(wrapped)] == b"k" * 32
+
+
+def test_a_failed_unwrap_is_not_remembered(rsa_key: RSAPrivateKey) -> None:
+    other = crypto.generate_rsa_private_key()
+    wrapped = crypto.rsa_wrap(other.public_key(), b"k" * 32)
+    memo: dict[bytes, bytes] = {}
+    with pytest.raises(IntegrityError):
+        crypto.rsa_unwrap(rsa_key, wrapped, memo)
+    assert memo == {}

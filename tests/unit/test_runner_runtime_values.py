@@ -10,7 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from tower.core import crypto
 from tower.core.errors import IntegrityError
-from tower.runner.runtime_values import SEALED_KEY, RuntimeValues, open_runtime_values
+from tower.runner.runtime_values import (
+    SEALED_KEY,
+    OpenedKeys,
+    RuntimeValues,
+    open_runtime_values,
+)
 
 RUNNER_KEY = crypto.generate_rsa_private_key()
 
@@ -60,3 +65,24 @@ def test_a_tampered_document_is_refused() -> None:
 def test_malformed_documents_are_refused(document: object) -> None:
     with pytest.raises(IntegrityError):
         open_runtime_values(RUNNER_KEY, sealed_for(document))
+
+
+def test_opened_keys_keep_the_most_recent_ones() -> None:
+    opened = OpenedKeys(most=2)
+    opened[b"a"], opened[b"b"] = b"1", b"2"
+    assert opened[b"a"] == b"1"  # now the most recent
+    opened[b"c"] = b"3"
+    assert sorted(opened) == [b"a", b"c"] and opened.get(b"b") is None
+    assert len(opened) == 2
+
+
+def test_a_runner_opens_reused_session_seals_from_memory() -> None:
+    session = crypto.new_session_key(RUNNER_KEY.public_key())
+    opened = OpenedKeys()
+    for value in ("first", "second"):
+        sealed = crypto.hybrid_encrypt(
+            RUNNER_KEY.public_key(), json.dumps({"secrets": {"V": value}}), session
+        )
+        values = open_runtime_values(RUNNER_KEY, {SEALED_KEY: sealed}, opened)
+        assert values.secrets == {"V": value}
+    assert list(opened) == [session.wrapped]

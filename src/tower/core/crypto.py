@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -44,6 +45,7 @@ __all__ = [
     "RSA_KEY_BITS",
     "TAG_SIZE",
     "Envelope",
+    "SessionKey",
     "envelope_decrypt",
     "envelope_encrypt",
     "generate_data_key",
@@ -53,6 +55,7 @@ __all__ = [
     "hybrid_encrypt",
     "load_private_key",
     "load_public_key",
+    "new_session_key",
     "new_token",
     "open_sealed",
     "preview",
@@ -261,11 +264,23 @@ def _modulus_bytes(key: RSAPrivateKey | RSAPublicKey) -> int:
     return (key.key_size + 7) // 8
 
 
-def _rsa_decrypt(private_key: RSAPrivateKey, data: bytes, what: str) -> bytes:
+#: RSA-OAEP decryptions already made with one private key, by ciphertext (see
+#: `SessionKey`); the holder of the key bounds its size
+UnwrapMemo = MutableMapping[bytes, bytes]
+
+
+def _rsa_decrypt(
+    private_key: RSAPrivateKey, data: bytes, what: str, memo: UnwrapMemo | None = None
+) -> bytes:
+    if memo is not None and (known := memo.get(data)) is not None:
+        return known
     try:
-        return private_key.decrypt(data, _oaep())
+        plain = private_key.decrypt(data, _oaep())
     except ValueError:
         raise IntegrityError(f"The {what} {_UNDECRYPTABLE}.") from None
+    if memo is not None:
+        memo[data] = plain
+    return plain
 
 
 def rsa_wrap(public_key: RSAPublicKey, data: bytes) -> str:
@@ -273,31 +288,55 @@ def rsa_wrap(public_key: RSAPublicKey, data: bytes) -> str:
     return base64.b64encode(public_key.encrypt(data, _oaep())).decode("ascii")
 
 
-def rsa_unwrap(private_key: RSAPrivateKey, b64: str) -> bytes:
-    """Decrypt a value made by `rsa_wrap` with the matching private key."""
+def rsa_unwrap(private_key: RSAPrivateKey, b64: str, memo: UnwrapMemo | None = None) -> bytes:
+    """Decrypt a value made by `rsa_wrap` with the matching private key (`memo`: the
+    decryptions made before with this key, consulted and completed)."""
     data = _b64decode(b64, "RSA-wrapped value")
     if len(data) != _modulus_bytes(private_key):
         raise IntegrityError(
             f"The RSA-wrapped value is {len(data)} bytes, expected "
             f"{_modulus_bytes(private_key)}; it {_UNDECRYPTABLE}."
         )
-    return _rsa_decrypt(private_key, data, "RSA-wrapped value")
+    return _rsa_decrypt(private_key, data, "RSA-wrapped value", memo)
 
 
 # ------------------------------------------------------------------------- Hybrid
 
 
-def hybrid_encrypt(public_key: RSAPublicKey, plaintext: str) -> str:
-    """Encrypt `plaintext` in the Tower secrets wire format (see the module docstring)."""
+@dataclass(frozen=True)
+class SessionKey:
+    """An AES-256 key and its RSA-OAEP encryption to one public key.
+
+    `hybrid_encrypt` normally makes one per message. A sender of many messages to the
+    same key holder (the control plane sealing each run's values to a runner) may
+    reuse one for a while: each message still gets its own random nonce, and the
+    holder, remembering the wrap it opened (`hybrid_decrypt`'s memo), skips the
+    private-key operation. The wire format is unchanged.
+    """
+
+    key: bytes
+    wrapped: bytes
+
+
+def new_session_key(public_key: RSAPublicKey) -> SessionKey:
     key = os.urandom(KEY_SIZE)
+    return SessionKey(key, public_key.encrypt(key, _oaep()))
+
+
+def hybrid_encrypt(
+    public_key: RSAPublicKey, plaintext: str, session: SessionKey | None = None
+) -> str:
+    """Encrypt `plaintext` in the Tower secrets wire format (see the module docstring),
+    under a fresh key unless a `session` key made for `public_key` is given."""
+    session = session or new_session_key(public_key)
     iv = os.urandom(NONCE_SIZE)
-    ct = AESGCM(key).encrypt(iv, plaintext.encode("utf-8"), None)
-    ek = public_key.encrypt(key, _oaep())
-    return base64.b64encode(ek + iv + ct).decode("ascii")
+    ct = AESGCM(session.key).encrypt(iv, plaintext.encode("utf-8"), None)
+    return base64.b64encode(session.wrapped + iv + ct).decode("ascii")
 
 
-def hybrid_decrypt(private_key: RSAPrivateKey, value: str) -> str:
-    """Decrypt a value in the Tower secrets wire format with the matching private key."""
+def hybrid_decrypt(private_key: RSAPrivateKey, value: str, memo: UnwrapMemo | None = None) -> str:
+    """Decrypt a value in the Tower secrets wire format with the matching private key
+    (`memo`: as for `rsa_unwrap`)."""
     data = _b64decode(value, "encrypted value")
     ek_len = _modulus_bytes(private_key)
     if len(data) < ek_len + NONCE_SIZE + TAG_SIZE:
@@ -306,7 +345,7 @@ def hybrid_decrypt(private_key: RSAPrivateKey, value: str) -> str:
             f"{ek_len + NONCE_SIZE + TAG_SIZE} for this key; it {_UNDECRYPTABLE}."
         )
     ek, iv, ct = data[:ek_len], data[ek_len : ek_len + NONCE_SIZE], data[ek_len + NONCE_SIZE :]
-    key = _rsa_decrypt(private_key, ek, "encrypted value's key")
+    key = _rsa_decrypt(private_key, ek, "encrypted value's key", memo)
     if len(key) != KEY_SIZE:
         raise IntegrityError(f"The encrypted value's key is not AES-256 and {_UNDECRYPTABLE}.")
     try:

@@ -65,7 +65,7 @@ from tower.runner.reporter import (
     Slots,
     is_transient,
 )
-from tower.runner.runtime_values import RuntimeValues, open_runtime_values
+from tower.runner.runtime_values import OpenedKeys, RuntimeValues, open_runtime_values
 from tower.runner.sandbox import RunRequest, Sandbox
 from tower.runner.settings import (
     RunnerSettings,
@@ -195,6 +195,8 @@ class Agent:
         self.claim_wait_s = claim_wait_s
         self.shutdown_grace_s = shutdown_grace_s
         self.private_key = generate_rsa_private_key()
+        #: RSA decryptions made with it, reused when the control plane reuses a wrap
+        self._opened_keys = OpenedKeys()
         self.runner_id: str | None = None
         #: verifies package signatures; learned at registration unless pinned
         self.package_key: str | None = settings.package_key
@@ -451,7 +453,7 @@ class Agent:
     def _runtime_values(self, assignment: dict[str, Any]) -> tuple[RuntimeValues, str | None]:
         """The run's secrets and catalog variables, or why they could not be opened."""
         try:
-            return open_runtime_values(self.private_key, assignment), None
+            return open_runtime_values(self.private_key, assignment, self._opened_keys), None
         except (IntegrityError, InvalidInput) as exc:
             return RuntimeValues(), f"The run's secrets could not be decrypted: {exc.message}"
 
@@ -507,7 +509,8 @@ class Agent:
         raise AssertionError("unreachable")
 
     def _open_package(self, assignment: dict[str, Any], blob: bytes, dest: Path) -> Manifest:
-        key = rsa_unwrap(self.private_key, str(assignment.get("package_key") or ""))
+        wrapped = str(assignment.get("package_key") or "")
+        key = rsa_unwrap(self.private_key, wrapped, self._opened_keys)
         aad = str(assignment.get("package_aad") or "").encode()
         data = open_sealed(key, blob, aad)
         expected = str(assignment.get("package_sha256") or "").lower()

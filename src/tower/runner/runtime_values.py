@@ -9,6 +9,9 @@ environment variables, and every secret value is masked in the run's log lines.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,43 @@ from tower.core.errors import IntegrityError
 from tower.runner.masking import SecretMasker
 
 SEALED_KEY = "sealed_runtime"
+#: RSA decryptions a runner remembers (see `OpenedKeys`)
+MAX_OPENED_KEYS = 256
+
+
+class OpenedKeys(MutableMapping[bytes, bytes]):
+    """The RSA-OAEP decryptions this runner made, by ciphertext, the most recent
+    `MAX_OPENED_KEYS` (thread-safe). The control plane reuses a runner's session key
+    and a version's package-key wrap (`tower.core.crypto.SessionKey`), so a run after
+    the first skips the private-key operations. In memory only, like the private key."""
+
+    def __init__(self, most: int = MAX_OPENED_KEYS) -> None:
+        self._most = most
+        self._lock = threading.Lock()
+        self._opened: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __getitem__(self, wrapped: bytes) -> bytes:
+        with self._lock:
+            self._opened.move_to_end(wrapped)
+            return self._opened[wrapped]
+
+    def __setitem__(self, wrapped: bytes, key: bytes) -> None:
+        with self._lock:
+            self._opened[wrapped] = key
+            self._opened.move_to_end(wrapped)
+            while len(self._opened) > self._most:
+                self._opened.popitem(last=False)
+
+    def __delitem__(self, wrapped: bytes) -> None:
+        with self._lock:
+            del self._opened[wrapped]
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._lock:
+            return iter(list(self._opened))
+
+    def __len__(self) -> int:
+        return len(self._opened)
 
 
 @dataclass(frozen=True)
@@ -40,13 +80,15 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
     return dict(value)
 
 
-def open_runtime_values(private_key: RSAPrivateKey, assignment: dict[str, Any]) -> RuntimeValues:
+def open_runtime_values(
+    private_key: RSAPrivateKey, assignment: dict[str, Any], opened: OpenedKeys | None = None
+) -> RuntimeValues:
     """Decrypt the assignment's sealed values; raises IntegrityError or InvalidInput."""
     sealed = assignment.get(SEALED_KEY)
     if not sealed:
         return RuntimeValues()
     try:
-        document = json.loads(hybrid_decrypt(private_key, str(sealed)))
+        document = json.loads(hybrid_decrypt(private_key, str(sealed), opened))
     except json.JSONDecodeError as exc:
         raise IntegrityError("The run's sealed values are not JSON.") from exc
     if not isinstance(document, dict):

@@ -162,7 +162,6 @@ def _assignment(
     data_key = crypto.unwrap_key(
         account_key, version.wrapped_data_key, deploys.package_aad(version.id)
     )
-    runner_key = crypto.load_public_key(runner.public_key)
     inline = (
         base64.b64encode(ctx.blobs.get(version.blob_key)).decode()
         if version.package_size <= INLINE_PACKAGE_MAX_BYTES
@@ -191,7 +190,7 @@ def _assignment(
         "package_inline": inline,
         "package_sha256": version.package_sha256,
         "package_signature": _signature(ctx, version),
-        "package_key": crypto.rsa_wrap(runner_key, data_key),
+        "package_key": vault.runner_seals.wrap(runner.public_key, data_key),
         "package_aad": deploys.package_aad(version.id).decode(),
         "content_checksum": version.content_checksum,
         "tower_url": ctx.settings.resolved_public_url,
@@ -243,7 +242,7 @@ def _sealed_runtime(
         ctx, session, run.account_id, run.environment_id
     )
     document = {"secrets": secrets, "catalog_variables": catalog_variables, "masked": sensitive}
-    return vault.encrypt_for(runner.public_key, json.dumps(document))
+    return vault.runner_seals.seal(runner.public_key, json.dumps(document))
 
 
 def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> models.Run:
