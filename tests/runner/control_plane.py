@@ -88,6 +88,8 @@ class FakeControlPlane:
         #: runs claimed); log batches it carried are counted in `batched_logs`
         self.report_batches: list[tuple[int, int, int]] = []
         self.batched_logs = 0
+        #: the run of each package download, in order
+        self.downloads: list[str] = []
         self.heartbeat_interval_s = 0.2
         #: False: answer heartbeats at once, like a server without long-poll
         self.long_poll = True
@@ -353,6 +355,7 @@ def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
             run_id = self.path.split("/")[4]
             with plane.lock:
                 blob = plane.runs[run_id].blob
+                plane.downloads.append(run_id)
             self._send(200, blob, "application/octet-stream")
 
         def do_POST(self) -> None:

@@ -141,7 +141,12 @@ def test_integrity_failure_is_errored(
     venv_cache: VenvCache,
     tmp_path: Path,
 ) -> None:
-    run = plane.enqueue(package_of("print('never')\n"), package_sha256="0" * 64)
+    package = package_of("print('never')\n")
+    run = plane.enqueue(package)
+    # The control plane signed a sha256 the blob it hands out does not have.
+    zeros = "0" * 64
+    signature = plane.sign(f"version-of-{run.run_id}", zeros, package.manifest.checksum)
+    run.fields.update(package_sha256=zeros, package_signature=signature)
     with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
         plane.wait_for(run.finished)
     assert run.status_names == ["errored"]
@@ -562,3 +567,41 @@ def test_a_control_plane_without_batched_reports_gets_one_per_request(
     assert [run.status_names for run in runs] == [["running", "exited"]] * 3
     assert plane.report_batches == []
     assert sum(plane.claims) == 3, "the runs came from claims"
+
+
+def test_a_package_opened_before_is_copied_not_fetched_and_its_runs_do_not_share_changes(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    # Each run prints the note shipped with its package, then scribbles on it.
+    package = package_of(
+        "from pathlib import Path\n"
+        "note = Path(__file__).with_name('main.py')\n"
+        "print(note.read_text().count('\\n#~'))\n"
+        "note.write_text(note.read_text() + '\\n#~')\n"
+    )
+    runs = [plane.enqueue(package) for _ in range(3)]
+    agent = make_agent(plane.url, tmp_path / "home", venv_cache, capacity=1)
+    with AgentThread(agent):
+        for run in runs:
+            plane.wait_for(run.finished)
+    assert [program(run) for run in runs] == [["0"]] * 3, "every run starts from the package"
+    assert plane.downloads == [runs[0].run_id], "fetched and opened once"
+
+
+def test_a_cached_package_still_needs_a_valid_signature(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    package = package_of("print('signed')\n")
+    good = plane.enqueue(package)
+    forged = plane.enqueue(package, package_signature=plane.sign("another", "x", "y"))
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        plane.wait_for(forged.finished)
+    assert program(good) == ["signed"]
+    assert forged.statuses[-1]["status"] == "errored"
+    assert "integrity" in forged.statuses[-1]["message"]

@@ -57,6 +57,7 @@ from tower.runner import workdirs
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
 from tower.runner.logs import LogShipper
+from tower.runner.packages import PackageCache
 from tower.runner.reporter import (
     REPORT_BACKOFF_MAX_S,
     Delivery,
@@ -197,6 +198,7 @@ class Agent:
         self.private_key = generate_rsa_private_key()
         #: RSA decryptions made with it, reused when the control plane reuses a wrap
         self._opened_keys = OpenedKeys()
+        self.packages = PackageCache(settings.runner_dir / "packages")
         self.runner_id: str | None = None
         #: verifies package signatures; learned at registration unless pinned
         self.package_key: str | None = settings.package_key
@@ -490,13 +492,26 @@ class Agent:
         )
 
     def _fetch_package(self, assignment: dict[str, Any], dest: Path) -> Manifest:
-        """Download, decrypt, verify and extract the run's package."""
+        """The run's package at `dest`: its signature checked, then copied from the
+        packages this runner opened before, or downloaded, decrypted, verified and
+        extracted (and kept for the next run of it)."""
+        sha256 = str(assignment.get("package_sha256") or "").lower()
+        try:
+            checksum = str(assignment.get("content_checksum") or "")
+            self._verify_signature(assignment, sha256, checksum)
+        except (IntegrityError, InvalidInput) as exc:
+            raise RunFailed(INTEGRITY_MESSAGE + exc.message) from exc
+        known = self.packages.copy_to(sha256, dest)
+        if known is not None:
+            return known
         inline = assignment.get("package_inline")
         blob = _decode_inline(inline) if inline else self._download(str(assignment["run_id"]))
         try:
-            return self._open_package(assignment, blob, dest)
+            manifest = self._open_package(assignment, blob, dest)
         except (IntegrityError, InvalidInput) as exc:
             raise RunFailed(INTEGRITY_MESSAGE + exc.message) from exc
+        self.packages.keep(sha256, dest, manifest)
+        return manifest
 
     def _download(self, run_id: str) -> bytes:
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
@@ -523,7 +538,6 @@ class Agent:
             raise IntegrityError(
                 f"the MANIFEST checksum is {manifest.checksum}, expected {checksum}"
             )
-        self._verify_signature(assignment, actual, checksum)
         return manifest
 
     def _verify_signature(self, assignment: dict[str, Any], sha256: str, checksum: str) -> None:

@@ -1,0 +1,47 @@
+"""The runner's cache of verified, extracted packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tower.core.package import Manifest
+from tower.runner.packages import PackageCache
+
+
+def _tree(root: Path, text: str) -> Path:
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text(text)
+    return root
+
+
+def test_a_kept_package_is_copied_with_its_manifest(tmp_path: Path) -> None:
+    cache = PackageCache(tmp_path / "cache")
+    manifest = Manifest(version=3, invoke="main.py", checksum="c1")
+    source = _tree(tmp_path / "first", "print(1)\n")
+    cache.keep("sha-1", source, manifest)
+    (source / "app" / "main.py").write_text("changed by the app\n")
+
+    assert cache.copy_to("sha-1", tmp_path / "second") == manifest
+    assert (tmp_path / "second" / "app" / "main.py").read_text() == "print(1)\n"
+    assert cache.copy_to("sha-2", tmp_path / "third") is None
+    assert not (tmp_path / "third").exists()
+
+
+def test_only_the_most_recently_used_are_kept(tmp_path: Path) -> None:
+    cache = PackageCache(tmp_path / "cache", most=2)
+    manifest = Manifest(version=3, invoke="main.py")
+    for name in ("a", "b"):
+        cache.keep(name, _tree(tmp_path / name, name), manifest)
+    assert cache.copy_to("a", tmp_path / "a-again") is not None  # a is now the most recent
+    cache.keep("c", _tree(tmp_path / "c", "c"), manifest)
+    assert cache.copy_to("b", tmp_path / "b-again") is None
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["a", "c"]
+
+
+def test_a_new_runner_starts_with_an_empty_cache(tmp_path: Path) -> None:
+    PackageCache(tmp_path / "cache").keep(
+        "sha", _tree(tmp_path / "t", "x"), Manifest(version=3, invoke="main.py")
+    )
+    again = PackageCache(tmp_path / "cache")
+    assert again.copy_to("sha", tmp_path / "copy") is None
+    assert list((tmp_path / "cache").iterdir()) == []
