@@ -199,6 +199,7 @@ class _SandboxedRun:
                     preexec=jail.preexec(),
                     popen_extra=jail.popen_user(),
                     wrapped=jail.wrapped,
+                    dies_with_parent=jail.exec_confined,
                 )
                 outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
                 limits = jail.limits

@@ -4,9 +4,15 @@ Exit codes: a process killed by signal N is reported as `128 + N` (the shell
 convention), so a run's exit code is always a non-negative integer; SIGKILL is 137.
 
 The app runs in its own session, so it does not die with the runner by itself. On
-Linux the kernel is asked to SIGKILL it when the runner goes (`PR_SET_PDEATHSIG`);
-what the app started in its group is killed by the next runner's start-up clean-up
-(see `workdirs`).
+Linux the kernel is asked to SIGKILL it when the runner goes (`PR_SET_PDEATHSIG`),
+by a `preexec_fn` or, for bubblewrap, by bwrap itself (`--die-with-parent`); what the
+app started in its group is killed by the next runner's start-up clean-up (see
+`workdirs`).
+
+A `preexec_fn` makes CPython `fork()` the whole runner and run Python in the child
+(milliseconds for a runner of ~100 MB); without one it uses `vfork()`, a fraction of
+that. So a process that asks for its own parent-death signal (`dies_with_parent`)
+is started without any.
 """
 
 from __future__ import annotations
@@ -88,10 +94,13 @@ class AppProcess:
         preexec: Callable[[], None] | None = None,
         popen_extra: Mapping[str, object] | None = None,
         wrapped: bool = False,
+        dies_with_parent: bool = False,
     ) -> None:
         """`preexec` replaces the default die-with-parent hook (it should include it);
         `popen_extra` adds Popen arguments (e.g. `user`); `wrapped` says the process is
-        a wrapper (bubblewrap) that exits with the app's status, 128+N for signal N."""
+        a wrapper (bubblewrap) that exits with the app's status, 128+N for signal N;
+        `dies_with_parent` says the command asks for its parent-death signal itself
+        (bwrap's `--die-with-parent`): without a `preexec` it then gets no hook."""
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
@@ -100,6 +109,7 @@ class AppProcess:
         self.preexec = preexec
         self.popen_extra = dict(popen_extra or {})
         self.wrapped = wrapped
+        self.dies_with_parent = dies_with_parent
         self._proc: subprocess.Popen[bytes] | None = None
         #: readable once the process exits (a Linux pidfd), so a wait wakes at once
         self._exit_fd: int | None = None
@@ -128,7 +138,7 @@ class AppProcess:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=self.preexec or die_with_parent_hook(),
+            preexec_fn=self._preexec_fn(),
             **self.popen_extra,  # type: ignore[arg-type]
         )
         self._exit_fd = _pidfd(self._proc.pid)
@@ -139,6 +149,11 @@ class AppProcess:
             )
             reader.start()
             self._readers.append(reader)
+
+    def _preexec_fn(self) -> Callable[[], None] | None:
+        if self.preexec is not None or self.dies_with_parent:
+            return self.preexec
+        return die_with_parent_hook()
 
     def _pump(self, stream: IO[bytes]) -> None:
         try:

@@ -374,15 +374,23 @@ def _outside_system(paths: Sequence[Path]) -> list[Path]:
     return kept
 
 
-def limits_preexec(
-    limits: Limits, *, own_uid: bool, cgroup: RunCgroup | None = None
-) -> Callable[[], None]:
-    """A `preexec_fn`: the runner's die-with-parent request, then the limits. With a
-    memory `cgroup` the process joins it, and the cgroup (not RLIMIT_AS, which caps
-    address space rather than memory) enforces the memory limit."""
+#: prlimit(1)'s option for each resource limit
+PRLIMIT_OPTIONS = {
+    resource.RLIMIT_AS: "--as",
+    resource.RLIMIT_CPU: "--cpu",
+    resource.RLIMIT_FSIZE: "--fsize",
+    resource.RLIMIT_NPROC: "--nproc",
+}
+
+
+def rlimit_settings(
+    limits: Limits, *, own_uid: bool, cgroup: bool
+) -> list[tuple[int, tuple[int, int]]]:
+    """The (resource, (soft, hard)) limits of a run's process. With a memory `cgroup`
+    the cgroup (not RLIMIT_AS, which caps address space rather than memory) enforces
+    the memory limit."""
     settings: list[tuple[int, tuple[int, int]]] = []
-    join = cgroup.join_hook() if cgroup is not None else None
-    if limits.memory_mb is not None and cgroup is None:
+    if limits.memory_mb is not None and not cgroup:
         size = limits.memory_mb * MIB
         settings.append((resource.RLIMIT_AS, (size, size)))
     if limits.cpu_seconds is not None:
@@ -394,6 +402,25 @@ def limits_preexec(
         settings.append((resource.RLIMIT_FSIZE, (size, size)))
     if limits.processes is not None and own_uid:
         settings.append((resource.RLIMIT_NPROC, (limits.processes, limits.processes)))
+    return settings
+
+
+def prlimit_argv(prlimit: str, settings: Sequence[tuple[int, tuple[int, int]]]) -> list[str]:
+    """The argv prefix that runs a command with these limits (util-linux `prlimit`),
+    or nothing when there are none."""
+    if not settings:
+        return []
+    options = [f"{PRLIMIT_OPTIONS[which]}={soft}:{hard}" for which, (soft, hard) in settings]
+    return [prlimit, *options, "--"]
+
+
+def limits_preexec(
+    limits: Limits, *, own_uid: bool, cgroup: RunCgroup | None = None
+) -> Callable[[], None]:
+    """A `preexec_fn`: the runner's die-with-parent request, then the limits. With a
+    memory `cgroup` the process joins it (see `rlimit_settings`)."""
+    settings = rlimit_settings(limits, own_uid=own_uid, cgroup=cgroup is not None)
+    join = cgroup.join_hook() if cgroup is not None else None
     die_with_parent = die_with_parent_hook()
 
     def preexec() -> None:
@@ -466,16 +493,30 @@ class Jail:
     notes: tuple[str, ...] = ()
     #: the run's memory cgroup, when the host allows one (it enforces memory_mb)
     cgroup: RunCgroup | None = None
+    #: util-linux `prlimit`: with bwrap, the limits are applied by exec'ing it
+    prlimit: str | None = None
 
     @property
     def wrapped(self) -> bool:
         """True when the started process is bwrap, which forwards the app's status."""
         return self.bwrap is not None
 
+    @property
+    def exec_confined(self) -> bool:
+        """True when the command itself joins the cgroup and sets the limits (a shell's
+        `echo $$ > cgroup.procs`, then `prlimit`, before bwrap), so the process needs no
+        `preexec_fn` and CPython spawns it with vfork instead of forking the runner:
+        bwrap's `--die-with-parent` stands in for the runner's die-with-parent hook.
+
+        (Between the vfork and bwrap's own PR_SET_PDEATHSIG, a millisecond or two, a
+        runner killed outright would leave the app running, confined and limited,
+        under its run uid; the next runner's start-up sweep of run uids kills it.)"""
+        return self.bwrap is not None and self.prlimit is not None
+
     def command(self, argv: Sequence[str], mounts: Mounts) -> list[str]:
         if self.bwrap is None:
             return list(argv)
-        return bwrap_argv(
+        wrapped = bwrap_argv(
             self.bwrap,
             argv,
             mounts,
@@ -485,9 +526,22 @@ class Jail:
             setpriv=self.setpriv,
             drop_caps=self.drop_caps,
         )
+        if not self.exec_confined:
+            return wrapped
+        assert self.prlimit is not None
+        settings = self._rlimits()
+        prefix = self.cgroup.join_argv() if self.cgroup is not None else []
+        return [*prefix, *prlimit_argv(self.prlimit, settings), *wrapped]
 
-    def preexec(self) -> Callable[[], None]:
+    def preexec(self) -> Callable[[], None] | None:
+        """The `preexec_fn` of the run's process; None when `command` confines it."""
+        if self.exec_confined:
+            return None
         return limits_preexec(self.limits, own_uid=self.uid is not None, cgroup=self.cgroup)
+
+    def _rlimits(self) -> list[tuple[int, tuple[int, int]]]:
+        own_uid = self.uid is not None
+        return rlimit_settings(self.limits, own_uid=own_uid, cgroup=self.cgroup is not None)
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed the run for exceeding its memory cgroup's limit."""
@@ -524,6 +578,7 @@ class Sandbox:
         self.is_root = os.geteuid() == 0
         self.bwrap: str | None = None
         self.setpriv: str | None = shutil.which("setpriv") if self.is_root else None
+        self.prlimit: str | None = shutil.which("prlimit")
         self._system = tuple(system_binds())
         self._uid_lock = threading.Lock()
         #: whether runs get a uid of their own (root, and the uid can reach its files)
@@ -667,6 +722,7 @@ class Sandbox:
                     drop_caps,
                     notes,
                     cgroup,
+                    self.prlimit,
                 )
             finally:
                 if uid is not None:
