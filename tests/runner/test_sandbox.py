@@ -7,6 +7,7 @@ These need root (a uid per run) and a working `bwrap`; CI has both
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,12 +28,16 @@ from tower.core.towerfile import load_towerfile
 from tower.runner import workdirs
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
+from tower.runner.cgroups import RunCgroup
+from tower.runner.process import AppProcess
 from tower.runner.sandbox import (
     Limits,
+    Mounts,
     RunRequest,
     Sandbox,
     SandboxConfig,
     SandboxMode,
+    UidLease,
     uid_processes,
 )
 from tower.runner.settings import RunnerSettings, run_parent_environment
@@ -397,3 +402,55 @@ def test_a_new_runner_kills_what_a_crashed_one_left_under_run_uids(home: RunnerH
     finally:
         orphan.kill()
         orphan.wait()
+
+
+@needs_bwrap
+def test_a_run_uid_left_in_use_is_searched_for_leftovers_at_its_next_lease(
+    home: RunnerHome, tmp_path: Path
+) -> None:
+    uid = TEST_UIDS[-2]
+    locks = tmp_path / "run-uids"
+    box = home.sandbox(uid_locks=locks, run_uids=range(uid, uid + 1))
+    lock = locks / f"{uid}.lock"
+    with box.confine(RunRequest()) as jail:
+        assert jail.uid == uid and lock.read_bytes() == b"", "marked in use while leased"
+    assert lock.read_bytes() == UidLease.CLEAN, "its run was proven to have left nothing"
+    # A runner crashed during a run of this uid: the lock says "in use", and a process
+    # of the run (one that left its group) outlived it.
+    lock.write_bytes(b"")
+    orphan = subprocess.Popen(
+        ["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True
+    )
+    try:
+        with box.confine(RunRequest()):
+            assert orphan.wait(5) == -signal.SIGKILL
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+@needs_bwrap
+def test_an_app_that_cannot_join_its_cgroup_never_starts(sandbox: Sandbox, tmp_path: Path) -> None:
+    if sandbox.cgroups is None or sandbox.prlimit is None:
+        pytest.skip("needs a writable memory cgroup and prlimit")
+    marker = tmp_path / "started"
+    work = tmp_path / "work"
+    work.mkdir()
+    sink = Sink()
+    with sandbox.confine(RunRequest()) as jail:
+        assert jail.cgroup is not None and jail.exec_confined
+        gone = dataclasses.replace(jail, cgroup=RunCgroup(tmp_path / "gone", jail.cgroup.version))
+        command = ["/usr/bin/touch", str(marker)]
+        process = AppProcess(
+            gone.command(command, Mounts((work, tmp_path), (), work)),
+            cwd=work,
+            env={"PATH": "/usr/bin:/bin"},
+            on_line=sink,
+            preexec=gone.preexec(),
+            wrapped=True,
+            dies_with_parent=True,
+        )
+        process.start()
+        assert process.wait() == 125
+    assert not marker.exists()
+    assert any("could not join its memory cgroup" in line for line in sink.program())

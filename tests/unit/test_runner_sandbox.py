@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tower.runner.cgroups import RunCgroup
 from tower.runner.sandbox import (
+    Jail,
     Limits,
     LimitWatch,
     Mounts,
@@ -18,6 +20,7 @@ from tower.runner.sandbox import (
     RunRequest,
     SandboxMode,
     SandboxUnavailable,
+    UidLease,
     bwrap_argv,
     clamp_notes,
     local_catalog_dirs,
@@ -345,3 +348,59 @@ def test_bwrap_argv_shared_dirs_and_dropped_capabilities() -> None:
     assert "--cap-drop" not in bwrap_argv(
         "bwrap", COMMAND, MOUNTS, system=[], isolate_network=False
     )
+
+
+LIMITS = Limits(memory_mb=512, cpu_seconds=60, file_size_mb=64, processes=32)
+
+
+def _jail(**options: object) -> Jail:
+    config: dict[str, object] = {
+        "limits": LIMITS,
+        "uid": 2_000_001,
+        "bwrap": "/usr/bin/bwrap",
+        "setpriv": "/usr/bin/setpriv",
+        "isolate_network": False,
+        "prlimit": "/usr/bin/prlimit",
+    }
+    return Jail(**{**config, **options})  # type: ignore[arg-type]
+
+
+def test_a_bwrap_jail_joins_its_cgroup_and_sets_its_limits_by_exec() -> None:
+    jail = _jail(cgroup=RunCgroup(Path("/cg/tower-run-1"), 1))
+    argv = jail.command(COMMAND, MOUNTS)
+    assert jail.exec_confined and jail.preexec() is None, "no preexec_fn: CPython can vfork"
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[4] == "/cg/tower-run-1/cgroup.procs"
+    limits = argv[argv.index("/usr/bin/prlimit") + 1 : argv.index("/usr/bin/bwrap")]
+    # the cgroup, not RLIMIT_AS, holds the memory limit; RLIMIT_NPROC only with a run uid
+    assert limits == [
+        f"--cpu=60:{60 + 5}",
+        f"--fsize={64 * 1024 * 1024}:{64 * 1024 * 1024}",
+        "--nproc=32:32",
+        "--",
+    ]
+    assert argv[-2:] == COMMAND
+
+
+def test_without_a_cgroup_the_address_space_is_limited_and_no_shell_is_needed() -> None:
+    argv = _jail(uid=None).command(COMMAND, MOUNTS)
+    assert argv[0] == "/usr/bin/prlimit"
+    assert f"--as={512 * 1024 * 1024}:{512 * 1024 * 1024}" in argv
+    assert not any(arg.startswith("--nproc") for arg in argv), "it would count the runner's"
+    assert _jail(limits=Limits(), uid=None).command(COMMAND, MOUNTS)[0] == "/usr/bin/bwrap"
+
+
+def test_without_prlimit_or_bwrap_the_limits_are_set_in_the_child() -> None:
+    for jail in (_jail(prlimit=None), _jail(bwrap=None)):
+        assert not jail.exec_confined and jail.preexec() is not None
+        assert "/usr/bin/prlimit" not in jail.command(COMMAND, MOUNTS)
+
+
+def test_a_uid_lease_says_whether_its_last_holder_left_it_clean(tmp_path: Path) -> None:
+    path = tmp_path / "2000001.lock"
+    with path.open("a+b") as handle:
+        lease = UidLease(handle, 2_000_001)
+        assert not lease.left_clean(), "a new lock file proves nothing"
+        lease.mark_clean()
+        assert lease.left_clean() and path.read_bytes() == UidLease.CLEAN
+        lease.mark_in_use()
+        assert not lease.left_clean() and path.read_bytes() == b""

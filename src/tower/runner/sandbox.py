@@ -11,7 +11,8 @@ Three layers, each used when the host allows it:
    a host ever hand out the same uid at once). The run's directories are
    chowned to it; other runs and the runner's files (0600/0700, root-owned) are out
    of its reach; after the run every process of that uid is killed, so nothing a
-   run left behind meets the next run of the same uid.
+   run left behind meets the next run of the same uid (with bwrap and a memory
+   cgroup, by emptying the cgroup; else by looking through /proc, see `UidLease`).
 3. **bubblewrap (`bwrap`), when installed and working**: the app sees the system
    directories read-only (/usr, /bin, /lib*, a short list of /etc files, the Python
    install its venv links to), its venv read-only, its own run directories
@@ -708,7 +709,8 @@ class Sandbox:
             )
         limits = self.config.default_limits.overridden(request.limits, self.config.max_limits)
         notes = clamp_notes(request.limits, self.config.max_limits)
-        with self._run_uid(own=not request.shared_dirs) as uid:
+        with self._run_uid(own=not request.shared_dirs) as lease:
+            uid = lease.uid if lease is not None else None
             drop_caps = self.is_root and uid is None
             cgroup = self._run_cgroup(limits, uid)
             try:
@@ -725,12 +727,9 @@ class Sandbox:
                     self.prlimit,
                 )
             finally:
-                if uid is not None:
-                    kill_uid_processes(uid)
-                    if self.bwrap is None:  # with bwrap, /tmp and /dev/shm were its own
-                        remove_temp_files_of(uid)
-                if cgroup is not None:
-                    cgroup.remove()
+                emptied = cgroup.remove() if cgroup is not None else False
+                if lease is not None:
+                    self._release(lease, cgroup_emptied=emptied)
 
     def _run_cgroup(self, limits: Limits, uid: int | None) -> RunCgroup | None:
         if self.cgroups is None or limits.memory_mb is None:
@@ -741,8 +740,23 @@ class Sandbox:
             logger.warning("no memory cgroup for a run (%s); it gets RLIMIT_AS instead", exc)
             return None
 
+    def _release(self, lease: UidLease, *, cgroup_emptied: bool) -> None:
+        """Make sure nothing of the run is left under its uid, and say so in the lease.
+
+        With bwrap and a memory cgroup, the emptied cgroup is the proof: every process
+        of the run descends from the one that joined it, and none can leave it (the
+        sandbox shows no cgroup file system; moving needs write access to another
+        cgroup). Else every process of the host is looked at (/proc)."""
+        proven = cgroup_emptied and self.bwrap is not None
+        if not proven:
+            proven = kill_uid_processes(lease.uid)
+        if self.bwrap is None:  # with bwrap, /tmp and /dev/shm were its own
+            remove_temp_files_of(lease.uid)
+        if proven:
+            lease.mark_clean()
+
     @contextmanager
-    def _run_uid(self, *, own: bool) -> Iterator[int | None]:
+    def _run_uid(self, *, own: bool) -> Iterator[UidLease | None]:
         if not (self.run_uids and own):
             yield None
             return
@@ -750,11 +764,45 @@ class Sandbox:
         locks.mkdir(parents=True, exist_ok=True)
         with self._uid_lock:
             handle, uid = _lease_uid(locks, self.config.run_uids)
+        lease = UidLease(handle, uid)
         try:
-            kill_uid_processes(uid)  # whatever a crashed runner left under this uid
-            yield uid
+            if not lease.left_clean():
+                kill_uid_processes(uid)  # whatever a crashed runner left under this uid
+            lease.mark_in_use()
+            yield lease
         finally:
             handle.close()  # releases the flock
+
+
+class UidLease:
+    """A run uid held for one run: an flock on its lock file, host-wide.
+
+    The file says whether its last holder made sure, at the end of its run, that no
+    process of the uid was left (`clean`), so the next holder need not look through
+    every process of the host for leftovers. It is marked in use while held: a
+    runner that crashes leaves it so, and the next holder looks. (The lock files
+    are root's, under /run, which a reboot clears.)"""
+
+    CLEAN = b"clean\n"
+
+    def __init__(self, handle: Any, uid: int) -> None:
+        self.handle = handle
+        self.uid = uid
+
+    def left_clean(self) -> bool:
+        self.handle.seek(0)
+        return bool(self.handle.read(len(self.CLEAN) + 1) == self.CLEAN)
+
+    def mark_in_use(self) -> None:
+        self._write(b"")
+
+    def mark_clean(self) -> None:
+        self._write(self.CLEAN)
+
+    def _write(self, content: bytes) -> None:
+        self.handle.truncate(0)
+        self.handle.write(content)  # the file is opened to append: this lands at 0
+        self.handle.flush()
 
 
 def remove_temp_files_of(uid: int, dirs: Sequence[Path] = SHARED_TEMP_DIRS) -> list[Path]:
@@ -827,17 +875,18 @@ def uid_processes(uid: int) -> list[int]:
     return found
 
 
-def kill_uid_processes(uid: int) -> None:
+def kill_uid_processes(uid: int) -> bool:
     """SIGKILL every process of `uid`: `kill(-1)` as that uid reaches them all at once,
     repeated while a fork bomb keeps spawning or killed processes are still exiting
-    (on a busy host that takes more than a few milliseconds)."""
+    (on a busy host that takes more than a few milliseconds). True when none is left."""
     deadline = time.monotonic() + KILL_DEADLINE_S
     while uid_processes(uid):
         if time.monotonic() > deadline:
             logger.error("processes of run uid %s survived %ss of kills", uid, KILL_DEADLINE_S)
-            return
+            return False
         _kill_all_as(uid)
         time.sleep(0.01)
+    return True
 
 
 def _kill_all_as(uid: int) -> None:
