@@ -26,10 +26,10 @@ from tower.core.package import build_package, extract_package
 from tower.core.runs import RunStatus
 from tower.core.towerfile import load_towerfile
 from tower.runner import workdirs
+from tower.runner.cgroups import RunCgroup
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
-from tower.runner.cgroups import RunCgroup
-from tower.runner.process import AppProcess
+from tower.runner.process import GATE_CLOSED_EXIT, AppProcess
 from tower.runner.sandbox import (
     Limits,
     Mounts,
@@ -431,26 +431,51 @@ def test_a_run_uid_left_in_use_is_searched_for_leftovers_at_its_next_lease(
 
 @needs_bwrap
 def test_an_app_that_cannot_join_its_cgroup_never_starts(sandbox: Sandbox, tmp_path: Path) -> None:
-    if sandbox.cgroups is None or sandbox.prlimit is None:
-        pytest.skip("needs a writable memory cgroup and prlimit")
+    if sandbox.cgroups is None:
+        pytest.skip("needs a writable memory cgroup")
     marker = tmp_path / "started"
     work = tmp_path / "work"
     work.mkdir()
-    sink = Sink()
     with sandbox.confine(RunRequest()) as jail:
-        assert jail.cgroup is not None and jail.exec_confined
+        assert jail.cgroup is not None and jail.gated
         gone = dataclasses.replace(jail, cgroup=RunCgroup(tmp_path / "gone", jail.cgroup.version))
-        command = ["/usr/bin/touch", str(marker)]
         process = AppProcess(
-            gone.command(command, Mounts((work, tmp_path), (), work)),
+            gone.command(["/usr/bin/touch", str(marker)], Mounts((work, tmp_path), (), work)),
             cwd=work,
             env={"PATH": "/usr/bin:/bin"},
-            on_line=sink,
+            on_line=Sink(),
             preexec=gone.preexec(),
             wrapped=True,
             dies_with_parent=True,
+            prepare=gone.prepare(),
+        )
+        with pytest.raises(OSError, match="could not join its memory cgroup"):
+            process.start()
+        assert process._popen.returncode == GATE_CLOSED_EXIT
+    assert not marker.exists()
+
+
+@needs_bwrap
+def test_a_gated_app_starts_in_its_cgroup_with_its_limits(sandbox: Sandbox, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    sink = Sink()
+    show = "cat /proc/self/limits; exec sleep 60"
+    with sandbox.confine(RunRequest(limits={"cpu_seconds": 7})) as jail:
+        process = AppProcess(
+            jail.command(["/bin/sh", "-c", show], Mounts((work,), (), work)),
+            cwd=work,
+            env={"PATH": "/usr/bin:/bin"},
+            on_line=sink,
+            preexec=jail.preexec(),
+            wrapped=True,
+            dies_with_parent=True,
+            prepare=jail.prepare(),
         )
         process.start()
-        assert process.wait() == 125
-    assert not marker.exists()
-    assert any("could not join its memory cgroup" in line for line in sink.program())
+        # moved in before the gate opened: all it starts is in the cgroup too
+        assert jail.cgroup is None or process.pid in jail.cgroup.pids()
+        process.terminate(1.0)
+    limits = {line.split("  ")[0]: line.split()[-3:] for line in sink.program()}
+    assert limits["Max cpu time"] == ["7", "12", "seconds"]
+    assert limits["Max processes"][:2] == ["64", "64"], "its own uid: a process limit"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from tower.runner.sandbox import (
     parse_uid_range,
     reachable_by_all,
     remove_temp_files_of,
+    rlimit_settings,
     system_binds,
 )
 from tower.runner.settings import (
@@ -360,39 +363,50 @@ def _jail(**options: object) -> Jail:
         "bwrap": "/usr/bin/bwrap",
         "setpriv": "/usr/bin/setpriv",
         "isolate_network": False,
-        "prlimit": "/usr/bin/prlimit",
     }
     return Jail(**{**config, **options})  # type: ignore[arg-type]
 
 
-def test_a_bwrap_jail_joins_its_cgroup_and_sets_its_limits_by_exec() -> None:
-    jail = _jail(cgroup=RunCgroup(Path("/cg/tower-run-1"), 1))
-    argv = jail.command(COMMAND, MOUNTS)
-    assert jail.exec_confined and jail.preexec() is None, "no preexec_fn: CPython can vfork"
-    assert argv[:2] == ["/bin/sh", "-c"] and argv[4] == "/cg/tower-run-1/cgroup.procs"
-    limits = argv[argv.index("/usr/bin/prlimit") + 1 : argv.index("/usr/bin/bwrap")]
-    # the cgroup, not RLIMIT_AS, holds the memory limit; RLIMIT_NPROC only with a run uid
-    assert limits == [
-        f"--cpu=60:{60 + 5}",
-        f"--fsize={64 * 1024 * 1024}:{64 * 1024 * 1024}",
-        "--nproc=32:32",
-        "--",
-    ]
-    assert argv[-2:] == COMMAND
+def test_a_bwrap_jail_is_confined_at_the_gate_not_in_a_preexec() -> None:
+    jail = _jail()
+    assert jail.gated and jail.preexec() is None, "no preexec_fn: CPython can vfork"
+    assert jail.prepare() is not None
+    assert jail.command(COMMAND, MOUNTS)[0] == "/usr/bin/bwrap"
+    plain = _jail(bwrap=None)
+    assert not plain.gated and plain.prepare() is None and plain.preexec() is not None
+    assert plain.command(COMMAND, MOUNTS) == COMMAND
 
 
-def test_without_a_cgroup_the_address_space_is_limited_and_no_shell_is_needed() -> None:
-    argv = _jail(uid=None).command(COMMAND, MOUNTS)
-    assert argv[0] == "/usr/bin/prlimit"
-    assert f"--as={512 * 1024 * 1024}:{512 * 1024 * 1024}" in argv
-    assert not any(arg.startswith("--nproc") for arg in argv), "it would count the runner's"
-    assert _jail(limits=Limits(), uid=None).command(COMMAND, MOUNTS)[0] == "/usr/bin/bwrap"
+def test_the_gate_sets_the_limits_a_preexec_would(tmp_path: Path) -> None:
+    """`prepare` on a real process: its limits are those `rlimit_settings` gives (the
+    cgroup, when there is one, holds memory; RLIMIT_NPROC only with a run uid)."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        prepare = _jail(uid=None).prepare()
+        assert prepare is not None
+        prepare(sleeper.pid)
+        mib = 1024 * 1024
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_AS) == (512 * mib, 512 * mib)
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_CPU) == (60, 65)
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_FSIZE) == (64 * mib, 64 * mib)
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_NPROC) == resource.getrlimit(
+            resource.RLIMIT_NPROC
+        ), "RLIMIT_NPROC would count the runner's own processes"
+        assert rlimit_settings(LIMITS, own_uid=True, cgroup=True) == [
+            (resource.RLIMIT_CPU, (60, 65)),
+            (resource.RLIMIT_FSIZE, (64 * mib, 64 * mib)),
+            (resource.RLIMIT_NPROC, (32, 32)),
+        ]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
-def test_without_prlimit_or_bwrap_the_limits_are_set_in_the_child() -> None:
-    for jail in (_jail(prlimit=None), _jail(bwrap=None)):
-        assert not jail.exec_confined and jail.preexec() is not None
-        assert "/usr/bin/prlimit" not in jail.command(COMMAND, MOUNTS)
+def test_a_gate_that_cannot_join_its_cgroup_stays_closed(tmp_path: Path) -> None:
+    prepare = _jail(cgroup=RunCgroup(tmp_path / "gone", 1)).prepare()
+    assert prepare is not None
+    with pytest.raises(OSError, match="could not join its memory cgroup"):
+        prepare(os.getpid())
 
 
 def test_a_uid_lease_says_whether_its_last_holder_left_it_clean(tmp_path: Path) -> None:

@@ -36,14 +36,6 @@ CGROUP_MOUNT = Path("/sys/fs/cgroup")
 NAME_PREFIX = "tower-run-"
 #: how long the processes left in a run's cgroup are killed for before giving up (s)
 KILL_DEADLINE_S = 10.0
-#: the POSIX shell that joins a cgroup before exec'ing the run's command
-SHELL = "/bin/sh"
-#: its script: `$1` is the cgroup's `cgroup.procs`, the rest the command
-JOIN_SCRIPT = (
-    '{ echo $$ >"$1"; } 2>/dev/null'
-    ' || { echo "tower: the run could not join its memory cgroup $1" >&2; exit 125; }; '
-    'shift; exec "$@"'
-)
 
 
 @dataclass(frozen=True)
@@ -132,12 +124,13 @@ class RunCgroup:
 
         return join
 
-    def join_argv(self) -> list[str]:
-        """An argv prefix that moves the process into this cgroup, then execs the rest
-        of the argv: a shell costs a fraction of what a `preexec_fn` does (which makes
-        CPython fork the whole runner), and the move happens before the command can
-        start anything (moving its pid from outside afterwards would race its forks)."""
-        return [SHELL, "-c", JOIN_SCRIPT, "tower-cgroup-join", str(self.path / "cgroup.procs")]
+    def add(self, pid: int) -> None:
+        """Move process `pid` into this cgroup (what it forks from then on is in it)."""
+        fd = os.open(self.path / "cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of the run for going over the limit."""

@@ -199,7 +199,8 @@ class _SandboxedRun:
                     preexec=jail.preexec(),
                     popen_extra=jail.popen_user(),
                     wrapped=jail.wrapped,
-                    dies_with_parent=jail.exec_confined,
+                    dies_with_parent=jail.gated,
+                    prepare=jail.prepare(),
                 )
                 outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
                 limits = jail.limits

@@ -375,15 +375,6 @@ def _outside_system(paths: Sequence[Path]) -> list[Path]:
     return kept
 
 
-#: prlimit(1)'s option for each resource limit
-PRLIMIT_OPTIONS = {
-    resource.RLIMIT_AS: "--as",
-    resource.RLIMIT_CPU: "--cpu",
-    resource.RLIMIT_FSIZE: "--fsize",
-    resource.RLIMIT_NPROC: "--nproc",
-}
-
-
 def rlimit_settings(
     limits: Limits, *, own_uid: bool, cgroup: bool
 ) -> list[tuple[int, tuple[int, int]]]:
@@ -404,15 +395,6 @@ def rlimit_settings(
     if limits.processes is not None and own_uid:
         settings.append((resource.RLIMIT_NPROC, (limits.processes, limits.processes)))
     return settings
-
-
-def prlimit_argv(prlimit: str, settings: Sequence[tuple[int, tuple[int, int]]]) -> list[str]:
-    """The argv prefix that runs a command with these limits (util-linux `prlimit`),
-    or nothing when there are none."""
-    if not settings:
-        return []
-    options = [f"{PRLIMIT_OPTIONS[which]}={soft}:{hard}" for which, (soft, hard) in settings]
-    return [prlimit, *options, "--"]
 
 
 def limits_preexec(
@@ -494,8 +476,6 @@ class Jail:
     notes: tuple[str, ...] = ()
     #: the run's memory cgroup, when the host allows one (it enforces memory_mb)
     cgroup: RunCgroup | None = None
-    #: util-linux `prlimit`: with bwrap, the limits are applied by exec'ing it
-    prlimit: str | None = None
 
     @property
     def wrapped(self) -> bool:
@@ -503,21 +483,23 @@ class Jail:
         return self.bwrap is not None
 
     @property
-    def exec_confined(self) -> bool:
-        """True when the command itself joins the cgroup and sets the limits (a shell's
-        `echo $$ > cgroup.procs`, then `prlimit`, before bwrap), so the process needs no
-        `preexec_fn` and CPython spawns it with vfork instead of forking the runner:
-        bwrap's `--die-with-parent` stands in for the runner's die-with-parent hook.
+    def gated(self) -> bool:
+        """True when the process is started behind a gate (`AppProcess(prepare=...)`):
+        held before it execs bwrap while the runner moves it into the cgroup and sets
+        its limits (`prepare`). It needs no `preexec_fn`, so CPython spawns it with
+        vfork instead of forking the whole runner; bwrap's `--die-with-parent` stands
+        in for the runner's die-with-parent hook.
 
-        (Between the vfork and bwrap's own PR_SET_PDEATHSIG, a millisecond or two, a
-        runner killed outright would leave the app running, confined and limited,
-        under its run uid; the next runner's start-up sweep of run uids kills it.)"""
-        return self.bwrap is not None and self.prlimit is not None
+        (Between the gate opening and bwrap's own PR_SET_PDEATHSIG, a millisecond, a
+        runner killed outright would leave the app running, confined and limited; the
+        next runner's start-up sweep of run uids kills it. A runner gone before it
+        opens the gate leaves nothing: the gate then closes and nothing starts.)"""
+        return self.bwrap is not None
 
     def command(self, argv: Sequence[str], mounts: Mounts) -> list[str]:
         if self.bwrap is None:
             return list(argv)
-        wrapped = bwrap_argv(
+        return bwrap_argv(
             self.bwrap,
             argv,
             mounts,
@@ -527,22 +509,31 @@ class Jail:
             setpriv=self.setpriv,
             drop_caps=self.drop_caps,
         )
-        if not self.exec_confined:
-            return wrapped
-        assert self.prlimit is not None
-        settings = self._rlimits()
-        prefix = self.cgroup.join_argv() if self.cgroup is not None else []
-        return [*prefix, *prlimit_argv(self.prlimit, settings), *wrapped]
 
     def preexec(self) -> Callable[[], None] | None:
-        """The `preexec_fn` of the run's process; None when `command` confines it."""
-        if self.exec_confined:
+        """The `preexec_fn` of the run's process; None when it is `gated`."""
+        if self.gated:
             return None
         return limits_preexec(self.limits, own_uid=self.uid is not None, cgroup=self.cgroup)
 
-    def _rlimits(self) -> list[tuple[int, tuple[int, int]]]:
+    def prepare(self) -> Callable[[int], None] | None:
+        """For a `gated` process: what confines it, given its pid, before it starts."""
+        if not self.gated:
+            return None
         own_uid = self.uid is not None
-        return rlimit_settings(self.limits, own_uid=own_uid, cgroup=self.cgroup is not None)
+        settings = rlimit_settings(self.limits, own_uid=own_uid, cgroup=self.cgroup is not None)
+        cgroup = self.cgroup
+
+        def confine(pid: int) -> None:
+            if cgroup is not None:
+                try:
+                    cgroup.add(pid)
+                except OSError as exc:
+                    raise OSError(f"it could not join its memory cgroup ({exc})") from exc
+            for which, value in settings:
+                resource.prlimit(pid, which, value)
+
+        return confine
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed the run for exceeding its memory cgroup's limit."""
@@ -579,7 +570,6 @@ class Sandbox:
         self.is_root = os.geteuid() == 0
         self.bwrap: str | None = None
         self.setpriv: str | None = shutil.which("setpriv") if self.is_root else None
-        self.prlimit: str | None = shutil.which("prlimit")
         self._system = tuple(system_binds())
         self._uid_lock = threading.Lock()
         #: whether runs get a uid of their own (root, and the uid can reach its files)
@@ -724,7 +714,6 @@ class Sandbox:
                     drop_caps,
                     notes,
                     cgroup,
-                    self.prlimit,
                 )
             finally:
                 emptied = cgroup.remove() if cgroup is not None else False

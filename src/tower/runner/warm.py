@@ -460,7 +460,8 @@ class WarmPool:
             preexec=jail.preexec(),
             popen_extra={**jail.popen_user(), "pass_fds": (control_read, ready_write)},
             wrapped=jail.wrapped,
-            dies_with_parent=jail.exec_confined,
+            dies_with_parent=jail.gated,
+            prepare=jail.prepare(),
         )
         try:
             process.start()
