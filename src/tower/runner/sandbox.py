@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,14 @@ def python_install_dirs(venv_dir: Path) -> list[Path]:
     if real.is_file():
         found.append(real.parent.parent)
     return _outside_system([p for p in found if p.is_dir()])
+
+
+@lru_cache(maxsize=256)
+def venv_install_dirs(venv_dir: Path) -> tuple[Path, ...]:
+    """`python_install_dirs`, looked up once per venv (a few file reads saved on every
+    run): a venv's path names its interpreter (the venv cache's key includes it) and a
+    venv is never changed in place, so the answer holds for as long as the venv does."""
+    return tuple(python_install_dirs(venv_dir))
 
 
 def _outside_system(paths: Sequence[Path]) -> list[Path]:
