@@ -47,12 +47,14 @@ SIGNAL_EXIT_BASE = 128
 MAX_SIGNAL = 64
 #: prctl(2) option: the signal the kernel sends the child when its parent thread exits
 PR_SET_PDEATHSIG = 1
-#: the shell a gated process waits in: it execs the command once it reads a line on
-#: its stdin; at end of file (the runner could not prepare it, or is gone) it exits
-#: with GATE_CLOSED_EXIT and nothing starts. The command gets /dev/null as stdin.
-GATE_SHELL = "/bin/sh"
+#: the script of the shell a gated process waits in: it execs the command once it
+#: reads a line on its stdin; at end of file (the runner could not prepare it, or is
+#: gone) it exits with GATE_CLOSED_EXIT and nothing starts. The command gets
+#: /dev/null as stdin.
 GATE_SCRIPT = 'read -r _ || exit 125; exec "$@" </dev/null'
 GATE_CLOSED_EXIT = 125
+#: where the gate's shell may be (see `gate_shell`)
+GATE_SHELLS = ("/bin/dash", "/usr/bin/dash")
 
 LineCallback = Callable[[str, str], None]
 
@@ -141,8 +143,11 @@ class AppProcess:
 
     def start(self) -> None:
         """Start the process (raises OSError when it cannot be started)."""
-        gate = os.pipe() if self.prepare is not None else None
-        argv = [GATE_SHELL, "-c", GATE_SCRIPT, "tower-gate", *self.argv] if gate else self.argv
+        shell = gate_shell() if self.prepare is not None else None
+        if self.prepare is not None and shell is None:
+            raise OSError("no shell to start the app behind a gate (dash) on this host")
+        gate = os.pipe() if shell is not None else None
+        argv = [shell, "-c", GATE_SCRIPT, "tower-gate", *self.argv] if shell else self.argv
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -272,6 +277,18 @@ class AppProcess:
             if pid != self.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signum)
+
+
+@cache
+def gate_shell() -> str | None:
+    """The shell gated processes wait in: dash, which takes nothing but variables from
+    its environment — it runs with the app's environment (secrets and parameters by
+    any name) before the sandbox, as the runner's user. bash, even as `sh`, would
+    run code from some (imported functions, SHELLOPTS with PS4). None without dash."""
+    for path in GATE_SHELLS:
+        if os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _pidfd(pid: int) -> int | None:

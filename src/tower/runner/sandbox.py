@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tower.runner.cgroups import MemoryCgroups, RunCgroup
-from tower.runner.process import die_with_parent_hook
+from tower.runner.process import die_with_parent_hook, gate_shell
 
 logger = logging.getLogger(__name__)
 
@@ -502,8 +502,9 @@ class Jail:
         (Between the gate opening and bwrap's own PR_SET_PDEATHSIG, a millisecond, a
         runner killed outright would leave the app running, confined and limited; the
         next runner's start-up sweep of run uids kills it. A runner gone before it
-        opens the gate leaves nothing: the gate then closes and nothing starts.)"""
-        return self.bwrap is not None
+        opens the gate leaves nothing: the gate then closes and nothing starts.)
+        Without the gate's shell (`gate_shell`) the limits are set in a `preexec_fn`."""
+        return self.bwrap is not None and gate_shell() is not None
 
     def command(self, argv: Sequence[str], mounts: Mounts) -> list[str]:
         if self.bwrap is None:
