@@ -29,7 +29,7 @@ from tower.runner import workdirs
 from tower.runner.cgroups import RunCgroup
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
-from tower.runner.process import GATE_CLOSED_EXIT, AppProcess
+from tower.runner.process import GATE_CLOSED_EXIT, AppProcess, gate_shell
 from tower.runner.sandbox import (
     Limits,
     Mounts,
@@ -431,8 +431,8 @@ def test_a_run_uid_left_in_use_is_searched_for_leftovers_at_its_next_lease(
 
 @needs_bwrap
 def test_an_app_that_cannot_join_its_cgroup_never_starts(sandbox: Sandbox, tmp_path: Path) -> None:
-    if sandbox.cgroups is None:
-        pytest.skip("needs a writable memory cgroup")
+    if sandbox.cgroups is None or gate_shell() is None:
+        pytest.skip("needs a writable memory cgroup and dash (the gate's shell)")
     marker = tmp_path / "started"
     work = tmp_path / "work"
     work.mkdir()
