@@ -7,6 +7,7 @@ These need root (a uid per run) and a working `bwrap`; CI has both
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -25,14 +26,18 @@ from tower.core.package import build_package, extract_package
 from tower.core.runs import RunStatus
 from tower.core.towerfile import load_towerfile
 from tower.runner import workdirs
+from tower.runner.cgroups import RunCgroup
 from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
+from tower.runner.process import GATE_CLOSED_EXIT, AppProcess, gate_shell
 from tower.runner.sandbox import (
     Limits,
+    Mounts,
     RunRequest,
     Sandbox,
     SandboxConfig,
     SandboxMode,
+    UidLease,
     uid_processes,
 )
 from tower.runner.settings import RunnerSettings, run_parent_environment
@@ -397,3 +402,80 @@ def test_a_new_runner_kills_what_a_crashed_one_left_under_run_uids(home: RunnerH
     finally:
         orphan.kill()
         orphan.wait()
+
+
+@needs_bwrap
+def test_a_run_uid_left_in_use_is_searched_for_leftovers_at_its_next_lease(
+    home: RunnerHome, tmp_path: Path
+) -> None:
+    uid = TEST_UIDS[-2]
+    locks = tmp_path / "run-uids"
+    box = home.sandbox(uid_locks=locks, run_uids=range(uid, uid + 1))
+    lock = locks / f"{uid}.lock"
+    with box.confine(RunRequest()) as jail:
+        assert jail.uid == uid and lock.read_bytes() == b"", "marked in use while leased"
+    assert lock.read_bytes() == UidLease.CLEAN, "its run was proven to have left nothing"
+    # A runner crashed during a run of this uid: the lock says "in use", and a process
+    # of the run (one that left its group) outlived it.
+    lock.write_bytes(b"")
+    orphan = subprocess.Popen(
+        ["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True
+    )
+    try:
+        with box.confine(RunRequest()):
+            assert orphan.wait(5) == -signal.SIGKILL
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+@needs_bwrap
+def test_an_app_that_cannot_join_its_cgroup_never_starts(sandbox: Sandbox, tmp_path: Path) -> None:
+    if sandbox.cgroups is None or gate_shell() is None:
+        pytest.skip("needs a writable memory cgroup and dash (the gate's shell)")
+    marker = tmp_path / "started"
+    work = tmp_path / "work"
+    work.mkdir()
+    with sandbox.confine(RunRequest()) as jail:
+        assert jail.cgroup is not None and jail.gated
+        gone = dataclasses.replace(jail, cgroup=RunCgroup(tmp_path / "gone", jail.cgroup.version))
+        process = AppProcess(
+            gone.command(["/usr/bin/touch", str(marker)], Mounts((work, tmp_path), (), work)),
+            cwd=work,
+            env={"PATH": "/usr/bin:/bin"},
+            on_line=Sink(),
+            preexec=gone.preexec(),
+            wrapped=True,
+            dies_with_parent=True,
+            prepare=gone.prepare(),
+        )
+        with pytest.raises(OSError, match="could not join its memory cgroup"):
+            process.start()
+        assert process._popen.returncode == GATE_CLOSED_EXIT
+    assert not marker.exists()
+
+
+@needs_bwrap
+def test_a_gated_app_starts_in_its_cgroup_with_its_limits(sandbox: Sandbox, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    sink = Sink()
+    show = "cat /proc/self/limits; exec sleep 60"
+    with sandbox.confine(RunRequest(limits={"cpu_seconds": 7})) as jail:
+        process = AppProcess(
+            jail.command(["/bin/sh", "-c", show], Mounts((work,), (), work)),
+            cwd=work,
+            env={"PATH": "/usr/bin:/bin"},
+            on_line=sink,
+            preexec=jail.preexec(),
+            wrapped=True,
+            dies_with_parent=True,
+            prepare=jail.prepare(),
+        )
+        process.start()
+        # moved in before the gate opened: all it starts is in the cgroup too
+        assert jail.cgroup is None or process.pid in jail.cgroup.pids()
+        process.terminate(1.0)
+    limits = {line.split("  ")[0]: line.split()[-3:] for line in sink.program()}
+    assert limits["Max cpu time"] == ["7", "12", "seconds"]
+    assert limits["Max processes"][:2] == ["64", "64"], "its own uid: a process limit"

@@ -11,12 +11,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tower.runner.process import (
+    GATE_CLOSED_EXIT,
     AppProcess,
     command_for,
     decode_line,
     exit_code_of,
+    gate_shell,
 )
+
+needs_gate_shell = pytest.mark.skipif(gate_shell() is None, reason="needs dash (the gate shell)")
 
 #: a stand-in runner: starts an app (`sleep 60`) the way the runner does, prints its pid
 MINI_RUNNER = """
@@ -162,3 +168,72 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+@needs_gate_shell
+def test_a_gated_process_starts_once_prepared_with_stdin_from_dev_null(tmp_path: Path) -> None:
+    prepared: list[int] = []
+    lines = Lines()
+    code = "import sys\nprint('stdin', repr(sys.stdin.read()))\n"
+    (tmp_path / "app.py").write_text(code)
+    proc = AppProcess(
+        [sys.executable, str(tmp_path / "app.py")],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        on_line=lines,
+        dies_with_parent=True,
+        prepare=prepared.append,
+    )
+    proc.start()
+    assert prepared == [proc.pid], "prepared before it started, under the same pid"
+    assert proc.wait() == 0
+    assert lines.contents() == ["stdin ''"]
+
+
+@needs_gate_shell
+def test_a_gate_that_fails_to_prepare_starts_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+
+    def refuse(pid: int) -> None:
+        raise OSError("no cgroup for you")
+
+    proc = AppProcess(
+        ["touch", str(marker)],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        on_line=Lines(),
+        dies_with_parent=True,
+        prepare=refuse,
+    )
+    with pytest.raises(OSError, match="no cgroup for you"):
+        proc.start()
+    assert proc._popen.returncode == GATE_CLOSED_EXIT
+    assert not marker.exists()
+
+
+@needs_gate_shell
+def test_the_gate_shell_runs_no_code_from_the_apps_environment(tmp_path: Path) -> None:
+    """The gate runs with the app's environment (secrets and parameters by any name)
+    outside the sandbox: names that make bash run code must do nothing."""
+    marker = tmp_path / "pwned"
+    lines = Lines()
+    hostile = {
+        "BASH_FUNC_read%%": f"() {{ touch {marker}; }}",
+        "SHELLOPTS": "xtrace",
+        "PS4": f"$(touch {marker})",
+        "ENV": str(tmp_path / "rc"),
+        "BASH_ENV": str(tmp_path / "rc"),
+    }
+    (tmp_path / "rc").write_text(f"touch {marker}\n")
+    proc = AppProcess(
+        ["echo", "started"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], **hostile},
+        on_line=lines,
+        dies_with_parent=True,
+        prepare=lambda pid: None,
+    )
+    proc.start()
+    assert proc.wait() == 0
+    assert lines.contents() == ["started"]
+    assert not marker.exists()

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import resource
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from tower.runner.cgroups import RunCgroup
 from tower.runner.sandbox import (
+    Jail,
     Limits,
     LimitWatch,
     Mounts,
@@ -18,6 +22,7 @@ from tower.runner.sandbox import (
     RunRequest,
     SandboxMode,
     SandboxUnavailable,
+    UidLease,
     bwrap_argv,
     clamp_notes,
     local_catalog_dirs,
@@ -25,6 +30,7 @@ from tower.runner.sandbox import (
     parse_uid_range,
     reachable_by_all,
     remove_temp_files_of,
+    rlimit_settings,
     system_binds,
 )
 from tower.runner.settings import (
@@ -345,3 +351,70 @@ def test_bwrap_argv_shared_dirs_and_dropped_capabilities() -> None:
     assert "--cap-drop" not in bwrap_argv(
         "bwrap", COMMAND, MOUNTS, system=[], isolate_network=False
     )
+
+
+LIMITS = Limits(memory_mb=512, cpu_seconds=60, file_size_mb=64, processes=32)
+
+
+def _jail(**options: object) -> Jail:
+    config: dict[str, object] = {
+        "limits": LIMITS,
+        "uid": 2_000_001,
+        "bwrap": "/usr/bin/bwrap",
+        "setpriv": "/usr/bin/setpriv",
+        "isolate_network": False,
+    }
+    return Jail(**{**config, **options})  # type: ignore[arg-type]
+
+
+def test_a_bwrap_jail_is_confined_at_the_gate_not_in_a_preexec() -> None:
+    jail = _jail()
+    assert jail.gated and jail.preexec() is None, "no preexec_fn: CPython can vfork"
+    assert jail.prepare() is not None
+    assert jail.command(COMMAND, MOUNTS)[0] == "/usr/bin/bwrap"
+    plain = _jail(bwrap=None)
+    assert not plain.gated and plain.prepare() is None and plain.preexec() is not None
+    assert plain.command(COMMAND, MOUNTS) == COMMAND
+
+
+def test_the_gate_sets_the_limits_a_preexec_would(tmp_path: Path) -> None:
+    """`prepare` on a real process: its limits are those `rlimit_settings` gives (the
+    cgroup, when there is one, holds memory; RLIMIT_NPROC only with a run uid)."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        prepare = _jail(uid=None).prepare()
+        assert prepare is not None
+        prepare(sleeper.pid)
+        mib = 1024 * 1024
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_AS) == (512 * mib, 512 * mib)
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_CPU) == (60, 65)
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_FSIZE) == (64 * mib, 64 * mib)
+        assert resource.prlimit(sleeper.pid, resource.RLIMIT_NPROC) == resource.getrlimit(
+            resource.RLIMIT_NPROC
+        ), "RLIMIT_NPROC would count the runner's own processes"
+        assert rlimit_settings(LIMITS, own_uid=True, cgroup=True) == [
+            (resource.RLIMIT_CPU, (60, 65)),
+            (resource.RLIMIT_FSIZE, (64 * mib, 64 * mib)),
+            (resource.RLIMIT_NPROC, (32, 32)),
+        ]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_gate_that_cannot_join_its_cgroup_stays_closed(tmp_path: Path) -> None:
+    prepare = _jail(cgroup=RunCgroup(tmp_path / "gone", 1)).prepare()
+    assert prepare is not None
+    with pytest.raises(OSError, match="could not join its memory cgroup"):
+        prepare(os.getpid())
+
+
+def test_a_uid_lease_says_whether_its_last_holder_left_it_clean(tmp_path: Path) -> None:
+    path = tmp_path / "2000001.lock"
+    with path.open("a+b") as handle:
+        lease = UidLease(handle, 2_000_001)
+        assert not lease.left_clean(), "a new lock file proves nothing"
+        lease.mark_clean()
+        assert lease.left_clean() and path.read_bytes() == UidLease.CLEAN
+        lease.mark_in_use()
+        assert not lease.left_clean() and path.read_bytes() == b""

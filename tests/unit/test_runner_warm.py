@@ -4,6 +4,7 @@ run without a sandbox (a real interpreter, real pipes)."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -89,17 +90,40 @@ def test_the_bootstrap_becomes_the_run(tmp_path: Path) -> None:
     os.close(control_read)
     os.close(ready_write)
     with os.fdopen(ready_read, "rb") as ready:
-        modules = json.loads(ready.readline())["modules"]
-        assert {"email", "json"} <= set(modules), "its own imports count too"
+        modules = ready.readline().decode().split()
+        assert "email" in modules and "json" not in modules
     run = {"env": {"K": "v", "PYTHONPATH": "/extra"}, "cwd": str(app), "argv": [str(script)]}
     with os.fdopen(control_write, "wb") as control:
-        control.write(json.dumps(run).encode())
+        control.write(marshal.dumps(run))
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 5
     name, seen_argv, cwd, value, path, names = json.loads(out)
     assert (name, seen_argv, cwd, value) == ("__main__", [str(script)], str(app), "v")
     assert path == [str(app), "/extra"]
     assert names == ["json", "os", "sys"], "nothing of the bootstrap is left in __main__"
+
+
+MODULES_APP = "import sys\nprint(' '.join(sorted(sys.modules)))\n"
+
+
+def test_the_bootstrap_loads_nothing_a_cold_start_would_not(tmp_path: Path) -> None:
+    script = tmp_path / "main.py"
+    script.write_text(MODULES_APP)
+    cold = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+    control_read, control_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    argv = [sys.executable, "-c", bootstrap_source(), str(control_read), str(ready_write)]
+    proc = subprocess.Popen(argv, pass_fds=(control_read, ready_write), stdout=subprocess.PIPE)
+    os.close(control_read)
+    os.close(ready_write)
+    with os.fdopen(ready_read, "rb") as ready:
+        assert ready.readline() == b"\n", "nothing pre-imported, nothing loaded"
+    run = {"env": dict(os.environ), "cwd": str(tmp_path), "argv": [str(script)]}
+    with os.fdopen(control_write, "wb") as control:
+        control.write(marshal.dumps(run))
+    warm, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert warm.split() == cold.stdout.split()
 
 
 def test_the_bootstrap_exits_quietly_when_not_needed() -> None:

@@ -124,6 +124,14 @@ class RunCgroup:
 
         return join
 
+    def add(self, pid: int) -> None:
+        """Move process `pid` into this cgroup (what it forks from then on is in it)."""
+        fd = os.open(self.path / "cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
+
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of the run for going over the limit."""
         events = "memory.oom_control" if self.version == 1 else "memory.events"
@@ -144,13 +152,14 @@ class RunCgroup:
             return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
         return []
 
-    def remove(self) -> None:
-        """Kill what is left in the cgroup, then remove it."""
+    def remove(self) -> bool:
+        """Kill what is left in the cgroup, then remove it. True when no process is
+        left in it (whether or not the directory could be removed)."""
         deadline = time.monotonic() + KILL_DEADLINE_S
         while pids := self.pids():
             if time.monotonic() > deadline:
                 logger.error("processes %s outlived their run in %s", pids, self.path)
-                return
+                return False
             for pid in pids:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
@@ -161,6 +170,7 @@ class RunCgroup:
             pass
         except OSError as exc:
             logger.warning("could not remove the run cgroup %s: %s", self.path, exc)
+        return True
 
 
 def _v1_memory(lines: list[str], mount: Path) -> MemoryCgroups | None:

@@ -38,7 +38,7 @@ from tower.runner.sandbox import (
     Sandbox,
     SandboxUnavailable,
     local_catalog_dirs,
-    python_install_dirs,
+    venv_install_dirs,
 )
 from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
 from tower.runner.warm import WarmPool, WarmProcess, WarmSpec
@@ -124,7 +124,7 @@ def execute(
             outcome = _run_app(process, sink, work_dir, on_started, cancel, cancel_grace_s)
             return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
         shared = _shared_dirs(ctx, sandbox, sink)
-        readable = (venv.path, *python_install_dirs(venv.path))
+        readable = (venv.path, *venv_install_dirs(venv.path))
         request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
         outcome = None
         if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
@@ -199,6 +199,8 @@ class _SandboxedRun:
                     preexec=jail.preexec(),
                     popen_extra=jail.popen_user(),
                     wrapped=jail.wrapped,
+                    dies_with_parent=jail.gated,
+                    prepare=jail.prepare(),
                 )
                 outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
                 limits = jail.limits

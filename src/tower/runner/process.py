@@ -4,9 +4,17 @@ Exit codes: a process killed by signal N is reported as `128 + N` (the shell
 convention), so a run's exit code is always a non-negative integer; SIGKILL is 137.
 
 The app runs in its own session, so it does not die with the runner by itself. On
-Linux the kernel is asked to SIGKILL it when the runner goes (`PR_SET_PDEATHSIG`);
-what the app started in its group is killed by the next runner's start-up clean-up
-(see `workdirs`).
+Linux the kernel is asked to SIGKILL it when the runner goes (`PR_SET_PDEATHSIG`),
+by a `preexec_fn` or, for bubblewrap, by bwrap itself (`--die-with-parent`); what the
+app started in its group is killed by the next runner's start-up clean-up (see
+`workdirs`).
+
+A `preexec_fn` makes CPython `fork()` the whole runner and run Python in the child
+(milliseconds for a runner of ~100 MB); without one it uses `vfork()`, a fraction of
+that. So a process that asks for its own parent-death signal (`dies_with_parent`)
+is started without any, and what a `preexec_fn` would do to it (join a cgroup, set
+limits) is done from outside while it waits at a *gate*: a shell that reads a line
+from its stdin, then execs the command (`prepare`).
 """
 
 from __future__ import annotations
@@ -39,6 +47,14 @@ SIGNAL_EXIT_BASE = 128
 MAX_SIGNAL = 64
 #: prctl(2) option: the signal the kernel sends the child when its parent thread exits
 PR_SET_PDEATHSIG = 1
+#: the script of the shell a gated process waits in: it execs the command once it
+#: reads a line on its stdin; at end of file (the runner could not prepare it, or is
+#: gone) it exits with GATE_CLOSED_EXIT and nothing starts. The command gets
+#: /dev/null as stdin.
+GATE_SCRIPT = 'read -r _ || exit 125; exec "$@" </dev/null'
+GATE_CLOSED_EXIT = 125
+#: where the gate's shell may be (see `gate_shell`)
+GATE_SHELLS = ("/bin/dash", "/usr/bin/dash")
 
 LineCallback = Callable[[str, str], None]
 
@@ -88,10 +104,16 @@ class AppProcess:
         preexec: Callable[[], None] | None = None,
         popen_extra: Mapping[str, object] | None = None,
         wrapped: bool = False,
+        dies_with_parent: bool = False,
+        prepare: Callable[[int], None] | None = None,
     ) -> None:
         """`preexec` replaces the default die-with-parent hook (it should include it);
         `popen_extra` adds Popen arguments (e.g. `user`); `wrapped` says the process is
-        a wrapper (bubblewrap) that exits with the app's status, 128+N for signal N."""
+        a wrapper (bubblewrap) that exits with the app's status, 128+N for signal N;
+        `dies_with_parent` says the command asks for its parent-death signal itself
+        (bwrap's `--die-with-parent`): without a `preexec` it then gets no hook;
+        `prepare` starts it behind the gate, called with its pid before the gate
+        opens (an OSError from it keeps the gate closed and fails `start`)."""
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
@@ -100,6 +122,8 @@ class AppProcess:
         self.preexec = preexec
         self.popen_extra = dict(popen_extra or {})
         self.wrapped = wrapped
+        self.dies_with_parent = dies_with_parent
+        self.prepare = prepare
         self._proc: subprocess.Popen[bytes] | None = None
         #: readable once the process exits (a Linux pidfd), so a wait wakes at once
         self._exit_fd: int | None = None
@@ -119,18 +143,33 @@ class AppProcess:
 
     def start(self) -> None:
         """Start the process (raises OSError when it cannot be started)."""
-        self._proc = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=self.preexec or die_with_parent_hook(),
-            **self.popen_extra,  # type: ignore[arg-type]
-        )
+        shell = gate_shell() if self.prepare is not None else None
+        if self.prepare is not None and shell is None:
+            raise OSError("no shell to start the app behind a gate (dash) on this host")
+        gate = os.pipe() if shell is not None else None
+        argv = [shell, "-c", GATE_SCRIPT, "tower-gate", *self.argv] if shell else self.argv
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=gate[0] if gate else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=self._preexec_fn(),
+                **self.popen_extra,  # type: ignore[arg-type]
+            )
+        except BaseException:
+            if gate:
+                os.close(gate[1])
+            raise
+        finally:
+            if gate:
+                os.close(gate[0])
+        if gate:
+            self._open_gate(gate[1])
         self._exit_fd = _pidfd(self._proc.pid)
         for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
             assert stream is not None
@@ -139,6 +178,27 @@ class AppProcess:
             )
             reader.start()
             self._readers.append(reader)
+
+    def _open_gate(self, gate: int) -> None:
+        """Prepare the waiting process, then let it exec its command; when preparing
+        fails, close the gate (it exits, nothing started) and raise."""
+        assert self.prepare is not None and self._proc is not None
+        try:
+            self.prepare(self._proc.pid)
+            os.write(gate, b"\n")
+        except BaseException:
+            os.close(gate)
+            self._proc.wait()
+            for stream in (self._proc.stdout, self._proc.stderr):
+                if stream is not None:
+                    stream.close()
+            raise
+        os.close(gate)
+
+    def _preexec_fn(self) -> Callable[[], None] | None:
+        if self.preexec is not None or self.dies_with_parent:
+            return self.preexec
+        return die_with_parent_hook()
 
     def _pump(self, stream: IO[bytes]) -> None:
         try:
@@ -217,6 +277,18 @@ class AppProcess:
             if pid != self.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signum)
+
+
+@cache
+def gate_shell() -> str | None:
+    """The shell gated processes wait in: dash, which takes nothing but variables from
+    its environment — it runs with the app's environment (secrets and parameters by
+    any name) before the sandbox, as the runner's user. bash, even as `sh`, would
+    run code from some (imported functions, SHELLOPTS with PS4). None without dash."""
+    for path in GATE_SHELLS:
+        if os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _pidfd(pid: int) -> int | None:

@@ -11,7 +11,8 @@ Three layers, each used when the host allows it:
    a host ever hand out the same uid at once). The run's directories are
    chowned to it; other runs and the runner's files (0600/0700, root-owned) are out
    of its reach; after the run every process of that uid is killed, so nothing a
-   run left behind meets the next run of the same uid.
+   run left behind meets the next run of the same uid (with bwrap and a memory
+   cgroup, by emptying the cgroup; else by looking through /proc, see `UidLease`).
 3. **bubblewrap (`bwrap`), when installed and working**: the app sees the system
    directories read-only (/usr, /bin, /lib*, a short list of /etc files, the Python
    install its venv links to), its venv read-only, its own run directories
@@ -42,11 +43,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tower.runner.cgroups import MemoryCgroups, RunCgroup
-from tower.runner.process import die_with_parent_hook
+from tower.runner.process import die_with_parent_hook, gate_shell
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +365,14 @@ def python_install_dirs(venv_dir: Path) -> list[Path]:
     return _outside_system([p for p in found if p.is_dir()])
 
 
+@lru_cache(maxsize=256)
+def venv_install_dirs(venv_dir: Path) -> tuple[Path, ...]:
+    """`python_install_dirs`, looked up once per venv (a few file reads saved on every
+    run): a venv's path names its interpreter (the venv cache's key includes it) and a
+    venv is never changed in place, so the answer holds for as long as the venv does."""
+    return tuple(python_install_dirs(venv_dir))
+
+
 def _outside_system(paths: Sequence[Path]) -> list[Path]:
     """Drop paths the system binds already show, and duplicates."""
     kept: list[Path] = []
@@ -374,15 +384,14 @@ def _outside_system(paths: Sequence[Path]) -> list[Path]:
     return kept
 
 
-def limits_preexec(
-    limits: Limits, *, own_uid: bool, cgroup: RunCgroup | None = None
-) -> Callable[[], None]:
-    """A `preexec_fn`: the runner's die-with-parent request, then the limits. With a
-    memory `cgroup` the process joins it, and the cgroup (not RLIMIT_AS, which caps
-    address space rather than memory) enforces the memory limit."""
+def rlimit_settings(
+    limits: Limits, *, own_uid: bool, cgroup: bool
+) -> list[tuple[int, tuple[int, int]]]:
+    """The (resource, (soft, hard)) limits of a run's process. With a memory `cgroup`
+    the cgroup (not RLIMIT_AS, which caps address space rather than memory) enforces
+    the memory limit."""
     settings: list[tuple[int, tuple[int, int]]] = []
-    join = cgroup.join_hook() if cgroup is not None else None
-    if limits.memory_mb is not None and cgroup is None:
+    if limits.memory_mb is not None and not cgroup:
         size = limits.memory_mb * MIB
         settings.append((resource.RLIMIT_AS, (size, size)))
     if limits.cpu_seconds is not None:
@@ -394,6 +403,16 @@ def limits_preexec(
         settings.append((resource.RLIMIT_FSIZE, (size, size)))
     if limits.processes is not None and own_uid:
         settings.append((resource.RLIMIT_NPROC, (limits.processes, limits.processes)))
+    return settings
+
+
+def limits_preexec(
+    limits: Limits, *, own_uid: bool, cgroup: RunCgroup | None = None
+) -> Callable[[], None]:
+    """A `preexec_fn`: the runner's die-with-parent request, then the limits. With a
+    memory `cgroup` the process joins it (see `rlimit_settings`)."""
+    settings = rlimit_settings(limits, own_uid=own_uid, cgroup=cgroup is not None)
+    join = cgroup.join_hook() if cgroup is not None else None
     die_with_parent = die_with_parent_hook()
 
     def preexec() -> None:
@@ -472,6 +491,21 @@ class Jail:
         """True when the started process is bwrap, which forwards the app's status."""
         return self.bwrap is not None
 
+    @property
+    def gated(self) -> bool:
+        """True when the process is started behind a gate (`AppProcess(prepare=...)`):
+        held before it execs bwrap while the runner moves it into the cgroup and sets
+        its limits (`prepare`). It needs no `preexec_fn`, so CPython spawns it with
+        vfork instead of forking the whole runner; bwrap's `--die-with-parent` stands
+        in for the runner's die-with-parent hook.
+
+        (Between the gate opening and bwrap's own PR_SET_PDEATHSIG, a millisecond, a
+        runner killed outright would leave the app running, confined and limited; the
+        next runner's start-up sweep of run uids kills it. A runner gone before it
+        opens the gate leaves nothing: the gate then closes and nothing starts.)
+        Without the gate's shell (`gate_shell`) the limits are set in a `preexec_fn`."""
+        return self.bwrap is not None and gate_shell() is not None
+
     def command(self, argv: Sequence[str], mounts: Mounts) -> list[str]:
         if self.bwrap is None:
             return list(argv)
@@ -486,8 +520,30 @@ class Jail:
             drop_caps=self.drop_caps,
         )
 
-    def preexec(self) -> Callable[[], None]:
+    def preexec(self) -> Callable[[], None] | None:
+        """The `preexec_fn` of the run's process; None when it is `gated`."""
+        if self.gated:
+            return None
         return limits_preexec(self.limits, own_uid=self.uid is not None, cgroup=self.cgroup)
+
+    def prepare(self) -> Callable[[int], None] | None:
+        """For a `gated` process: what confines it, given its pid, before it starts."""
+        if not self.gated:
+            return None
+        own_uid = self.uid is not None
+        settings = rlimit_settings(self.limits, own_uid=own_uid, cgroup=self.cgroup is not None)
+        cgroup = self.cgroup
+
+        def confine(pid: int) -> None:
+            if cgroup is not None:
+                try:
+                    cgroup.add(pid)
+                except OSError as exc:
+                    raise OSError(f"it could not join its memory cgroup ({exc})") from exc
+            for which, value in settings:
+                resource.prlimit(pid, which, value)
+
+        return confine
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed the run for exceeding its memory cgroup's limit."""
@@ -653,7 +709,8 @@ class Sandbox:
             )
         limits = self.config.default_limits.overridden(request.limits, self.config.max_limits)
         notes = clamp_notes(request.limits, self.config.max_limits)
-        with self._run_uid(own=not request.shared_dirs) as uid:
+        with self._run_uid(own=not request.shared_dirs) as lease:
+            uid = lease.uid if lease is not None else None
             drop_caps = self.is_root and uid is None
             cgroup = self._run_cgroup(limits, uid)
             try:
@@ -669,12 +726,9 @@ class Sandbox:
                     cgroup,
                 )
             finally:
-                if uid is not None:
-                    kill_uid_processes(uid)
-                    if self.bwrap is None:  # with bwrap, /tmp and /dev/shm were its own
-                        remove_temp_files_of(uid)
-                if cgroup is not None:
-                    cgroup.remove()
+                emptied = cgroup.remove() if cgroup is not None else False
+                if lease is not None:
+                    self._release(lease, cgroup_emptied=emptied)
 
     def _run_cgroup(self, limits: Limits, uid: int | None) -> RunCgroup | None:
         if self.cgroups is None or limits.memory_mb is None:
@@ -685,8 +739,23 @@ class Sandbox:
             logger.warning("no memory cgroup for a run (%s); it gets RLIMIT_AS instead", exc)
             return None
 
+    def _release(self, lease: UidLease, *, cgroup_emptied: bool) -> None:
+        """Make sure nothing of the run is left under its uid, and say so in the lease.
+
+        With bwrap and a memory cgroup, the emptied cgroup is the proof: every process
+        of the run descends from the one that joined it, and none can leave it (the
+        sandbox shows no cgroup file system; moving needs write access to another
+        cgroup). Else every process of the host is looked at (/proc)."""
+        proven = cgroup_emptied and self.bwrap is not None
+        if not proven:
+            proven = kill_uid_processes(lease.uid)
+        if self.bwrap is None:  # with bwrap, /tmp and /dev/shm were its own
+            remove_temp_files_of(lease.uid)
+        if proven:
+            lease.mark_clean()
+
     @contextmanager
-    def _run_uid(self, *, own: bool) -> Iterator[int | None]:
+    def _run_uid(self, *, own: bool) -> Iterator[UidLease | None]:
         if not (self.run_uids and own):
             yield None
             return
@@ -694,11 +763,45 @@ class Sandbox:
         locks.mkdir(parents=True, exist_ok=True)
         with self._uid_lock:
             handle, uid = _lease_uid(locks, self.config.run_uids)
+        lease = UidLease(handle, uid)
         try:
-            kill_uid_processes(uid)  # whatever a crashed runner left under this uid
-            yield uid
+            if not lease.left_clean():
+                kill_uid_processes(uid)  # whatever a crashed runner left under this uid
+            lease.mark_in_use()
+            yield lease
         finally:
             handle.close()  # releases the flock
+
+
+class UidLease:
+    """A run uid held for one run: an flock on its lock file, host-wide.
+
+    The file says whether its last holder made sure, at the end of its run, that no
+    process of the uid was left (`clean`), so the next holder need not look through
+    every process of the host for leftovers. It is marked in use while held: a
+    runner that crashes leaves it so, and the next holder looks. (The lock files
+    are root's, under /run, which a reboot clears.)"""
+
+    CLEAN = b"clean\n"
+
+    def __init__(self, handle: Any, uid: int) -> None:
+        self.handle = handle
+        self.uid = uid
+
+    def left_clean(self) -> bool:
+        self.handle.seek(0)
+        return bool(self.handle.read(len(self.CLEAN) + 1) == self.CLEAN)
+
+    def mark_in_use(self) -> None:
+        self._write(b"")
+
+    def mark_clean(self) -> None:
+        self._write(self.CLEAN)
+
+    def _write(self, content: bytes) -> None:
+        self.handle.truncate(0)
+        self.handle.write(content)  # the file is opened to append: this lands at 0
+        self.handle.flush()
 
 
 def remove_temp_files_of(uid: int, dirs: Sequence[Path] = SHARED_TEMP_DIRS) -> list[Path]:
@@ -771,17 +874,18 @@ def uid_processes(uid: int) -> list[int]:
     return found
 
 
-def kill_uid_processes(uid: int) -> None:
+def kill_uid_processes(uid: int) -> bool:
     """SIGKILL every process of `uid`: `kill(-1)` as that uid reaches them all at once,
     repeated while a fork bomb keeps spawning or killed processes are still exiting
-    (on a busy host that takes more than a few milliseconds)."""
+    (on a busy host that takes more than a few milliseconds). True when none is left."""
     deadline = time.monotonic() + KILL_DEADLINE_S
     while uid_processes(uid):
         if time.monotonic() > deadline:
             logger.error("processes of run uid %s survived %ss of kills", uid, KILL_DEADLINE_S)
-            return
+            return False
         _kill_all_as(uid)
         time.sleep(0.01)
+    return True
 
 
 def _kill_all_as(uid: int) -> None:

@@ -30,6 +30,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import marshal
 import os
 import queue
 import re
@@ -231,8 +232,10 @@ class WarmProcess:
             return False  # it exited before it was ready
         self._buffer += chunk
         if b"\n" in self._buffer:
+            # Plain text, never unpickled or unmarshalled: the venv's packages (their
+            # .pth files) ran in that interpreter before it wrote this.
             line = self._buffer.split(b"\n", 1)[0]
-            self.modules = tuple(str(name) for name in json.loads(line)["modules"])
+            self.modules = tuple(line.decode("utf-8", errors="replace").split())
         return True
 
     def unsuitable(self, env: Mapping[str, str], import_dirs: Iterable[Path]) -> str | None:
@@ -249,8 +252,9 @@ class WarmProcess:
 
     def hand_over(self, run: Mapping[str, Any], sink: LineSink) -> None:
         """Send the run (env, cwd, argv, path) and connect its output to `sink`;
-        OSError when the interpreter is gone."""
-        data = json.dumps(run).encode()
+        OSError when the interpreter is gone. `marshal`: the interpreter reads it
+        without importing anything (json would load `re` and more into every app)."""
+        data = marshal.dumps(dict(run))
         try:
             view = memoryview(data)
             while view:
@@ -456,6 +460,8 @@ class WarmPool:
             preexec=jail.preexec(),
             popen_extra={**jail.popen_user(), "pass_fds": (control_read, ready_write)},
             wrapped=jail.wrapped,
+            dies_with_parent=jail.gated,
+            prepare=jail.prepare(),
         )
         try:
             process.start()

@@ -5,17 +5,20 @@ inside the sandbox), with two file descriptors and the modules to import:
 
     python -c <this file> CONTROL_FD READY_FD [MODULE ...]
 
-It imports the modules, writes one JSON line `{"modules": [...]}` to READY_FD (the
-top-level names it loaded, so the runner can tell whether an app would shadow one),
-then reads the run from CONTROL_FD until end of file: `{"env", "cwd", "argv"}`.
-An empty message means "not needed": it exits quietly. Otherwise it becomes the
+It imports the modules, writes one line to READY_FD: the top-level names it loaded,
+separated by spaces (so the runner can tell whether an app would shadow one), then
+reads the run from CONTROL_FD until end of file: a `marshal`led dict `{"env", "cwd",
+"argv"}`. An empty message means "not needed": it exits quietly. Otherwise it becomes the
 run — environment, working directory, `sys.argv`, `sys.path` and a fresh `__main__`
 exactly as `python SCRIPT` would have them — and executes the script. Uncaught
 exceptions are reported without the bootstrap's own frames and end the process as
 they end a cold interpreter.
 
 Everything is done inside one function with local imports: `__main__`'s namespace is
-cleared before the script runs, so nothing of the bootstrap is left in it.
+cleared before the script runs, so nothing of the bootstrap is left in it. It imports
+only what every interpreter has loaded at start-up (`marshal`, `_signal`, the frozen
+import machinery), so the app finds the same modules loaded as in a cold start: no
+`json` (which loads `re`, `enum`, ...), no `signal`, no `importlib`.
 """
 
 
@@ -25,27 +28,28 @@ def _tower_warm() -> None:
     # Everything loaded from here on is loaded ahead of the run (the bootstrap's own
     # imports too): the runner checks that the app's package shadows none of it.
     already = set(sys.modules)
+    import _signal
     import builtins
-    import json
+    import marshal
     import os
-    import signal
-    from importlib import import_module, invalidate_caches
-    from importlib.machinery import SourceFileLoader
+
+    # importlib's own classes, without importing the `importlib` package (`warnings`)
+    machinery = sys.modules["_frozen_importlib_external"]
 
     control, ready = int(sys.argv[1]), int(sys.argv[2])
     for name in sys.argv[3:]:
         try:  # noqa: SIM105 - contextlib is not loaded yet: a cold start might not load it
-            import_module(name)
+            __import__(name)
         except Exception:  # a module that cannot load is simply not pre-imported
             pass
     loaded = sorted({name.partition(".")[0] for name in set(sys.modules) - already})
-    os.write(ready, json.dumps({"modules": loaded}).encode() + b"\n")
+    os.write(ready, " ".join(name for name in loaded if name.isidentifier()).encode() + b"\n")
     os.close(ready)
     with os.fdopen(control, "rb") as pipe:
         raw = pipe.read()
     if not raw:
         os._exit(0)
-    run = json.loads(raw)
+    run = marshal.loads(raw)
     script = run["argv"][0]
 
     os.environ.clear()
@@ -57,7 +61,9 @@ def _tower_warm() -> None:
     extra = [entry for entry in run["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
     sys.path[0:1] = [os.path.dirname(os.path.realpath(script)), *extra]
     sys.path_importer_cache.pop("", None)
-    invalidate_caches()
+    for finder in sys.meta_path:  # what importlib.invalidate_caches() does
+        if hasattr(finder, "invalidate_caches"):
+            finder.invalidate_caches()
 
     namespace = sys.modules["__main__"].__dict__
     namespace.clear()
@@ -65,14 +71,14 @@ def _tower_warm() -> None:
         __name__="__main__",
         __doc__=None,
         __package__=None,
-        __loader__=SourceFileLoader("__main__", script),
+        __loader__=machinery.SourceFileLoader("__main__", script),
         __spec__=None,
         __annotations__={},
         __builtins__=builtins,
         __file__=script,
         __cached__=None,
     )
-    del run, raw, already, loaded, extra
+    del run, raw, already, loaded, extra, machinery
     try:
         with open(script, "rb") as source:
             code = compile(source.read(), script, "exec", dont_inherit=True)
@@ -89,8 +95,8 @@ def _tower_warm() -> None:
         # An uncaught Ctrl-C ends a cold interpreter by SIGINT (exit status 130).
         sys.stdout.flush()
         sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,9 @@ def _same_group(record: dict[str, Any]) -> bool:
     return started is None or started == record.get("leader_start")
 
 
+@cache
 def _boot_id() -> str | None:
+    """This boot's id (read once: it cannot change while the runner runs)."""
     try:
         return BOOT_ID_FILE.read_text().strip()
     except OSError:
