@@ -31,6 +31,7 @@ from tower.runner.environment import RunContext
 from tower.runner.execute import Outcome, execute
 from tower.runner.process import GATE_CLOSED_EXIT, AppProcess, gate_shell
 from tower.runner.sandbox import (
+    Jail,
     Limits,
     Mounts,
     RunRequest,
@@ -479,3 +480,46 @@ def test_a_gated_app_starts_in_its_cgroup_with_its_limits(sandbox: Sandbox, tmp_
     limits = {line.split("  ")[0]: line.split()[-3:] for line in sink.program()}
     assert limits["Max cpu time"] == ["7", "12", "seconds"]
     assert limits["Max processes"][:2] == ["64", "64"], "its own uid: a process limit"
+
+
+@needs_bwrap
+def test_loader_variables_of_the_app_reach_the_app_only(
+    home: RunnerHome, make_app: Callable[..., Path], venv_cache: VenvCache, sandbox: Sandbox
+) -> None:
+    # A preload that cannot be found makes the dynamic linker complain once per
+    # program that got it: the gate's shell, bwrap and setpriv run with privileges
+    # and must not; the app (python) gets the variable as set.
+    outcome, sink = home.run(
+        make_app,
+        venv_cache,
+        sandbox,
+        "import os\nprint('preload', os.environ['LD_PRELOAD'], os.environ['GCONV_PATH'])\n",
+        parameters={"LD_PRELOAD": "./not-there.so", "GCONV_PATH": "/nowhere"},
+    )
+    assert outcome.status == RunStatus.EXITED, sink.lines
+    assert "preload ./not-there.so /nowhere" in sink.program()
+    complaints = [text for _, text in sink.lines if "not-there.so" in text and "ld.so" in text]
+    assert len(complaints) == 1, complaints
+
+
+def test_privileged_processes_get_no_loader_variables() -> None:
+    jail = Jail(
+        limits=DEFAULTS,
+        uid=4242,
+        bwrap="/usr/bin/bwrap",
+        setpriv="/usr/bin/setpriv",
+        isolate_network=False,
+    )
+    mounts = Mounts(writable=(), readable=(), cwd=Path("/work/run"))
+    env = {"LD_PRELOAD": "./x.so", "MALLOC_CHECK_": "3", "GLIBC_TUNABLES": "t", "HOME": "/h"}
+    command, start_env = jail.command_and_env(["python", "main.py"], mounts, env)
+    assert start_env == {"HOME": "/h"}
+    tail = command[command.index("--no-new-privs") + 2 :]
+    assert tail == [
+        "/usr/bin/env",
+        *("LD_PRELOAD=./x.so", "MALLOC_CHECK_=3", "GLIBC_TUNABLES=t"),
+        *("python", "main.py"),
+    ]
+    plain, same = jail.command_and_env(["python", "main.py"], mounts, {"HOME": "/h"})
+    assert plain[-2:] == ["python", "main.py"] and "/usr/bin/env" not in plain
+    assert same == {"HOME": "/h"}

@@ -191,10 +191,11 @@ class _SandboxedRun:
                 for note in jail.notes:
                     sink(SETUP_CHANNEL, note)
                 jail.hand_over(self.own_dirs)
+                command, start_env = jail.command_and_env(argv, self.mounts, env)
                 process = AppProcess(
-                    jail.command(argv, self.mounts),
+                    command,
                     cwd=self.mounts.cwd,
-                    env=env,
+                    env=start_env,
                     on_line=watch,
                     preexec=jail.preexec(),
                     popen_extra=jail.popen_user(),

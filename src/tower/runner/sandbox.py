@@ -384,6 +384,33 @@ def _outside_system(paths: Sequence[Path]) -> list[Path]:
     return kept
 
 
+#: what sets the deferred variables (see `Jail.command_and_env`); in the system binds
+ENV_COMMAND = "/usr/bin/env"
+#: variables by which the dynamic linker or libc of a privileged process could be made
+#: to load or run foreign code or files (glibc ignores them itself only in set-user-ID
+#: programs), besides LD_* and MALLOC_*; TMPDIR and TZDIR of that list only name
+#: where files go or come from (and the runner sets TMPDIR itself)
+PRIVILEGED_UNSAFE = frozenset(
+    {
+        "GCONV_PATH",
+        "GETCONF_DIR",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "LOCPATH",
+        "NIS_PATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "RES_OPTIONS",
+    }
+)
+
+
+def privileged_unsafe(name: str) -> bool:
+    """Whether variable `name` could make a privileged program run foreign code."""
+    return name.startswith(("LD_", "MALLOC_")) or name in PRIVILEGED_UNSAFE
+
+
 def rlimit_settings(
     limits: Limits, *, own_uid: bool, cgroup: bool
 ) -> list[tuple[int, tuple[int, int]]]:
@@ -519,6 +546,27 @@ class Jail:
             setpriv=self.setpriv,
             drop_caps=self.drop_caps,
         )
+
+    def command_and_env(
+        self, argv: Sequence[str], mounts: Mounts, env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The command that runs `argv` with the app's environment `env`, and the
+        environment to start that command with.
+
+        With bwrap, the gate's shell, bwrap and setpriv run before the app, as root (or
+        the runner's user) and partly outside the sandbox. The app's variables (its
+        secrets and parameters, named by its users) reach them too, so those the
+        dynamic linker or libc obey (`LD_PRELOAD=./x.so` with a `.so` shipped in the
+        package...) would run the app's code with their privileges. Such variables are
+        left out of their environment and set by `env` once the privileges are gone,
+        right before the app starts. (Their values show in that `env`'s command line
+        for a moment; secrets by those names are unusual.)"""
+        deferred = {name: value for name, value in env.items() if privileged_unsafe(name)}
+        if self.bwrap is None or not deferred:
+            return self.command(argv, mounts), dict(env)
+        safe = {name: value for name, value in env.items() if name not in deferred}
+        settings = [f"{name}={value}" for name, value in deferred.items()]
+        return self.command([ENV_COMMAND, *settings, *argv], mounts), safe
 
     def preexec(self) -> Callable[[], None] | None:
         """The `preexec_fn` of the run's process; None when it is `gated`."""
