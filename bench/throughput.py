@@ -34,9 +34,10 @@ def _submit(api: httpx.Client, count: int) -> list[int]:
 
 
 def _cpu_seconds(control_plane: psutil.Process, tree: Callable[[], float | None]) -> dict:
-    """CPU time so far of the control plane, the runner, and the apps (everything else
-    the two started), in seconds; apps from the runner's reaped children when the
-    whole tree's time is not known (that misses sandboxed apps' own time)."""
+    """CPU time so far of the control plane, the runner, the apps (everything else the
+    two started) and this bench's own submitting and waiting, in seconds; apps from
+    the runner's reaped children when the whole tree's time is not known (that misses
+    sandboxed apps' own time)."""
     runner = control_plane.children()[0]
     own, mine = control_plane.cpu_times(), runner.cpu_times()
     seconds = {"control_plane": own.user + own.system, "runner": mine.user + mine.system}
@@ -45,6 +46,8 @@ def _cpu_seconds(control_plane: psutil.Process, tree: Callable[[], float | None]
         seconds["apps"] = mine.children_user + mine.children_system
     else:
         seconds["apps"] = total - seconds["control_plane"] - seconds["runner"]
+    bench = psutil.Process().cpu_times()
+    seconds["bench_client"] = bench.user + bench.system
     return seconds
 
 
