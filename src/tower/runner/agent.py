@@ -645,7 +645,8 @@ class Agent:
         )
         deadline = time.monotonic() + self.settings.report_deadline_s
         report = Report(run.run_id, body, deadline, frees_slot=frees_slot)
-        run.slot_handed_over = frees_slot
+        if frees_slot:
+            run.slot_handed_over = True
         delivery = self.reporter.send(report)
         if delivery == Delivery.STALE:
             logger.info("run %s: %s rejected (%s); stopping it", run.run_id, status, report.detail)

@@ -78,7 +78,7 @@ class LogsParams(BaseModel):
     lines: list[LogLineParams]
 
 
-#: the most status reports one `/reports` request may carry
+#: the most status reports (and, apart, log batches) one `/reports` request may carry
 MAX_REPORTS_PER_BATCH = 64
 
 
