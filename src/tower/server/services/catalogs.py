@@ -581,12 +581,16 @@ def runtime_variables(
     For the runner hand-out only, which seals the result to the runner's key; never
     put this in an API response.
     """
-    try:
-        ensure_default_catalog(ctx, session, account_id)
-    except errors.TowerError as exc:
-        # The run still gets every other catalog; only the built-in one is missing.
-        logger.warning("built-in catalog unavailable for account %s: %s", account_id, exc)
     seen = inherited.seen_by_run(session, models.Catalog, account_id, environment_id)
+    if not _has_default_catalog(seen):
+        # Provisioned on a run's first need (or again after a delete); once it exists,
+        # the query above already shows it and the claim writes nothing here.
+        try:
+            ensure_default_catalog(ctx, session, account_id)
+        except errors.TowerError as exc:
+            # The run still gets every other catalog; only the built-in one is missing.
+            logger.warning("built-in catalog unavailable for account %s: %s", account_id, exc)
+        seen = inherited.seen_by_run(session, models.Catalog, account_id, environment_id)
     rows = sorted(seen, key=lambda row: row[0].name)
     props = _properties_of(session, [catalog.id for catalog, _ in rows])
     key = vault.account_key(ctx, session, account_id)
@@ -601,6 +605,15 @@ def runtime_variables(
         variables.update(catalog_vars)
         sensitive.extend(v for v in catalog_sensitive if v not in sensitive)
     return variables, sensitive
+
+
+def _has_default_catalog(seen: list[tuple[models.Catalog, str]]) -> bool:
+    """Whether a run's catalogs include the built-in one of `default`. A run of another
+    environment whose own catalog `default` hides it cannot tell: it checks the slow way."""
+    return any(
+        catalog.name == rules.DEFAULT_CATALOG_NAME and environment == DEFAULT_ENVIRONMENT
+        for catalog, environment in seen
+    )
 
 
 def count_catalogs(session: Session, environment_id: uuid.UUID) -> int:
