@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
@@ -168,18 +168,21 @@ def _visible(
     return inherited.visible(session, models.Catalog, principal, selection, *of_type)
 
 
+# Built once: every claim reads the properties of the run's catalogs.
+_PROPERTIES_OF = (
+    select(models.CatalogProperty)
+    .where(models.CatalogProperty.catalog_id.in_(bindparam("catalog_ids", expanding=True)))
+    .order_by(models.CatalogProperty.name)
+)
+
+
 def _properties_of(
     session: Session, catalog_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[models.CatalogProperty]]:
     grouped: dict[uuid.UUID, list[models.CatalogProperty]] = {cid: [] for cid in catalog_ids}
     if not catalog_ids:
         return grouped
-    stmt = (
-        select(models.CatalogProperty)
-        .where(models.CatalogProperty.catalog_id.in_(catalog_ids))
-        .order_by(models.CatalogProperty.name)
-    )
-    for prop in session.scalars(stmt):
+    for prop in session.scalars(_PROPERTIES_OF, {"catalog_ids": list(catalog_ids)}):
         grouped[prop.catalog_id].append(prop)
     return grouped
 
