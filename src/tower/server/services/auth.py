@@ -60,6 +60,36 @@ def authenticate(ctx: ServerContext, *, api_key: str | None, bearer: str | None)
     return _authenticate_jwt(ctx, token)
 
 
+def recently_authenticated(
+    ctx: ServerContext, *, api_key: str | None, bearer: str | None
+) -> Principal | None:
+    """The principal of an API key that authenticated within the last second and was
+    not revoked, expired or changed since (services.credential_cache); None: ask
+    `authenticate`. Reads memory only, so the request needs no worker thread for it."""
+    token = api_key or bearer
+    if not token or not token.startswith(API_KEY_PREFIX):
+        return None
+    return ctx.credentials.get(_api_key_cache_key(token), utcnow())
+
+
+def recently_authenticated_runner(
+    ctx: ServerContext, bearer: str | None, client_certificate: str | None = None
+) -> RunnerPrincipal | None:
+    """`recently_authenticated` for runner tokens (and their client certificate)."""
+    if not bearer or not bearer.startswith(RUNNER_TOKEN_PREFIX):
+        return None
+    return ctx.credentials.get(_runner_cache_key(bearer, client_certificate), utcnow())
+
+
+def _api_key_cache_key(key: str) -> str:
+    return "api_key:" + crypto.hash_token(key)
+
+
+def _runner_cache_key(token: str, client_certificate: str | None) -> str:
+    certificate = crypto.hash_token(client_certificate) if client_certificate else ""
+    return f"runner:{crypto.hash_token(token)}:{certificate}"
+
+
 # Built once (every request authenticates): the key's columns, its account's name and
 # its owner's role in that account. The role is read afresh on every request: a member
 # removed from a team loses their team keys at once.
@@ -93,6 +123,7 @@ _API_KEY_ROW = (
 
 def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
     now = utcnow()
+    generation = ctx.credentials.generation
     # Every request authenticates: a plain read, so it never waits for SQLite's write lock.
     with read_session(ctx) as session:
         row = session.execute(_API_KEY_ROW, {"key_hash": crypto.hash_token(key)}).first()
@@ -114,7 +145,7 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
             session.execute(
                 update(models.ApiKey).where(models.ApiKey.id == key_id).values(last_used_at=now)
             )
-    return Principal(
+    principal = Principal(
         account_id,
         account_name,
         user_id,
@@ -124,6 +155,8 @@ def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
         service_account_id=service_account_id,
         credential=identifier,
     )
+    ctx.credentials.put(_api_key_cache_key(key), principal, expires_at, generation)
+    return principal
 
 
 def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
@@ -173,6 +206,7 @@ def authenticate_runner(
         raise errors.Unauthenticated(
             "Runner endpoints need a runner token (rt-…) in `Authorization: Bearer`."
         )
+    generation = ctx.credentials.generation
     with read_session(ctx) as session:
         credential = session.scalar(_RUNNER_CREDENTIAL, {"token_hash": crypto.hash_token(bearer)})
     if credential is None:
@@ -195,7 +229,10 @@ def authenticate_runner(
             "The client certificate was not issued with this runner token: use the "
             "certificate, key and token of the same `tower runners credentials` output."
         )
-    return RunnerPrincipal(credential.id, credential.account_id, credential.rotated_from_id)
+    principal = RunnerPrincipal(credential.id, credential.account_id, credential.rotated_from_id)
+    cache_key = _runner_cache_key(bearer, client_certificate)
+    ctx.credentials.put(cache_key, principal, credential.expires_at, generation)
+    return principal
 
 
 def _certificate_matches(credential: models.RunnerCredential, certificate_pem: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import uuid
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -479,10 +480,15 @@ def _start_attempt(ctx: ServerContext, session: Session, held: _Held, started_at
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
+    # One executemany of a statement compiled once, not a multi-row VALUES compiled anew
+    # for every batch.
+    session.connection().execute(_log_insert(session.get_bind().dialect.name), rows)
+
+
+@functools.cache
+def _log_insert(dialect: str) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(models.RunLogLine).values(rows).on_conflict_do_nothing()
-    session.execute(stmt)
+    return insert(models.RunLogLine.__table__).on_conflict_do_nothing()
 
 
 def _check_batch(lines: Sequence[dict[str, Any]]) -> None:
