@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/request_cost.py
 	$(BIN)/python bench/listing.py
 	$(BIN)/python bench/ratelimit.py
 	$(BIN)/python bench/schedules.py

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from tower.core import errors
 from tower.server import tls
@@ -33,20 +34,29 @@ def bearer_token(authorization: str | None) -> str | None:
     return None
 
 
-def get_principal(
+async def get_principal(
     ctx: ContextDep,
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    return auth.authenticate(ctx, api_key=x_api_key, bearer=bearer_token(authorization))
+    bearer = bearer_token(authorization)
+    # A key seen within the last second answers from memory; else the database, in
+    # a worker thread (see services.credential_cache for how revocation is honoured).
+    known = auth.recently_authenticated(ctx, api_key=x_api_key, bearer=bearer)
+    if known is not None:
+        return known
+    return await run_in_threadpool(auth.authenticate, ctx, api_key=x_api_key, bearer=bearer)
 
 
-def get_runner_principal(
+async def get_runner_principal(
     request: Request, ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> RunnerPrincipal:
-    return auth.authenticate_runner(
-        ctx, bearer_token(authorization), tls.client_certificate(request.scope)
-    )
+    bearer = bearer_token(authorization)
+    certificate = tls.client_certificate(request.scope)
+    known = auth.recently_authenticated_runner(ctx, bearer, certificate)
+    if known is not None:
+        return known
+    return await run_in_threadpool(auth.authenticate_runner, ctx, bearer, certificate)
 
 
 def is_official_cli(request: Request) -> bool:

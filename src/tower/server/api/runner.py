@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from tower.core.errors import TowerError
 from tower.core.runs import RunStatus
 from tower.server.api import runners as runners_api
+from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, RunnerDep
 from tower.server.api.errors import error_body
 from tower.server.dispatch.notifier import (
@@ -137,9 +138,7 @@ def rotate_credentials(ctx: ContextDep, who: RunnerDep) -> dict[str, Any]:
 
 
 @router.post("/claim", response_model=None)
-async def claim(
-    request: Request, ctx: ContextDep, who: RunnerDep, body: ClaimParams
-) -> dict[str, Any] | Response:
+async def claim(request: Request, ctx: ContextDep, who: RunnerDep, body: ClaimParams) -> Response:
     deadline = time.monotonic() + min(body.wait_seconds, ctx.settings.claim_wait_max_seconds)
     while True:
         # A runner that died mid long-poll must not be handed a run it will never start.
@@ -157,7 +156,8 @@ async def claim(
             )
             if assignments:
                 # `assignment` alone is what runners asking for one run read.
-                return {"assignment": assignments[0], "assignments": assignments}
+                answer = {"assignment": assignments[0], "assignments": assignments}
+                return serializers.json_response(answer)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or ctx.notifier.closing:
                 return Response(status_code=204)
@@ -199,13 +199,13 @@ def _status_report(body: StatusParams) -> runners_service.StatusReport:
 @router.post("/runs/{run_id}/status")
 def report_status(
     ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: StatusParams
-) -> dict[str, Any]:
+) -> Response:
     status = runners_service.report_status(ctx, who, run_id, _status_report(body))
-    return {"status": status.value}
+    return serializers.json_response({"status": status.value})
 
 
 @router.post("/reports")
-def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> dict[str, Any]:
+def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> Response:
     """Log batches and status reports of several runs in one round trip, each applied
     on its own exactly as `/runs/{run_id}/logs` and `/status` apply them (a stale one
     fails alone), then, optionally, a claim for the slots they freed: a busy runner
@@ -220,7 +220,7 @@ def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> dic
             )
         except TowerError as exc:  # the reports stand; the runner's claim loop will see it too
             answer["claim_error"] = error_body(exc.status, exc.message, code=exc.code)
-    return answer
+    return serializers.json_response(answer)
 
 
 def _batched_logs(
@@ -257,9 +257,7 @@ def _batched_report(
 
 
 @router.post("/runs/{run_id}/logs")
-def ship_logs(
-    ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: LogsParams
-) -> dict[str, Any]:
+def ship_logs(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: LogsParams) -> Response:
     accepted = runners_service.ingest_logs(
         ctx,
         who,
@@ -268,11 +266,11 @@ def ship_logs(
         fencing_token=body.fencing_token,
         lines=[line.model_dump() for line in body.lines],
     )
-    return {"accepted": accepted}
+    return serializers.json_response({"accepted": accepted})
 
 
 @router.post("/heartbeat")
-async def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> dict[str, Any]:
+async def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> Response:
     """Renew leases at once; then, if no run must stop, wait for one to (a long poll),
     so a cancel reaches the runner in milliseconds rather than at its next beat."""
     deadline = time.monotonic() + body.wait_seconds
@@ -285,5 +283,5 @@ async def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> d
             renew = False
             remaining = deadline - time.monotonic()
             if cancel or not body.run_ids or remaining <= 0 or ctx.notifier.closing:
-                return {"cancel": [str(run_id) for run_id in cancel]}
+                return serializers.json_response({"cancel": [str(run_id) for run_id in cancel]})
             await wait_for(woken, min(remaining, CLAIM_RECHECK_S))

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
@@ -59,7 +59,7 @@ class RunAppParams(BaseModel):
 @router.post("/apps/{name}/runs", status_code=201, **scoped("apps:run"))
 def run_app(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, body: RunAppParams
-) -> dict[str, Any]:
+) -> Response:
     initiator = body.initiator.model_dump() if body.initiator else None
     view = runs_service.create_run(
         ctx,
@@ -72,7 +72,8 @@ def run_app(
         parent_run_id=body.parent_run_id,
     )
     base = ctx.settings.resolved_public_url
-    return {"run": serializers.run_json(view, base, official_cli=is_official_cli(request))}
+    run = serializers.run_json(view, base, official_cli=is_official_cli(request))
+    return serializers.json_response({"run": run}, status_code=201)
 
 
 @router.get("/apps/{name}/runs/{number}", **scoped("runs:read"))

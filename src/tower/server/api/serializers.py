@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from starlette.responses import Response
 
 from tower.core.runs import RunStatus, status_group
 from tower.server.services import apps as apps_service
@@ -24,6 +28,23 @@ RESULT_KEYS = (
     "running",
     "starting",
 )
+
+
+def json_response(content: dict[str, Any], status_code: int = 200) -> Response:
+    """`content` rendered to JSON bytes at once, for the routes every run calls.
+
+    A route returning a dict has FastAPI validate it against the return annotation
+    (in a worker thread, for a sync route) and walk it with jsonable_encoder; for the
+    JSON-native dicts built here that is work for nothing. The body is the same JSON
+    (anything not JSON-native still goes through jsonable_encoder)."""
+    body = json.dumps(
+        content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_encode
+    )
+    return Response(body.encode("utf-8"), status_code, media_type="application/json")
+
+
+def _encode(value: Any) -> Any:
+    return jsonable_encoder(value)
 
 
 def ts(value: datetime | None) -> str | None:

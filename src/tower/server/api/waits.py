@@ -18,9 +18,7 @@ see a 404 for the endpoint itself (an older server) poll `GET /apps/{name}/runs/
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from tower.server.api import serializers
@@ -45,9 +43,10 @@ class AwaitRunsParams(BaseModel):
 @router.post("/runs/await", **scoped("runs:read"))
 async def await_runs(
     request: Request, ctx: ContextDep, principal: PrincipalDep, body: AwaitRunsParams
-) -> dict[str, Any]:
+) -> Response:
     refs = [waits_service.RunRef(run.app_name, run.number) for run in body.runs]
     views = await waits_service.await_runs(ctx, principal, refs, body.timeout_seconds)
     base = ctx.settings.resolved_public_url
     official = is_official_cli(request)
-    return {"runs": [serializers.run_json(view, base, official_cli=official) for view in views]}
+    runs = [serializers.run_json(view, base, official_cli=official) for view in views]
+    return serializers.json_response({"runs": runs})

@@ -19,15 +19,17 @@ Which runs a runner may take (docs/runners.md):
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from tower.core.runs import RunStatus
 from tower.server.store import models
+from tower.server.store.types import UTCDateTime
 
 
 def claim_next_run(
@@ -44,55 +46,79 @@ def claim_next_run(
 
     `reserved_since`: tagged runners seen after this moment reserve their environment.
     """
+    stmt = _claim_statement(
+        session.get_bind().dialect.name,
+        of_account=account_id is not None,
+        tagged=environment is not None,
+    )
+    values = {
+        "claim_runner": runner_id,
+        "claim_account_id": account_id,
+        "claim_environment": environment,
+        "claim_now": now,
+        "claim_lease_until": lease_until,
+        "claim_reserved_since": reserved_since,
+    }
+    return session.scalar(stmt, values)
+
+
+@functools.cache
+def _claim_statement(dialect: str, *, of_account: bool, tagged: bool) -> Update:
+    """The claim statement for one kind of runner, built once (every claim runs it);
+    the runner's values are bound parameters, named `claim_*`: an UPDATE's execution
+    parameter named like a column of `runs` would set that column."""
     candidate = (
         select(models.Run.id)
         .join(models.Environment, models.Environment.id == models.Run.environment_id)
         .where(models.Run.status == RunStatus.PENDING.value)
-        .where(_account_rule(account_id))
-        .where(_environment_rule(runner_id, environment, reserved_since))
+        .where(_account_rule(of_account))
+        .where(_environment_rule(tagged))
         .order_by(models.Run.created_at)
         .limit(1)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         candidate = candidate.with_for_update(skip_locked=True, of=models.Run)
-    stmt = (
+    return (
         update(models.Run)
         .where(models.Run.id == candidate.scalar_subquery())
         .where(models.Run.status == RunStatus.PENDING.value)
         .values(
             status=RunStatus.STARTING.value,
             # A retried run keeps its first attempt's start (see services.transitions).
-            starting_at=func.coalesce(models.Run.starting_at, now),
+            starting_at=func.coalesce(
+                models.Run.starting_at, bindparam("claim_now", type_=UTCDateTime())
+            ),
             pending_deadline_at=None,
-            runner_id=runner_id,
-            lease_expires_at=lease_until,
+            runner_id=bindparam("claim_runner"),
+            lease_expires_at=bindparam("claim_lease_until", type_=UTCDateTime()),
             num_attempts=models.Run.num_attempts + 1,
         )
         .returning(models.Run.id)
         .execution_options(synchronize_session=False)
     )
-    return session.scalar(stmt)
 
 
-def _account_rule(account_id: uuid.UUID | None) -> ColumnElement[bool]:
-    if account_id is not None:
-        return models.Run.account_id == account_id
+def _account_rule(of_account: bool) -> ColumnElement[bool]:
+    if of_account:
+        return models.Run.account_id == bindparam("claim_account_id")
     self_hosted_only = select(models.Account.id).where(models.Account.self_hosted_only)
     return models.Run.account_id.not_in(self_hosted_only)
 
 
-def _environment_rule(
-    runner_id: uuid.UUID, environment: str | None, reserved_since: datetime
-) -> ColumnElement[bool]:
-    if environment is not None:
-        return models.Environment.name == environment
-    tagged = models.Runner
+def _environment_rule(tagged: bool) -> ColumnElement[bool]:
+    if tagged:
+        return models.Environment.name == bindparam("claim_environment")
+    tagged_runner = models.Runner
     reserving_runner = exists().where(
         and_(
-            tagged.id != runner_id,
-            tagged.environment == models.Environment.name,
-            tagged.last_heartbeat_at >= reserved_since,
-            or_(tagged.account_id.is_(None), tagged.account_id == models.Run.account_id),
+            tagged_runner.id != bindparam("claim_runner"),
+            tagged_runner.environment == models.Environment.name,
+            tagged_runner.last_heartbeat_at
+            >= bindparam("claim_reserved_since", type_=UTCDateTime()),
+            or_(
+                tagged_runner.account_id.is_(None),
+                tagged_runner.account_id == models.Run.account_id,
+            ),
         )
     )
     return ~reserving_runner

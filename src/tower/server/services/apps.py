@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,7 @@ from tower.core import errors
 from tower.core.retries import RetryPolicy
 from tower.core.sandbox_settings import LIMIT_NAMES, SandboxSettings, check_limit
 from tower.server.services import audit, lifecycle
-from tower.server.services.context import Principal, ServerContext, owned
+from tower.server.services.context import Principal, ServerContext, owned, owned_once, owner
 from tower.server.store import models
 
 APP_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -37,12 +37,17 @@ def validate_app_name(name: str) -> str:
     return _validate_name(name, "App", "hello-world")
 
 
+# Built once: every run submitted and every run request looks its app up by name.
+_APP_BY_NAME = owned_once(select(models.App), models.App).where(
+    models.App.name == bindparam("app_name")
+)
+_APP_BY_NAME_LOCKED = _APP_BY_NAME.with_for_update()
+
+
 def get_app(session: Session, principal: Principal, name: str, *, lock: bool = False) -> models.App:
     """The caller's app called `name`, or AppNotFound (also for other accounts' apps)."""
-    stmt = owned(select(models.App), models.App, principal).where(models.App.name == name)
-    if lock:
-        stmt = stmt.with_for_update()
-    app = session.scalar(stmt)
+    stmt = _APP_BY_NAME_LOCKED if lock else _APP_BY_NAME
+    app = session.scalar(stmt, {**owner(principal), "app_name": name})
     if app is None:
         raise errors.AppNotFound(
             f"App '{name}' was not found. Create it with `tower apps create --name={name}` "
@@ -80,9 +85,13 @@ def get_or_create_environment(
     return env
 
 
+_ENVIRONMENT_BY_NAME = owned_once(select(models.Environment), models.Environment).where(
+    models.Environment.name == bindparam("environment_name")
+)
+
+
 def get_environment(session: Session, principal: Principal, name: str) -> models.Environment:
-    stmt = owned(select(models.Environment), models.Environment, principal)
-    env = session.scalar(stmt.where(models.Environment.name == name))
+    env = session.scalar(_ENVIRONMENT_BY_NAME, {**owner(principal), "environment_name": name})
     if env is None:
         raise errors.EnvironmentNotFound(
             f"Environment '{name}' does not exist in account '{principal.account_name}'."

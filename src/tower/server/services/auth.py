@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from tower.core import certificates, crypto, errors, roles, scopes
 from tower.server.services import runner_credentials
@@ -60,58 +60,103 @@ def authenticate(ctx: ServerContext, *, api_key: str | None, bearer: str | None)
     return _authenticate_jwt(ctx, token)
 
 
+def recently_authenticated(
+    ctx: ServerContext, *, api_key: str | None, bearer: str | None
+) -> Principal | None:
+    """The principal of an API key that authenticated within the last second and was
+    not revoked, expired or changed since (services.credential_cache); None: ask
+    `authenticate`. Reads memory only, so the request needs no worker thread for it."""
+    token = api_key or bearer
+    if not token or not token.startswith(API_KEY_PREFIX):
+        return None
+    return ctx.credentials.get(_api_key_cache_key(token), utcnow())
+
+
+def recently_authenticated_runner(
+    ctx: ServerContext, bearer: str | None, client_certificate: str | None = None
+) -> RunnerPrincipal | None:
+    """`recently_authenticated` for runner tokens (and their client certificate)."""
+    if not bearer or not bearer.startswith(RUNNER_TOKEN_PREFIX):
+        return None
+    return ctx.credentials.get(_runner_cache_key(bearer, client_certificate), utcnow())
+
+
+def _api_key_cache_key(key: str) -> str:
+    return "api_key:" + crypto.hash_token(key)
+
+
+def _runner_cache_key(token: str, client_certificate: str | None) -> str:
+    certificate = crypto.hash_token(client_certificate) if client_certificate else ""
+    return f"runner:{crypto.hash_token(token)}:{certificate}"
+
+
+# Built once (every request authenticates): the key's columns, its account's name and
+# its owner's role in that account. The role is read afresh on every request: a member
+# removed from a team loses their team keys at once.
+_API_KEY_ROW = (
+    select(
+        models.ApiKey.id,
+        models.ApiKey.account_id,
+        models.ApiKey.user_id,
+        models.ApiKey.identifier,
+        models.ApiKey.scopes,
+        models.ApiKey.last_used_at,
+        models.ApiKey.expires_at,
+        models.ApiKey.service_account_id,
+        models.Account.name,
+        models.Membership.role,
+        models.ServiceAccount.role,
+    )
+    .join(models.Account, models.Account.id == models.ApiKey.account_id)
+    .outerjoin(
+        models.Membership,
+        (models.Membership.account_id == models.ApiKey.account_id)
+        & (models.Membership.user_id == models.ApiKey.user_id),
+    )
+    .outerjoin(
+        models.ServiceAccount,
+        models.ServiceAccount.id == models.ApiKey.service_account_id,
+    )
+    .where(models.ApiKey.key_hash == bindparam("key_hash"))
+)
+
+
 def _authenticate_api_key(ctx: ServerContext, key: str) -> Principal:
     now = utcnow()
+    generation = ctx.credentials.generation
     # Every request authenticates: a plain read, so it never waits for SQLite's write lock.
     with read_session(ctx) as session:
-        row = session.execute(
-            select(
-                models.ApiKey,
-                models.Account.name,
-                models.Membership.role,
-                models.ServiceAccount.role,
-            )
-            .join(models.Account, models.Account.id == models.ApiKey.account_id)
-            # The key's role is its owner's role in the key's account, read afresh on
-            # every request: a member removed from a team loses their team keys at once.
-            .outerjoin(
-                models.Membership,
-                (models.Membership.account_id == models.ApiKey.account_id)
-                & (models.Membership.user_id == models.ApiKey.user_id),
-            )
-            .outerjoin(
-                models.ServiceAccount,
-                models.ServiceAccount.id == models.ApiKey.service_account_id,
-            )
-            .where(models.ApiKey.key_hash == crypto.hash_token(key))
-        ).first()
+        row = session.execute(_API_KEY_ROW, {"key_hash": crypto.hash_token(key)}).first()
     if row is None:
         raise errors.Unauthenticated("The API key is not valid. Check TOWER_API_KEY.")
-    api_key, account_name, member_role, service_account_role = row
-    if api_key.expires_at and api_key.expires_at <= now:
+    (key_id, account_id, user_id, identifier, key_scopes, last_used_at, expires_at) = row[:7]
+    service_account_id, account_name, member_role, service_account_role = row[7:]
+    if expires_at and expires_at <= now:
         raise errors.Unauthenticated("The API key has expired. Create a new one.")
-    role = service_account_role if api_key.service_account_id else member_role
+    role = service_account_role if service_account_id else member_role
     if role is None:
         raise errors.Unauthenticated(
             f"The owner of this API key is no longer a member of {account_name!r}, so the "
             "key no longer works. Use a key of an account you belong to."
         )
     # Writing on every request would serialize all reads on SQLite; a minute is enough.
-    if not api_key.last_used_at or now - api_key.last_used_at > LAST_USED_GRANULARITY:
+    if not last_used_at or now - last_used_at > LAST_USED_GRANULARITY:
         with ctx.sessions.begin() as session:
             session.execute(
-                update(models.ApiKey).where(models.ApiKey.id == api_key.id).values(last_used_at=now)
+                update(models.ApiKey).where(models.ApiKey.id == key_id).values(last_used_at=now)
             )
-    return Principal(
-        api_key.account_id,
+    principal = Principal(
+        account_id,
         account_name,
-        api_key.user_id,
+        user_id,
         "api_key",
-        scopes=scopes.parse_scopes(api_key.scopes),
+        scopes=scopes.parse_scopes(key_scopes),
         role=role,
-        service_account_id=api_key.service_account_id,
-        credential=api_key.identifier,
+        service_account_id=service_account_id,
+        credential=identifier,
     )
+    ctx.credentials.put(_api_key_cache_key(key), principal, expires_at, generation)
+    return principal
 
 
 def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
@@ -147,6 +192,11 @@ def _authenticate_jwt(ctx: ServerContext, token: str) -> Principal:
     )
 
 
+_RUNNER_CREDENTIAL = select(models.RunnerCredential).where(
+    models.RunnerCredential.token_hash == bindparam("token_hash")
+)
+
+
 def authenticate_runner(
     ctx: ServerContext, bearer: str | None, client_certificate: str | None = None
 ) -> RunnerPrincipal:
@@ -156,12 +206,9 @@ def authenticate_runner(
         raise errors.Unauthenticated(
             "Runner endpoints need a runner token (rt-…) in `Authorization: Bearer`."
         )
+    generation = ctx.credentials.generation
     with read_session(ctx) as session:
-        credential = session.scalar(
-            select(models.RunnerCredential).where(
-                models.RunnerCredential.token_hash == crypto.hash_token(bearer)
-            )
-        )
+        credential = session.scalar(_RUNNER_CREDENTIAL, {"token_hash": crypto.hash_token(bearer)})
     if credential is None:
         raise errors.Unauthenticated(
             "The runner token is not valid. Mint new credentials with `tower runners "
@@ -182,7 +229,10 @@ def authenticate_runner(
             "The client certificate was not issued with this runner token: use the "
             "certificate, key and token of the same `tower runners credentials` output."
         )
-    return RunnerPrincipal(credential.id, credential.account_id, credential.rotated_from_id)
+    principal = RunnerPrincipal(credential.id, credential.account_id, credential.rotated_from_id)
+    cache_key = _runner_cache_key(bearer, client_certificate)
+    ctx.credentials.put(cache_key, principal, credential.expires_at, generation)
+    return principal
 
 
 def _certificate_matches(credential: models.RunnerCredential, certificate_pem: str) -> bool:

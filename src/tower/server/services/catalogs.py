@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 
@@ -168,18 +168,21 @@ def _visible(
     return inherited.visible(session, models.Catalog, principal, selection, *of_type)
 
 
+# Built once: every claim reads the properties of the run's catalogs.
+_PROPERTIES_OF = (
+    select(models.CatalogProperty)
+    .where(models.CatalogProperty.catalog_id.in_(bindparam("catalog_ids", expanding=True)))
+    .order_by(models.CatalogProperty.name)
+)
+
+
 def _properties_of(
     session: Session, catalog_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[models.CatalogProperty]]:
     grouped: dict[uuid.UUID, list[models.CatalogProperty]] = {cid: [] for cid in catalog_ids}
     if not catalog_ids:
         return grouped
-    stmt = (
-        select(models.CatalogProperty)
-        .where(models.CatalogProperty.catalog_id.in_(catalog_ids))
-        .order_by(models.CatalogProperty.name)
-    )
-    for prop in session.scalars(stmt):
+    for prop in session.scalars(_PROPERTIES_OF, {"catalog_ids": list(catalog_ids)}):
         grouped[prop.catalog_id].append(prop)
     return grouped
 
@@ -581,12 +584,16 @@ def runtime_variables(
     For the runner hand-out only, which seals the result to the runner's key; never
     put this in an API response.
     """
-    try:
-        ensure_default_catalog(ctx, session, account_id)
-    except errors.TowerError as exc:
-        # The run still gets every other catalog; only the built-in one is missing.
-        logger.warning("built-in catalog unavailable for account %s: %s", account_id, exc)
     seen = inherited.seen_by_run(session, models.Catalog, account_id, environment_id)
+    if not _has_default_catalog(seen):
+        # Provisioned on a run's first need (or again after a delete); once it exists,
+        # the query above already shows it and the claim writes nothing here.
+        try:
+            ensure_default_catalog(ctx, session, account_id)
+        except errors.TowerError as exc:
+            # The run still gets every other catalog; only the built-in one is missing.
+            logger.warning("built-in catalog unavailable for account %s: %s", account_id, exc)
+        seen = inherited.seen_by_run(session, models.Catalog, account_id, environment_id)
     rows = sorted(seen, key=lambda row: row[0].name)
     props = _properties_of(session, [catalog.id for catalog, _ in rows])
     key = vault.account_key(ctx, session, account_id)
@@ -601,6 +608,15 @@ def runtime_variables(
         variables.update(catalog_vars)
         sensitive.extend(v for v in catalog_sensitive if v not in sensitive)
     return variables, sensitive
+
+
+def _has_default_catalog(seen: list[tuple[models.Catalog, str]]) -> bool:
+    """Whether a run's catalogs include the built-in one of `default`. A run of another
+    environment whose own catalog `default` hides it cannot tell: it checks the slow way."""
+    return any(
+        catalog.name == rules.DEFAULT_CATALOG_NAME and environment == DEFAULT_ENVIRONMENT
+        for catalog, environment in seen
+    )
 
 
 def count_catalogs(session: Session, environment_id: uuid.UUID) -> int:

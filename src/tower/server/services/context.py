@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, bindparam
 from sqlalchemy.orm import Session, sessionmaker
 
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import Notifier
 from tower.server.keys import KeyRing
+from tower.server.services.credential_cache import CredentialCache
 from tower.server.settings import ServerSettings
 
 T = TypeVar("T", bound=tuple[Any, ...])
@@ -30,6 +31,11 @@ class ServerContext:
     notifier: Notifier = field(default_factory=Notifier)
     #: private keys loaded from the database once per process (see services.vault)
     loaded_keys: dict[str, Any] = field(default_factory=dict)
+    #: credentials checked within the last second (see services.credential_cache)
+    credentials: CredentialCache = field(default_factory=CredentialCache)
+
+    def __post_init__(self) -> None:
+        self.credentials.watch(self.sessions)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,21 @@ class RunnerPrincipal:
 def owned(stmt: Select[T], model: Any, principal: Principal) -> Select[T]:
     """Scope a query to the caller's account: the one place tenancy is applied."""
     return stmt.where(model.account_id == principal.account_id)
+
+
+#: the caller's account in statements built once (`owned_once`), bound by `owner(...)`
+OWNER_PARAM = "owner_account_id"
+
+
+def owned_once(stmt: Select[T], model: Any) -> Select[T]:
+    """`owned` for a statement built once at import (hot paths), the caller's account
+    a bound parameter: execute it with `owner(principal)` among its parameters."""
+    return stmt.where(model.account_id == bindparam(OWNER_PARAM))
+
+
+def owner(principal: Principal) -> dict[str, Any]:
+    """The parameter an `owned_once` statement needs."""
+    return {OWNER_PARAM: principal.account_id}
 
 
 @contextmanager

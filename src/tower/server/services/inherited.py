@@ -9,12 +9,13 @@ environment).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
@@ -111,21 +112,28 @@ def seen_by_run(
     session: Session, model: type[Scoped], account_id: uuid.UUID, environment_id: uuid.UUID
 ) -> list[tuple[Scoped, str]]:
     """The rows a run in `environment_id` gets, in no particular order."""
+    values = {"run_account_id": account_id, "run_environment_id": environment_id}
+    return _prefer_own(session.execute(_seen_by_run_statement(model), values))
+
+
+@functools.cache
+def _seen_by_run_statement(model: type[Scoped]) -> Select[tuple[Scoped, str]]:
+    # Built once per model: every claim runs it.
     # No Principal on this path (the dispatcher acts for the run's account), so the
     # tenancy filter is written out: both the row and its environment are the account's.
-    stmt = (
+    account_id = bindparam("run_account_id")
+    return (
         select(model, models.Environment.name)
         .join(models.Environment, models.Environment.id == model.environment_id)
         .where(
             model.account_id == account_id,
             models.Environment.account_id == account_id,
             or_(
-                model.environment_id == environment_id,
+                model.environment_id == bindparam("run_environment_id"),
                 models.Environment.name == DEFAULT_ENVIRONMENT,
             ),
         )
     )
-    return _prefer_own(session.execute(stmt))
 
 
 def count_own(session: Session, model: type[Scoped], environment_id: uuid.UUID) -> int:

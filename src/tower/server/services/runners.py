@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 import uuid
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,7 @@ from tower.server.services import auth, deploys, lifecycle, runner_credentials, 
 from tower.server.services import catalogs as catalogs_service
 from tower.server.services import secrets as secrets_service
 from tower.server.services.context import RunnerPrincipal, ServerContext, read_session
-from tower.server.services.transitions import find_attempt, transition
+from tower.server.services.transitions import transition
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -100,6 +101,7 @@ def try_claim(
     with ctx.sessions.begin() as session:
         runner = get_runner(session, who, runner_id)
         runner.last_heartbeat_at = now
+        handout = _Handout(ctx, session, runner)
         for _ in range(max(1, max_runs)):
             run_id = queue.claim_next_run(
                 session,
@@ -112,11 +114,60 @@ def try_claim(
             )
             if run_id is None:
                 break
-            run = session.get(models.Run, run_id)
-            session.refresh(run)
-            attempt = _open_attempt(session, run, runner, now)
-            assignments.append(_assignment(ctx, session, run, runner, attempt))
+            claimed = _load_claimed(session, run_id)
+            attempt = _open_attempt(session, claimed.run, runner, now)
+            assignments.append(_assignment(handout, claimed, attempt))
     return assignments
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A run just claimed, with the rows its assignment names."""
+
+    run: models.Run
+    app: models.App
+    version: models.AppVersion
+    environment: models.Environment
+    account: models.Account
+
+
+# The claim statement moved the row behind the session's back: `populate_existing`
+# overwrites a copy the session may already hold. One query instead of six loads.
+_CLAIMED_ROWS = (
+    select(models.Run, models.App, models.AppVersion, models.Environment, models.Account)
+    .join(models.App, models.App.id == models.Run.app_id)
+    .join(models.AppVersion, models.AppVersion.id == models.Run.version_id)
+    .join(models.Environment, models.Environment.id == models.Run.environment_id)
+    .join(models.Account, models.Account.id == models.Run.account_id)
+    .where(models.Run.id == bindparam("run_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+def _load_claimed(session: Session, run_id: uuid.UUID) -> _Claimed:
+    run, app, version, environment, account = session.execute(
+        _CLAIMED_ROWS, {"run_id": run_id}
+    ).one()
+    return _Claimed(run, app, version, environment, account)
+
+
+class _Handout:
+    """What every assignment of one claim shares: the runner (its key), and the runtime
+    values per (account, environment), read once per claim (one transaction, one
+    snapshot) however many runs of that environment it takes."""
+
+    def __init__(self, ctx: ServerContext, session: Session, runner: models.Runner) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.runner = runner
+        self._runtime: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+
+    def runtime_document(self, run: models.Run) -> str:
+        """The run's secrets and catalog variables as JSON (sealed per run by the caller)."""
+        key = (run.account_id, run.environment_id)
+        if key not in self._runtime:
+            self._runtime[key] = _runtime_document(self.ctx, self.session, run)
+        return self._runtime[key]
 
 
 def _open_attempt(
@@ -147,17 +198,9 @@ def _open_attempt(
     return attempt
 
 
-def _assignment(
-    ctx: ServerContext,
-    session: Session,
-    run: models.Run,
-    runner: models.Runner,
-    attempt: models.RunAttempt,
-) -> dict[str, Any]:
-    app = session.get(models.App, run.app_id)
-    version = session.get(models.AppVersion, run.version_id)
-    env = session.get(models.Environment, run.environment_id)
-    account = session.get(models.Account, run.account_id)
+def _assignment(handout: _Handout, claimed: _Claimed, attempt: models.RunAttempt) -> dict[str, Any]:
+    ctx, session = handout.ctx, handout.session
+    run, app, version, account = claimed.run, claimed.app, claimed.version, claimed.account
     account_key = ctx.keys.account_key(account.id, account.wrapped_key)
     data_key = crypto.unwrap_key(
         account_key, version.wrapped_data_key, deploys.package_aad(version.id)
@@ -168,29 +211,26 @@ def _assignment(
         else None
     )
     sandbox = apps_service.sandbox_settings(app)
-    last_line = session.scalar(
-        select(func.max(models.RunLogLine.line_num)).where(models.RunLogLine.run_id == run.id)
-    )
     return {
         "run_id": str(run.id),
         "attempt_seq": attempt.seq,
         "fencing_token": attempt.fencing_token,
         # A retry numbers its lines after the earlier attempts' (line_num is per run).
-        "first_line_num": (last_line or 0) + 1,
+        "first_line_num": _first_line_num(session, run, attempt),
         "run_number": run.number,
         "app_name": app.name,
         "app_version": version.version,
         "version_id": str(version.id),
         "account_name": account.name,
-        "environment": env.name,
+        "environment": claimed.environment.name,
         "parameters": {p["name"]: p["value"] for p in run.parameters},
-        "sealed_runtime": _sealed_runtime(ctx, session, run, runner),
+        "sealed_runtime": _sealed_runtime(handout, run),
         "invoke": version.invoke,
         "package_url": f"/v1/runner/runs/{run.id}/package",
         "package_inline": inline,
         "package_sha256": version.package_sha256,
         "package_signature": _signature(ctx, version),
-        "package_key": vault.runner_seals.wrap(runner.public_key, data_key),
+        "package_key": vault.runner_seals.wrap(handout.runner.public_key, data_key),
         "package_aad": deploys.package_aad(version.id).decode(),
         "content_checksum": version.content_checksum,
         "tower_url": ctx.settings.resolved_public_url,
@@ -211,6 +251,20 @@ def _assignment(
     }
 
 
+_LAST_LINE = select(func.max(models.RunLogLine.line_num)).where(
+    models.RunLogLine.run_id == bindparam("run_id")
+)
+
+
+def _first_line_num(session: Session, run: models.Run, attempt: models.RunAttempt) -> int:
+    # Only runners write log lines, each for the attempt it holds (fenced): before a
+    # run's first attempt there are none, so only a retry needs to look.
+    if attempt.seq == 1:
+        return 1
+    last_line = session.scalar(_LAST_LINE, {"run_id": run.id})
+    return (last_line or 0) + 1
+
+
 def package_verify_key(ctx: ServerContext) -> str:
     """The public half of the package signing key (base64 of its raw 32 bytes)."""
     return crypto.verify_key_b64(vault.package_signing_key(ctx))
@@ -229,45 +283,81 @@ def _signature(ctx: ServerContext, version: models.AppVersion) -> str:
     return version.package_signature
 
 
-def _sealed_runtime(
-    ctx: ServerContext, session: Session, run: models.Run, runner: models.Runner
-) -> str:
+def _sealed_runtime(handout: _Handout, run: models.Run) -> str:
     """The run's secrets and catalog variables, encrypted to the claiming runner's key.
 
     The only form in which secret values leave the control plane for a run: the runner
     opens it in memory with its private key (see tower.runner.runtime_values).
     """
+    return vault.runner_seals.seal(handout.runner.public_key, handout.runtime_document(run))
+
+
+def _runtime_document(ctx: ServerContext, session: Session, run: models.Run) -> str:
     secrets = secrets_service.effective_secrets(ctx, session, run.account_id, run.environment_id)
     catalog_variables, sensitive = catalogs_service.runtime_variables(
         ctx, session, run.account_id, run.environment_id
     )
     document = {"secrets": secrets, "catalog_variables": catalog_variables, "masked": sensitive}
-    return vault.runner_seals.seal(runner.public_key, json.dumps(document))
+    return json.dumps(document)
 
 
 def _held_run(session: Session, who: RunnerPrincipal, run_id: uuid.UUID) -> models.Run:
     run = session.get(models.Run, run_id, with_for_update=True)
-    if run is None or (who.account_id is not None and run.account_id != who.account_id):
-        raise errors.RunNotFound("No such run for this runner.")
+    _check_run_of(run, who)
     return run
 
 
-def _current_attempt(
-    session: Session, run: models.Run, attempt_seq: int, fencing_token: str
-) -> models.RunAttempt:
-    """The attempt a runner reports for, if it is still the run's current one (fencing)."""
+def _check_run_of(run: models.Run | None, who: RunnerPrincipal) -> None:
+    if run is None or (who.account_id is not None and run.account_id != who.account_id):
+        raise errors.RunNotFound("No such run for this runner.")
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A run locked for a runner's report, its current attempt and its app."""
+
+    run: models.Run
+    attempt: models.RunAttempt
+    app: models.App | None
+
+
+# The run (locked), the attempt the runner names and the run's app in one query.
+_HELD_ROWS = (
+    select(models.Run, models.RunAttempt, models.App)
+    .outerjoin(
+        models.RunAttempt,
+        (models.RunAttempt.run_id == models.Run.id) & (models.RunAttempt.seq == bindparam("seq")),
+    )
+    .outerjoin(models.App, models.App.id == models.Run.app_id)
+    .where(models.Run.id == bindparam("run_id"))
+    .with_for_update(of=models.Run)
+    .execution_options(populate_existing=True)
+)
+
+
+def _held_attempt(
+    session: Session,
+    who: RunnerPrincipal,
+    run_id: uuid.UUID,
+    attempt_seq: int,
+    fencing_token: str,
+) -> _Held:
+    """The run and the attempt a runner reports for, if it is still the run's current
+    one (fencing); RunNotFound or StaleAttempt otherwise."""
+    row = session.execute(_HELD_ROWS, {"run_id": run_id, "seq": attempt_seq}).first()
+    run, attempt, app = row if row is not None else (None, None, None)
+    _check_run_of(run, who)
     if attempt_seq != run.num_attempts:
         raise errors.StaleAttempt(
             f"Attempt {attempt_seq} of run {run.id} is superseded by attempt {run.num_attempts}."
         )
-    attempt = find_attempt(session, run.id, attempt_seq)
     if attempt is None:
         raise errors.StaleAttempt(f"Run {run.id} has no attempt {attempt_seq}.")
     if not secrets.compare_digest(attempt.fencing_token, fencing_token):
         raise errors.StaleAttempt(
             f"The fencing token does not match attempt {attempt_seq} of run {run.id}."
         )
-    return attempt
+    return _Held(run, attempt, app)
 
 
 def package_for(ctx: ServerContext, who: RunnerPrincipal, run_id: uuid.UUID) -> bytes:
@@ -308,8 +398,8 @@ def report_status(
     _check_batch(report.lines)
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
-        run = _held_run(session, who, run_id)
-        attempt = _current_attempt(session, run, report.attempt_seq, report.fencing_token)
+        held = _held_attempt(session, who, run_id, report.attempt_seq, report.fencing_token)
+        run, attempt = held.run, held.attempt
         _store_lines(session, run, report.attempt_seq, report.lines)
         if report.lines:
             wake.run_changed(run)  # log followers read the new lines
@@ -319,7 +409,7 @@ def report_status(
             # answer, or comes after the control plane ended the attempt first.
             answer = RunStatus(run.status)
         else:
-            answer = _apply_report(ctx, session, run, attempt, report, wake)
+            answer = _apply_report(ctx, session, held, report, wake)
     wake.fire(ctx.notifier)
     if ended_first:
         raise errors.StaleAttempt(
@@ -338,17 +428,19 @@ def _ended_first(attempt: models.RunAttempt, reported: RunStatus) -> str | None:
 def _apply_report(
     ctx: ServerContext,
     session: Session,
-    run: models.Run,
-    attempt: models.RunAttempt,
+    held: _Held,
     report: StatusReport,
     wake: lifecycle.Wakeups,
 ) -> RunStatus:
+    run, attempt = held.run, held.attempt
     status = report.status
     now = utcnow()
     wake.run_changed(run)
     if status == RunStatus.RUNNING or _folds_running(attempt, report):
-        _start_attempt(ctx, session, run, attempt, _started_at(attempt, now, report))
+        _start_attempt(ctx, session, held, _started_at(attempt, now, report))
     if status in TERMINAL:
+        # The app is loaded (held.app) and stays referenced: end_attempt finds it in
+        # the session instead of loading it again, and both changes flush together.
         lifecycle.end_attempt(
             session,
             run,
@@ -379,23 +471,23 @@ def _started_at(attempt: models.RunAttempt, now: datetime, report: StatusReport)
     return max(started, attempt.starting_at) if attempt.starting_at else started
 
 
-def _start_attempt(
-    ctx: ServerContext,
-    session: Session,
-    run: models.Run,
-    attempt: models.RunAttempt,
-    started_at: datetime,
-) -> None:
-    transition(session, run, RunStatus.RUNNING, at=started_at, attempt=attempt)
+def _start_attempt(ctx: ServerContext, session: Session, held: _Held, started_at: datetime) -> None:
+    run = held.run
+    transition(session, run, RunStatus.RUNNING, at=started_at, attempt=held.attempt)
     run.lease_expires_at = utcnow() + timedelta(seconds=ctx.settings.lease_ttl_seconds)
-    lifecycle.mark_running(run, session.get(models.App, run.app_id), started_at)
+    lifecycle.mark_running(run, held.app, started_at)
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
+    # One executemany of a statement compiled once, not a multi-row VALUES compiled anew
+    # for every batch.
+    session.connection().execute(_log_insert(session.get_bind().dialect.name), rows)
+
+
+@functools.cache
+def _log_insert(dialect: str) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(models.RunLogLine).values(rows).on_conflict_do_nothing()
-    session.execute(stmt)
+    return insert(models.RunLogLine.__table__).on_conflict_do_nothing()
 
 
 def _check_batch(lines: Sequence[dict[str, Any]]) -> None:
@@ -437,8 +529,7 @@ def ingest_logs(
     if not lines:
         return 0
     with ctx.sessions.begin() as session:
-        run = _held_run(session, who, run_id)
-        _current_attempt(session, run, attempt_seq, fencing_token)
+        run = _held_attempt(session, who, run_id, attempt_seq, fencing_token).run
         _store_lines(session, run, attempt_seq, lines)
     ctx.notifier.notify(run_topic(run_id))
     return len(lines)

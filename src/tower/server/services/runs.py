@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from tower.core import errors
@@ -64,14 +64,28 @@ def resolve_parameters(
 def _pinned_version(
     session: Session, app: models.App, env: models.Environment
 ) -> models.AppVersion:
-    pin = session.get(models.AppEnvironmentVersion, (app.id, env.id))
-    if pin is None:
+    version = session.scalar(_PINNED_VERSION, {"app_id": app.id, "environment_id": env.id})
+    if version is None:
         raise errors.VersionNotFound(
             f"App '{app.name}' has no version deployed to environment '{env.name}'. "
             f"Run `tower deploy --environment={env.name}` first.",
             location="body.environment",
         )
-    return session.get(models.AppVersion, pin.version_id)
+    return version
+
+
+# The version an environment's pin names, in one query (built once: every run reads it).
+_PINNED_VERSION = (
+    select(models.AppVersion)
+    .join(
+        models.AppEnvironmentVersion,
+        models.AppEnvironmentVersion.version_id == models.AppVersion.id,
+    )
+    .where(
+        models.AppEnvironmentVersion.app_id == bindparam("app_id"),
+        models.AppEnvironmentVersion.environment_id == bindparam("environment_id"),
+    )
+)
 
 
 def create_run(
