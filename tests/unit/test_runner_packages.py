@@ -35,13 +35,29 @@ def test_only_the_most_recently_used_are_kept(tmp_path: Path) -> None:
     assert cache.copy_to("a", tmp_path / "a-again") is not None  # a is now the most recent
     cache.keep("c", _tree(tmp_path / "c", "c"), manifest)
     assert cache.copy_to("b", tmp_path / "b-again") is None
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["a", "c"]
+    assert sorted(p.name for p in cache.root.iterdir()) == ["a", "c"]
 
 
-def test_a_new_runner_starts_with_an_empty_cache(tmp_path: Path) -> None:
-    PackageCache(tmp_path / "cache").keep(
-        "sha", _tree(tmp_path / "t", "x"), Manifest(version=3, invoke="main.py")
-    )
-    again = PackageCache(tmp_path / "cache")
-    assert again.copy_to("sha", tmp_path / "copy") is None
-    assert list((tmp_path / "cache").iterdir()) == []
+def test_runners_sharing_a_home_keep_their_own_and_a_gone_one_is_cleaned_up(
+    tmp_path: Path,
+) -> None:
+    manifest = Manifest(version=3, invoke="main.py")
+    first = PackageCache(tmp_path / "cache")
+    first.keep("sha", _tree(tmp_path / "t", "first"), manifest)
+    second = PackageCache(tmp_path / "cache")  # another runner process, same home
+    assert second.copy_to("sha", tmp_path / "copy-2") is None, "not verified by this one"
+    second.keep("sha", _tree(tmp_path / "u", "second"), manifest)
+    assert first.copy_to("sha", tmp_path / "copy-1") == manifest
+    assert (tmp_path / "copy-1" / "app" / "main.py").read_text() == "first"
+
+    gone = first.root
+    first._held.close()  # its process ended: the flock is released
+    PackageCache(tmp_path / "cache")
+    assert not gone.exists() and second.root.exists()
+
+
+def test_a_package_that_cannot_be_kept_costs_the_run_nothing(tmp_path: Path) -> None:
+    cache = PackageCache(tmp_path / "cache")
+    cache.keep("sha", tmp_path / "no-such-tree", Manifest(version=3, invoke="main.py"))
+    assert cache.copy_to("sha", tmp_path / "copy") is None
+    assert list(cache.root.iterdir()) == []

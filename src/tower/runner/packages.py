@@ -6,13 +6,19 @@ run of a package extracts it as before; right after the checks pass (before the 
 can touch its copy) the tree is copied here, under the package's sha256 (which the
 control plane signs together with the version: it covers the MANIFEST and the
 Towerfile, unlike the contents checksum). A later run whose signed sha256 is here
-gets a copy of the tree instead. The cache is the runner's own (0700, never mounted
-into a sandbox), bounded to the most recently used packages, and emptied when the
-runner starts: a tree this process did not verify is never used.
+gets a copy of the tree instead. The cache is the runner process's own (0700, never
+mounted into a sandbox; several runners may share a `$TOWER_HOME`, each has its own
+directory, held by an flock), bounded to the most recently used packages, and made
+anew when the runner starts: a tree this process did not verify is never used, and
+the directories of runners that are gone are removed. The cache only saves work: when
+it fails (a full disk...), the run opens its package as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import shutil
 import threading
@@ -22,28 +28,43 @@ from pathlib import Path
 
 from tower.core.package import Manifest
 
+logger = logging.getLogger(__name__)
+
 #: packages kept at most (least recently used go first)
 DEFAULT_MOST = 32
+LOCK_SUFFIX = ".lock"
 
 
 class PackageCache:
-    def __init__(self, root: Path, most: int = DEFAULT_MOST) -> None:
-        self.root = root
+    """The packages of one runner process, under `parent/<its own name>`."""
+
+    def __init__(self, parent: Path, most: int = DEFAULT_MOST) -> None:
         self._most = most
         self._lock = threading.Lock()
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        remove_abandoned(parent)
+        name = uuid.uuid4().hex
+        # Held (flock) for as long as this process lives: it says the directory is used.
+        self._held = (parent / f"{name}{LOCK_SUFFIX}").open("a+b")
+        fcntl.flock(self._held.fileno(), fcntl.LOCK_EX)
+        self.root = parent / name
+        self.root.mkdir(mode=0o700)
 
     def copy_to(self, sha256: str, dest: Path) -> Manifest | None:
         """Copy the package with this sha256 to `dest` (which must not exist); its
-        MANIFEST, or None when it is not here."""
+        MANIFEST, or None when it is not here (or could not be copied)."""
         with self._lock:  # held while copying, so the tree is not evicted under us
             manifest = self._manifests.get(sha256)
             if manifest is None:
                 return None
             self._manifests.move_to_end(sha256)
-            shutil.copytree(self.root / sha256, dest, symlinks=True)
+            try:
+                shutil.copytree(self.root / sha256, dest, symlinks=True)
+            except OSError as exc:
+                logger.warning("could not copy a kept package (%s); opening it again", exc)
+                shutil.rmtree(dest, ignore_errors=True)
+                return None
         return manifest
 
     def keep(self, sha256: str, extracted: Path, manifest: Manifest) -> None:
@@ -51,13 +72,30 @@ class PackageCache:
         if not sha256 or sha256 in self._manifests:
             return
         staging = self.root / f".{uuid.uuid4().hex}"
-        shutil.copytree(extracted, staging, symlinks=True)
-        with self._lock:
-            if sha256 in self._manifests:  # another run of it got here first
-                shutil.rmtree(staging, ignore_errors=True)
-                return
-            os.replace(staging, self.root / sha256)
-            self._manifests[sha256] = manifest
-            while len(self._manifests) > self._most:
-                oldest, _ = self._manifests.popitem(last=False)
-                shutil.rmtree(self.root / oldest, ignore_errors=True)
+        try:
+            shutil.copytree(extracted, staging, symlinks=True)
+            with self._lock:
+                if sha256 in self._manifests:  # another run of it got here first
+                    return
+                os.replace(staging, self.root / sha256)
+                self._manifests[sha256] = manifest
+                while len(self._manifests) > self._most:
+                    oldest, _ = self._manifests.popitem(last=False)
+                    shutil.rmtree(self.root / oldest, ignore_errors=True)
+        except OSError as exc:
+            logger.warning("could not keep a package for later runs (%s)", exc)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_abandoned(parent: Path) -> None:
+    """Remove the package directories of runner processes that are gone (their lock
+    file is not held)."""
+    for lock_path in parent.glob(f"*{LOCK_SUFFIX}"):
+        with contextlib.suppress(OSError), lock_path.open("a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live runner's
+            shutil.rmtree(parent / lock_path.name.removesuffix(LOCK_SUFFIX), ignore_errors=True)
+            lock_path.unlink()
