@@ -106,16 +106,23 @@ def test_the_bootstrap_becomes_the_run(tmp_path: Path) -> None:
 MODULES_APP = "import sys\nprint(' '.join(sorted(sys.modules)))\n"
 
 
-def test_the_bootstrap_loads_nothing_a_cold_start_would_not(tmp_path: Path) -> None:
-    script = tmp_path / "main.py"
-    script.write_text(MODULES_APP)
-    cold = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+def _bootstrap() -> tuple[subprocess.Popen[bytes], int, int]:
+    """A warm bootstrap with nothing to pre-import: (process, its control pipe's write
+    end, its ready pipe's read end)."""
     control_read, control_write = os.pipe()
     ready_read, ready_write = os.pipe()
     argv = [sys.executable, "-c", bootstrap_source(), str(control_read), str(ready_write)]
     proc = subprocess.Popen(argv, pass_fds=(control_read, ready_write), stdout=subprocess.PIPE)
     os.close(control_read)
     os.close(ready_write)
+    return proc, control_write, ready_read
+
+
+def test_the_bootstrap_loads_nothing_a_cold_start_would_not(tmp_path: Path) -> None:
+    script = tmp_path / "main.py"
+    script.write_text(MODULES_APP)
+    cold = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+    proc, control_write, ready_read = _bootstrap()
     with os.fdopen(ready_read, "rb") as ready:
         assert ready.readline() == b"\n", "nothing pre-imported, nothing loaded"
     run = {"env": dict(os.environ), "cwd": str(tmp_path), "argv": [str(script)]}
@@ -127,12 +134,7 @@ def test_the_bootstrap_loads_nothing_a_cold_start_would_not(tmp_path: Path) -> N
 
 
 def test_the_bootstrap_exits_quietly_when_not_needed() -> None:
-    control_read, control_write = os.pipe()
-    ready_read, ready_write = os.pipe()
-    argv = [sys.executable, "-c", bootstrap_source(), str(control_read), str(ready_write)]
-    proc = subprocess.Popen(argv, pass_fds=(control_read, ready_write), stdout=subprocess.PIPE)
-    os.close(control_read)
-    os.close(ready_write)
+    proc, control_write, ready_read = _bootstrap()
     os.close(control_write)
     out, _ = proc.communicate(timeout=30)
     os.close(ready_read)
