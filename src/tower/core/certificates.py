@@ -62,6 +62,22 @@ def _key_identifier(key: ec.EllipticCurvePrivateKey) -> x509.SubjectKeyIdentifie
     return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 
 
+def _key_usage(*, certificate_authority: bool) -> x509.KeyUsage:
+    """A CA's key signs certificates and CRLs only; a client's key signs (the TLS
+    handshake) only."""
+    return x509.KeyUsage(
+        digital_signature=not certificate_authority,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=certificate_authority,
+        crl_sign=certificate_authority,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _serial_of(key: ec.EllipticCurvePrivateKey) -> int:
     # Derived from the key, so the CA certificate made from one key is always the same
     # subject/serial (its signature still differs; only the stored one is served).
@@ -85,20 +101,7 @@ def ca_certificate_pem(key: ec.EllipticCurvePrivateKey, now: datetime | None = N
         .not_valid_before(start)
         .not_valid_after(start + CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(certificate_authority=True), critical=True)
         .add_extension(_key_identifier(key), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -131,20 +134,7 @@ def issue_client_certificate(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(certificate_authority=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(_key_identifier(key), critical=False)
         .add_extension(
