@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tower.client.runner_api import RunnerApi
+from tower.client.runner_api import RunnerApi, status_report_body
 from tower.runner.logs import (
     RETRY_BACKOFF_MAX_S,
     LogShipper,
@@ -218,7 +218,9 @@ def test_runner_api_calls(server: tuple[Recorder, str]) -> None:
     assert api.claim("runner-1", 0.1, max_runs=4) == [{"run_id": "r-2"}]
     assert api.heartbeat("runner-1", ["r-1"], wait_seconds=90) == ["r-9"]
     assert api.download_package("r-1") == b"\x00encrypted"
-    status = api.report_status("r-1", 1, "exited", exit_code=0, fencing_token="f-1")
+    status = api.report_status(
+        "r-1", status_report_body(1, "exited", exit_code=0, fencing_token="f-1")
+    )
     assert status == {"status": "running"}
     assert api.send_logs("r-1", 1, [{"line_num": 1}], fencing_token="f-1") == 1
     posted = {path: body for method, path, body, _ in rec.requests if method == "POST"}

@@ -136,32 +136,9 @@ class RunnerApi:
         response = self.http.request("GET", f"/runner/runs/{run_id}/package", timeout=timeout)
         return response.content
 
-    def report_status(
-        self,
-        run_id: str,
-        attempt_seq: int,
-        status: str,
-        exit_code: int | None = None,
-        message: str | None = None,
-        *,
-        fencing_token: str | None,
-        lines: list[dict[str, Any]] | None = None,
-        started_seconds_ago: float | None = None,
-    ) -> dict[str, Any]:
-        """Move the attempt to `status`; a 409 ApiError means the attempt is stale.
-
-        `lines`: the attempt's last log lines, stored with the status.
-        `started_seconds_ago`: when the app started, if `running` was not reported.
-        """
-        body = status_report_body(
-            attempt_seq,
-            status,
-            exit_code,
-            message,
-            fencing_token=fencing_token,
-            lines=lines,
-            started_seconds_ago=started_seconds_ago,
-        )
+    def report_status(self, run_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one status report (`status_report_body(...)`); a 409 ApiError means the
+        attempt is stale."""
         return self.http.post_json(f"/runner/runs/{run_id}/status", body) or {}
 
     def report_statuses(
@@ -246,7 +223,11 @@ def status_report_body(
     lines: list[dict[str, Any]] | None = None,
     started_seconds_ago: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON of one status report (see `RunnerApi.report_status`)."""
+    """The JSON of one status report: move the attempt to `status`.
+
+    `lines`: the attempt's last log lines, stored with the status.
+    `started_seconds_ago`: when the app started, if `running` was not reported.
+    """
     body: dict[str, Any] = {
         "attempt_seq": attempt_seq,
         "fencing_token": fencing_token,

@@ -235,9 +235,8 @@ class Reporter:
 
     def _deliver_singly(self, batch: list[Report]) -> bool:
         for index, report in enumerate(batch):
-            kind = "logs" if report.logs else "status"
             try:
-                self._api.http.post_json(f"/runner/runs/{report.run_id}/{kind}", report.body)
+                self._send_alone(report)
             except (ApiError, ConnectionFailed) as exc:
                 if isinstance(exc, ApiError) and not is_transient(exc):
                     self._refused(report, exc.status, exc.detail, code=exc.code)
@@ -245,6 +244,15 @@ class Reporter:
                 return self._retry(batch[index:], exc)
             self._settled(report, Delivery.DELIVERED)
         return True
+
+    def _send_alone(self, report: Report) -> None:
+        if not report.logs:
+            self._api.report_status(report.run_id, report.body)
+            return
+        body = report.body
+        self._api.send_logs(
+            report.run_id, body["attempt_seq"], body["lines"], fencing_token=body["fencing_token"]
+        )
 
     def _settle(self, batch: list[Report], results: object) -> None:
         """Settle the reports of an answered batch; their slots stay with the reporter
