@@ -215,6 +215,7 @@ class Agent:
                 self._parent_env,
                 max_keys=settings.warm_keys,
                 idle_s=settings.warm_idle_s,
+                forks=settings.fork_start,
             )
         self._stop = threading.Event()
         self._done = threading.Event()

@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tower.core.package import Manifest
 from tower.core.runs import RunStatus, outcome_for_exit_code
 from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
+from tower.runner.forks import ForkUnavailable
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
     Limits,
     LimitWatch,
     Mounts,
+    NetworkMode,
     RunRequest,
     Sandbox,
     SandboxUnavailable,
@@ -41,7 +45,7 @@ from tower.runner.sandbox import (
     venv_install_dirs,
 )
 from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
-from tower.runner.warm import WarmPool, WarmProcess, WarmSpec
+from tower.runner.warm import WarmPool, WarmProcess, WarmSpec, needs_exec
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class Outcome:
     venv_cache_hit: bool | None = None
     #: True when the app ran in a pre-started interpreter (see `tower.runner.warm`)
     warm_start: bool = False
+    #: True when the app was forked from a template (see `tower.runner.forks`)
+    fork_start: bool = False
 
 
 def app_layout(package_dir: Path, manifest: Manifest) -> tuple[Path, tuple[Path, ...]]:
@@ -126,19 +132,24 @@ def execute(
         shared = _shared_dirs(ctx, sandbox, sink)
         readable = (venv.path, *venv_install_dirs(venv.path))
         request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
+        own_dirs = _own_dirs(work_dir, package_dir)
+        mounts = Mounts(own_dirs, readable, app_dir, shared)
+        env = build_environment(ctx, _run_paths(work_dir, app_dir, module_dirs, venv), parent_env)
         outcome = None
         if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
             preload = warm.preload_for(venv, manifest.checksum, app_dir)
             spec = WarmSpec(venv, request, readable, preload)
-            start = _WarmStart(warm, spec, ctx, parent_env, sink)
-            outcome = start.execute(
-                package_dir, manifest, work_dir, on_started, cancel, cancel_grace_s
-            )
+            if _may_fork(warm, sandbox, spec, work_dir):
+                fork = _ForkStart(warm, sandbox, spec, own_dirs, mounts)
+                outcome = fork.execute(
+                    argv, env, sink, work_dir, on_started, cancel, cancel_grace_s
+                )
+            else:
+                start = _WarmStart(warm, spec, ctx, parent_env, sink)
+                outcome = start.execute(
+                    package_dir, manifest, work_dir, on_started, cancel, cancel_grace_s
+                )
         if outcome is None:
-            paths = _run_paths(work_dir, app_dir, module_dirs, venv)
-            env = build_environment(ctx, paths, parent_env)
-            own_dirs = _own_dirs(work_dir, package_dir)
-            mounts = Mounts(own_dirs, readable, app_dir, shared)
             run = _SandboxedRun(sandbox, request, own_dirs, mounts)
             outcome = run.execute(argv, env, sink, work_dir, on_started, cancel, cancel_grace_s)
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
@@ -149,6 +160,16 @@ def _may_start_warm(argv: list[str], venv: Venv, package_dir: Path, work_dir: Pa
     interpreter's slot)."""
     plain = len(argv) == 2 and argv[0] == str(venv.python)
     return plain and package_dir != work_dir and work_dir in package_dir.parents
+
+
+def _may_fork(pool: WarmPool, sandbox: Sandbox, spec: WarmSpec, work_dir: Path) -> bool:
+    """Whether the run may be forked from a template (see `tower.runner.forks`): one
+    that shares the network, in a work dir of the pool's work root (the host
+    directory a template shows besides the venv and the catalogs), of an app that
+    does not import the SDK (a warm interpreter has it imported already)."""
+    isolated = spec.request.isolate_network or sandbox.config.network == NetworkMode.NONE
+    plain = not (spec.preload or isolated)
+    return pool.forks and plain and work_dir.parent == pool.work_root
 
 
 def _shared_dirs(ctx: RunContext, sandbox: Sandbox, sink: LineSink) -> tuple[Path, ...]:
@@ -230,6 +251,82 @@ def _explained(
     sink(SETUP_CHANNEL, f"The run crashed: {reason}.")
     message = f"{reason[:1].upper()}{reason[1:]} (exit code {outcome.exit_code})."
     return dataclasses.replace(outcome, message=message)
+
+
+@dataclass(frozen=True)
+class _ForkStart:
+    """A run forked from its (venv, request) pair's template, confined as a cold start
+    would be: its own uid lease, cgroup and limits (set while it waits at its gate)."""
+
+    pool: WarmPool
+    sandbox: Sandbox
+    spec: WarmSpec
+    own_dirs: tuple[Path, ...]
+    mounts: Mounts
+
+    def execute(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        sink: LineSink,
+        work_dir: Path,
+        on_started: Callable[[], None] | None,
+        cancel: threading.Event | None,
+        cancel_grace_s: float,
+    ) -> Outcome | None:
+        """How the run ended, or None when it must start cold (no template, or one
+        that cannot fork it; nothing of the run has executed then)."""
+        template = self.pool.template(self.spec)
+        if template is None:
+            return None
+        problem = needs_exec(env, template.environment)
+        if problem is not None:
+            logger.info("starting the app cold: %s", problem)
+            return None
+        watch = LimitWatch(sink)
+        try:
+            with self.sandbox.confine(self.spec.request) as jail:
+                for note in jail.notes:
+                    sink(SETUP_CHANNEL, note)
+                jail.hand_over(self.own_dirs)
+                run = self._run(argv, env, jail.uid, template.site)
+                process = AppProcess(
+                    argv,
+                    cwd=self.mounts.cwd,
+                    env=env,
+                    on_line=watch,
+                    wrapped=True,
+                    prepare=jail.confiner(),
+                    launch=functools.partial(template.fork, run),
+                )
+                try:
+                    process.start()
+                except ForkUnavailable as exc:
+                    self.pool.fork_failed(template, exc)
+                    return None
+                outcome = _started(process, work_dir, on_started, cancel, cancel_grace_s)
+                limits = jail.limits
+                oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
+        except SandboxUnavailable as exc:
+            return _errored(sink, str(exc))
+        outcome = dataclasses.replace(outcome, fork_start=True)
+        return _explained(outcome, watch, limits, process, sink, oom_killed=oom_killed)
+
+    def _run(
+        self, argv: list[str], env: dict[str, str], uid: int | None, site: tuple[Path, ...]
+    ) -> dict[str, Any]:
+        """What the template needs to fork the run (see `fork_boot`)."""
+        return {
+            "uid": uid,
+            "dirs": [str(path) for path in (*self.own_dirs, *self.mounts.shared)],
+            "read": [str(path) for path in self.mounts.readable],
+            "hide": str(self.pool.work_root),
+            "site": [str(path) for path in site],
+            # bubblewrap sets PWD to the directory it starts the app in
+            "env": {**env, "PWD": str(self.mounts.cwd)},
+            "cwd": str(self.mounts.cwd),
+            "argv": argv[1:],
+        }
 
 
 @dataclass(frozen=True)
@@ -318,6 +415,17 @@ def _run_app(
         process.start()
     except OSError as exc:
         return _errored(sink, f"The app could not be started: {exc}.")
+    return _started(process, work_dir, on_started, cancel, cancel_grace_s)
+
+
+def _started(
+    process: AppProcess,
+    work_dir: Path,
+    on_started: Callable[[], None] | None,
+    cancel: threading.Event | None,
+    cancel_grace_s: float,
+) -> Outcome:
+    """Wait for a started app (its process group recorded for a crash clean-up)."""
     workdirs.record_app_group(work_dir, process.pid)
     _notify_started(on_started)
     return _wait(process, cancel, cancel_grace_s)

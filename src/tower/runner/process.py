@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,20 @@ GATE_CLOSED_EXIT = 125
 GATE_SHELLS = ("/bin/dash", "/usr/bin/dash")
 
 LineCallback = Callable[[str, str], None]
+
+
+class Launched(Protocol):
+    """What `AppProcess` needs of a started process: `Popen`'s pid, output pipes,
+    exit status and waiting (a run forked from a template is not a `Popen`)."""
+
+    pid: int
+    returncode: int | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 def command_for(script: str, app_dir: Path, venv_dir: Path) -> list[str]:
@@ -106,6 +120,7 @@ class AppProcess:
         wrapped: bool = False,
         dies_with_parent: bool = False,
         prepare: Callable[[int], None] | None = None,
+        launch: Callable[[int], Launched] | None = None,
     ) -> None:
         """`preexec` replaces the default die-with-parent hook (it should include it);
         `popen_extra` adds Popen arguments (e.g. `user`); `wrapped` says the process is
@@ -113,7 +128,10 @@ class AppProcess:
         `dies_with_parent` says the command asks for its parent-death signal itself
         (bwrap's `--die-with-parent`): without a `preexec` it then gets no hook;
         `prepare` starts it behind the gate, called with its pid before the gate
-        opens (an OSError from it keeps the gate closed and fails `start`)."""
+        opens (an OSError from it keeps the gate closed and fails `start`); `launch`
+        starts the process instead of `Popen` (a run forked from a template), given the
+        read end of its gate: it must wait until a byte arrives there, and exit without
+        starting anything at end of file."""
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
@@ -124,7 +142,8 @@ class AppProcess:
         self.wrapped = wrapped
         self.dies_with_parent = dies_with_parent
         self.prepare = prepare
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.launch = launch
+        self._proc: subprocess.Popen[bytes] | Launched | None = None
         #: readable once the process exits (a Linux pidfd), so a wait wakes at once
         self._exit_fd: int | None = None
         self._readers: list[threading.Thread] = []
@@ -136,13 +155,38 @@ class AppProcess:
         return self._popen.pid
 
     @property
-    def _popen(self) -> subprocess.Popen[bytes]:
+    def _popen(self) -> subprocess.Popen[bytes] | Launched:
         if self._proc is None:
             raise RuntimeError("the process has not been started")
         return self._proc
 
     def start(self) -> None:
         """Start the process (raises OSError when it cannot be started)."""
+        if self.launch is not None:
+            self._launch(self.launch)
+        else:
+            self._spawn()
+        self._exit_fd = _pidfd(self._popen.pid)
+        for name, stream in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
+            assert stream is not None
+            reader = threading.Thread(
+                target=self._pump, args=(stream,), name=f"app-{self.pid}-{name}", daemon=True
+            )
+            reader.start()
+            self._readers.append(reader)
+
+    def _launch(self, launch: Callable[[int], Launched]) -> None:
+        gate_read, gate_write = os.pipe()
+        try:
+            self._proc = launch(gate_read)
+        except BaseException:
+            os.close(gate_write)
+            raise
+        finally:
+            os.close(gate_read)
+        self._open_gate(gate_write)
+
+    def _spawn(self) -> None:
         shell = gate_shell() if self.prepare is not None else None
         if self.prepare is not None and shell is None:
             raise OSError("no shell to start the app behind a gate (dash) on this host")
@@ -170,21 +214,14 @@ class AppProcess:
                 os.close(gate[0])
         if gate:
             self._open_gate(gate[1])
-        self._exit_fd = _pidfd(self._proc.pid)
-        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
-            assert stream is not None
-            reader = threading.Thread(
-                target=self._pump, args=(stream,), name=f"app-{self._proc.pid}-{name}", daemon=True
-            )
-            reader.start()
-            self._readers.append(reader)
 
     def _open_gate(self, gate: int) -> None:
         """Prepare the waiting process, then let it exec its command; when preparing
         fails, close the gate (it exits, nothing started) and raise."""
-        assert self.prepare is not None and self._proc is not None
+        assert self._proc is not None
         try:
-            self.prepare(self._proc.pid)
+            if self.prepare is not None:
+                self.prepare(self._proc.pid)
             os.write(gate, b"\n")
         except BaseException:
             os.close(gate)

@@ -271,11 +271,17 @@ def bwrap_argv(
     run_as: int | None = None,
     setpriv: str | None = None,
     drop_caps: bool = False,
+    own_pids: bool = True,
+    keep_caps: Sequence[str] = (),
+    hidden: Sequence[Path] = (),
 ) -> list[str]:
     """The argv that runs `command` inside bubblewrap (pure: no file system access).
 
     `run_as`: the uid (and gid) the app runs as, dropped to with `setpriv` once bwrap
-    (running as root) has set the sandbox up."""
+    (running as root) has set the sandbox up. For a fork template (`tower.runner.forks`):
+    `own_pids=False` keeps the runner's PID namespace (each run gets its own),
+    `keep_caps` are the only capabilities left, `hidden` directories are covered by
+    an empty tmpfs."""
     args = [bwrap, *system]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
@@ -286,12 +292,17 @@ def bwrap_argv(
         args += ["--ro-bind", str(path), str(path)]
     for path in (*mounts.writable, *mounts.shared):
         args += ["--bind", str(path), str(path)]
+    for path in hidden:
+        args += ["--tmpfs", str(path)]
     args += ["--chdir", str(mounts.cwd)]
-    args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    args += ["--unshare-pid"] if own_pids else []
+    args += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if isolate_network:
         args.append("--unshare-net")
-    if drop_caps:  # a root runner's own uid, without root's powers
+    if drop_caps or keep_caps:  # a root runner's own uid, without root's powers
         args += ["--cap-drop", "ALL"]
+    for capability in keep_caps:
+        args += ["--cap-add", capability]
     args += ["--die-with-parent", "--"]
     if run_as is not None:
         if setpriv is None:
@@ -578,6 +589,11 @@ class Jail:
         """For a `gated` process: what confines it, given its pid, before it starts."""
         if not self.gated:
             return None
+        return self.confiner()
+
+    def confiner(self) -> Callable[[int], None]:
+        """What moves a waiting process, given its pid, into the run's cgroup and sets
+        its limits (for `prepare`, and for runs forked from a template)."""
         own_uid = self.uid is not None
         settings = rlimit_settings(self.limits, own_uid=own_uid, cgroup=self.cgroup is not None)
         cgroup = self.cgroup
@@ -628,7 +644,8 @@ class Sandbox:
         self.is_root = os.geteuid() == 0
         self.bwrap: str | None = None
         self.setpriv: str | None = shutil.which("setpriv") if self.is_root else None
-        self._system = tuple(system_binds())
+        #: bwrap arguments for the read-only system view
+        self.system = tuple(system_binds())
         self._uid_lock = threading.Lock()
         #: whether runs get a uid of their own (root, and the uid can reach its files)
         self.run_uids = self.is_root
@@ -688,7 +705,7 @@ class Sandbox:
             return "bubblewrap (bwrap) is not installed"
         if self.is_root and self.setpriv is None:
             return "setpriv (util-linux) is not installed"
-        probe = [path, *self._system, "--proc", "/proc", "--dev", "/dev", "--unshare-pid"]
+        probe = [path, *self.system, "--proc", "/proc", "--dev", "/dev", "--unshare-pid"]
         probe += ["--die-with-parent", "--", "true"]
         try:
             result = subprocess.run(
@@ -768,7 +785,7 @@ class Sandbox:
                     self.bwrap,
                     self.setpriv,
                     isolate,
-                    self._system,
+                    self.system,
                     drop_caps,
                     notes,
                     cgroup,

@@ -145,6 +145,9 @@ class RunnerSettings:
     memory_cgroups: bool = True
     #: TOWER_RUNNER_WARM_START: on (pre-start interpreters for recently used apps) / off
     warm_start: bool = True
+    #: TOWER_RUNNER_FORK_START: on (fork runs from a template where the runner can, see
+    #: `tower.runner.forks`) / off
+    fork_start: bool = True
     #: TOWER_RUNNER_WARM_KEYS: at most this many warm interpreters (one per venv + request)
     warm_keys: int = DEFAULT_WARM_KEYS
     #: TOWER_RUNNER_WARM_IDLE_SECONDS: an unused warm interpreter is stopped after this
@@ -235,6 +238,7 @@ class RunnerSettings:
             ca_bundle=_existing_file(values, "TOWER_CA_BUNDLE"),
             **_client_certificate(values),
             warm_start=_choice(values, "TOWER_RUNNER_WARM_START", WARM_START_CHOICES, "on") == "on",
+            fork_start=_choice(values, "TOWER_RUNNER_FORK_START", WARM_START_CHOICES, "on") == "on",
             warm_keys=_positive_int(values, "TOWER_RUNNER_WARM_KEYS", DEFAULT_WARM_KEYS),
             warm_idle_s=_non_negative_float(
                 values, "TOWER_RUNNER_WARM_IDLE_SECONDS", DEFAULT_WARM_IDLE_S

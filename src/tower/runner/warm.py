@@ -48,6 +48,7 @@ from typing import Any
 
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
+from tower.runner.forks import ForkTemplate, start_template
 from tower.runner.process import AppProcess
 from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
 from tower.runner.venvs import Venv, VenvCache
@@ -80,6 +81,11 @@ MAX_SCANNED_BYTES = 1024 * 1024
 STARTUP_VARIABLES = frozenset({"LANG", "LANGUAGE", "TZ"})
 STARTUP_PREFIXES = ("PYTHON", "LD_", "LC_")
 
+#: fork templates that fail in a row before the pool stops using them
+MAX_FORK_FAILURES = 3
+#: what the spawner starts: a warm interpreter, or a fork template
+WARM, TEMPLATE = "warm", "template"
+
 LineSink = Callable[[str, str], None]
 Key = tuple[str, str]
 
@@ -97,6 +103,15 @@ def read_at_startup(name: str) -> bool:
     if name == "PYTHONPATH":
         return False
     return name in STARTUP_VARIABLES or name.startswith(STARTUP_PREFIXES)
+
+
+def needs_exec(env: Mapping[str, str], started: Mapping[str, str]) -> str | None:
+    """Why a run with `env` needs an interpreter of its own, not one that started with
+    `started` (a variable read only at start-up differs), or None."""
+    for name in sorted(set(env) | set(started)):
+        if read_at_startup(name) and env.get(name) != started.get(name):
+            return f"the run sets {name}, which Python reads when it starts"
+    return None
 
 
 def sdk_modules(venv_dir: Path, app_dir: Path | None = None) -> tuple[str, ...]:
@@ -241,10 +256,9 @@ class WarmProcess:
     def unsuitable(self, env: Mapping[str, str], import_dirs: Iterable[Path]) -> str | None:
         """Why this interpreter cannot serve a run with `env` whose package puts
         `import_dirs` on sys.path, or None when it can."""
-        started = self.environment
-        for name in sorted(set(env) | set(started)):
-            if read_at_startup(name) and env.get(name) != started.get(name):
-                return f"the run sets {name}, which Python reads when it starts"
+        problem = needs_exec(env, self.environment)
+        if problem is not None:
+            return problem
         names = shadowed(self.modules or (), import_dirs)
         if names:
             return f"the package provides modules it imported already: {', '.join(names)}"
@@ -298,7 +312,10 @@ class WarmPool:
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         idle_s: float = DEFAULT_IDLE_S,
+        forks: bool = True,
     ) -> None:
+        """`forks`: keep fork templates too (see `tower.runner.forks`), where this
+        runner can (root, bubblewrap, a uid per run)."""
         self.sandbox = sandbox
         self.venvs = venvs
         self.work_root = work_root
@@ -307,14 +324,18 @@ class WarmPool:
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._idle: OrderedDict[Key, WarmProcess] = OrderedDict()
-        self._pending: set[Key] = set()
+        self._pending: set[tuple[str, Key]] = set()
         #: what the interpreters of each pair import: the same every time (one venv,
         #: one bootstrap), so a run need not wait for the imports to check its package
         self._modules: dict[Key, tuple[str, ...]] = {}
         #: what each package's interpreters pre-import, by (venv, MANIFEST checksum):
         #: the package's sources are scanned once, not on every run
         self._preloads: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._queue: queue.Queue[WarmSpec | None] = queue.Queue()
+        #: fork templates, by the same keys (at most `max_keys`, least recently used go)
+        self.forks = forks and sandbox.bwrap is not None and sandbox.is_root
+        self._templates: OrderedDict[Key, ForkTemplate] = OrderedDict()
+        self._fork_failures = 0
+        self._queue: queue.Queue[tuple[str, WarmSpec] | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
         self._closed = False
 
@@ -355,6 +376,43 @@ class WarmPool:
                 self._preloads[key] = known
         return known
 
+    def template(self, spec: WarmSpec) -> ForkTemplate | None:
+        """The fork template for `spec` when one is running, else None (start the app
+        cold: one is started in the background for the next run of this pair)."""
+        with self._lock:
+            if self._closed or not self.forks:
+                return None
+            template = self._templates.get(spec.key)
+            if template is not None and template.alive():
+                self._templates.move_to_end(spec.key)
+                self._fork_failures = 0
+                return template
+            self._templates.pop(spec.key, None)
+            self._want(spec, TEMPLATE)
+        if template is not None:
+            logger.warning("a fork template stopped; starting a new one")
+            template.close()
+        return None
+
+    def fork_failed(self, template: ForkTemplate, error: Exception) -> None:
+        """Forget a template that could not fork a run (the next run of its pair starts
+        another); after `MAX_FORK_FAILURES` in a row, stop using templates."""
+        with self._lock:
+            if self._templates.get(template.key) is template:
+                del self._templates[template.key]
+            self._fork_failures += 1
+            if self._fork_failures >= MAX_FORK_FAILURES:
+                self.forks = False
+        template.close()
+        if self.forks:
+            logger.warning("a fork template failed (%s); starting the app cold", error)
+        else:
+            logger.warning(
+                "fork templates failed %d times in a row (last: %s); apps start cold from now on",
+                MAX_FORK_FAILURES,
+                error,
+            )
+
     def idle_count(self) -> int:
         with self._lock:
             return len(self._idle)
@@ -363,39 +421,44 @@ class WarmPool:
         """Stop every idle interpreter and the spawner (runs that took one keep it)."""
         with self._lock:
             self._closed = True
-            idle = list(self._idle.values())
+            idle: list[WarmProcess | ForkTemplate] = [*self._idle.values()]
+            idle += self._templates.values()
             self._idle.clear()
+            self._templates.clear()
             spawner = self._spawner
         self._queue.put(None)
         if spawner is not None:
             spawner.join(SPAWNER_JOIN_S)
-        for warm in idle:
-            warm.close()
+        for process in idle:
+            process.close()
 
     # ------------------------------------------------------------------ the spawner
 
-    def _want(self, spec: WarmSpec) -> None:
-        """Have an interpreter started for `spec` (the lock is held)."""
-        if spec.key in self._pending or spec.key in self._idle:
+    def _want(self, spec: WarmSpec, kind: str = WARM) -> None:
+        """Have an interpreter (or a template) started for `spec` (the lock is held)."""
+        ready = self._templates if kind == TEMPLATE else self._idle
+        if (kind, spec.key) in self._pending or spec.key in ready:
             return
-        self._pending.add(spec.key)
+        self._pending.add((kind, spec.key))
         if self._spawner is None:
             self._spawner = threading.Thread(target=self._spawn_loop, name="warm", daemon=True)
             self._spawner.start()
-        self._queue.put(spec)
+        self._queue.put((kind, spec))
 
     def _spawn_loop(self) -> None:
         while True:
             try:
-                spec = self._queue.get(timeout=EXPIRY_CHECK_S)
+                wanted = self._queue.get(timeout=EXPIRY_CHECK_S)
             except queue.Empty:
-                spec = None
+                wanted = None
             if self._closed:
                 return
             try:
                 self._expire()
-                if spec is not None:
-                    self._fill(spec)
+                if wanted is not None and wanted[0] == TEMPLATE:
+                    self._fill_template(wanted[1])
+                elif wanted is not None:
+                    self._fill(wanted[1])
             except Exception:  # the spawner must outlive one failure (it owns the PDEATHSIG)
                 logger.exception("the warm interpreter pool failed")
 
@@ -407,7 +470,7 @@ class WarmPool:
             warm = None
         surplus = []
         with self._lock:
-            self._pending.discard(spec.key)
+            self._pending.discard((WARM, spec.key))
             if warm is not None and (self._closed or spec.key in self._idle):
                 surplus.append(warm)
             elif warm is not None:
@@ -417,13 +480,41 @@ class WarmPool:
         for extra in surplus:
             extra.close()
 
+    def _fill_template(self, spec: WarmSpec) -> None:
+        try:
+            template: ForkTemplate | None = start_template(
+                self.sandbox,
+                spec.key,
+                spec.venv.python,
+                spec.readable,
+                spec.request.shared_dirs,
+                self.work_root,
+                self.parent_env,
+            )
+        except Exception as exc:
+            logger.warning("could not start a fork template for %s: %s", spec.venv.key, exc)
+            template = None
+        surplus: list[ForkTemplate] = []
+        with self._lock:
+            self._pending.discard((TEMPLATE, spec.key))
+            if template is not None and self._closed:
+                surplus.append(template)
+            elif template is not None:
+                self._templates[spec.key] = template
+                while len(self._templates) > self.max_keys:
+                    surplus.append(self._templates.popitem(last=False)[1])
+        for extra in surplus:
+            extra.close()
+
     def _expire(self) -> None:
         now = time.monotonic()
         with self._lock:
             expired = [key for key, warm in self._idle.items() if now - warm.started >= self.idle_s]
-            stale = [self._idle.pop(key) for key in expired]
-        for warm in stale:
-            warm.close()
+            stale: list[WarmProcess | ForkTemplate] = [self._idle.pop(key) for key in expired]
+            unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
+            stale += [self._templates.pop(key) for key in unused]
+        for process in stale:
+            process.close()
 
     def _spawn(self, spec: WarmSpec) -> WarmProcess:
         """Start an interpreter for `spec` in a fresh slot under its own uid lease."""

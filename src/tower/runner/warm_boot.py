@@ -28,13 +28,8 @@ def _tower_warm() -> None:
     # Everything loaded from here on is loaded ahead of the run (the bootstrap's own
     # imports too): the runner checks that the app's package shadows none of it.
     already = set(sys.modules)
-    import _signal
-    import builtins
     import marshal
     import os
-
-    # importlib's own classes, without importing the `importlib` package (`warnings`)
-    machinery = sys.modules["_frozen_importlib_external"]
 
     control, ready = int(sys.argv[1]), int(sys.argv[2])
     for name in sys.argv[3:]:
@@ -49,7 +44,18 @@ def _tower_warm() -> None:
         raw = pipe.read()
     if not raw:
         os._exit(0)
-    run = marshal.loads(raw)
+    _tower_become(marshal.loads(raw))
+
+
+def _tower_become(run: dict) -> None:
+    """Become the run described by `run` and execute its script (see the module doc)."""
+    import _signal
+    import builtins
+    import os
+    import sys
+
+    # importlib's own classes, without importing the `importlib` package (`warnings`)
+    machinery = sys.modules["_frozen_importlib_external"]
     script = run["argv"][0]
 
     os.environ.clear()
@@ -78,7 +84,7 @@ def _tower_warm() -> None:
         __file__=script,
         __cached__=None,
     )
-    del run, raw, already, loaded, extra, machinery
+    del run, extra, machinery
     try:
         with open(script, "rb") as source:
             code = compile(source.read(), script, "exec", dont_inherit=True)
@@ -100,4 +106,7 @@ def _tower_warm() -> None:
 
 
 if __name__ == "__main__":
-    _tower_warm()
+    if "_tower_template" in globals():  # a fork template's text (`fork_boot`) comes first
+        _tower_become(_tower_template())  # noqa: F821 - defined by that text
+    else:
+        _tower_warm()

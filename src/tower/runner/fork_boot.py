@@ -1,0 +1,261 @@
+"""The bootstrap of a fork template: an interpreter that forks runs instead of
+starting one per run; see `tower.runner.forks`.
+
+The runner passes this file's text followed by `warm_boot`'s with `python -c` (its
+own source is not visible inside the sandbox):
+
+    python -c <this file + warm_boot> template SOCKET_FD
+
+The template runs inside bubblewrap as root, with only the capabilities it needs to
+set a run up (CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_SYS_ADMIN), in the runner's PID namespace,
+with the venv's site-packages hidden under an empty tmpfs: it started without a
+single line of the venv's packages (their `.pth` files) running with its privileges.
+It says `ready` on SOCKET_FD (a SOCK_SEQPACKET socket), then serves one request per
+message until end of file: a `marshal`led dict and four descriptors (the run's
+stdout, stderr, gate and status pipes). It forks, answers with the child's pid (as
+text), and goes on. The child ("C") sets the run up:
+
+- its own session; SIGTERM/SIGINT/SIGHUP/SIGQUIT ignored (it must outlive the app to
+  report its status); SIGKILL when the template goes;
+- its own mount, PID, IPC and UTS namespaces: the runner's work root is covered by
+  an empty tmpfs with only the run's own directories bound back, private /tmp and
+  /dev/shm, the venv's site-packages shown;
+- it writes `R` on the status pipe and waits at the gate (the runner moves it into
+  the run's cgroup and sets its limits meanwhile); at end of file it exits, nothing
+  started (exit status 125); a failure before that is written as `E<message>`;
+- it forks the run's init ("I", PID 1 of the new namespace: mounts the namespace's
+  /proc, reaps, ends with the app), which forks the app ("A", PID 2). The app drops
+  to the run's uid and gid (no groups, no capabilities, no new privileges; a run
+  without a uid of its own stays root with no capability at all, as under bwrap's
+  `--cap-drop ALL`), forgets
+  the modules the template loaded beyond a plain interpreter's, processes the venv's
+  site-packages as `site` would have at start-up, and returns the run to the caller
+  (`warm_boot._tower_become`), which executes the script;
+- it writes the app's exit status (`128 + N` for signal N) on the status pipe and
+  exits with it.
+"""
+
+#: the longest request the template reads (a run's environment, mostly)
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _tower_template() -> dict:
+    import sys
+
+    startup_modules = set(sys.modules)
+    import _signal
+    import _socket
+    import ctypes
+    import marshal
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    new_ns, new_pid, new_ipc, new_uts, new_cgroup = (
+        0x00020000,
+        0x20000000,
+        0x08000000,
+        0x04000000,
+        0x02000000,
+    )
+    ms_rdonly, ms_nosuid, ms_nodev, ms_noexec, ms_remount, ms_bind, ms_rec, ms_private = (
+        1,
+        2,
+        4,
+        8,
+        32,
+        4096,
+        16384,
+        1 << 18,
+    )
+    pr_set_pdeathsig, pr_set_dumpable, pr_capbset_drop, pr_set_no_new_privs = 1, 4, 24, 38
+    pr_cap_ambient, pr_cap_ambient_clear_all, capability_version_3 = 47, 4, 0x20080522
+    mnt_detach, o_path = 2, 0o10000000
+    terminating = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"{what}: {os.strerror(error)}")
+
+    def mount(
+        source: str | None, target: str, kind: str | None, flags: int, data: str | None = None
+    ) -> None:
+        encoded = [None if value is None else value.encode() for value in (source, kind, data)]
+        result = libc.mount(encoded[0], target.encode(), encoded[1], flags, encoded[2])
+        check(result, f"mount {target}")
+
+    def die_with_parent(parent: int) -> None:
+        check(libc.prctl(pr_set_pdeathsig, 9, 0, 0, 0), "prctl")
+        if os.getppid() != parent:
+            os._exit(137)
+
+    def status_of(wait_status: int) -> int:
+        code = os.waitstatus_to_exitcode(wait_status)
+        return 128 - code if code < 0 else code
+
+    def set_up(run: dict) -> None:
+        """C's part before the gate: its namespaces and its view of the files. An empty
+        tmpfs covers /tmp, /dev/shm and the runner's work root; what the run needs
+        under those (its own directories, writable; the venv and the Python install,
+        read-only, when they live there) is bound back."""
+        check(libc.unshare(new_ns | new_pid | new_ipc | new_uts), "unshare")
+        mount(None, "/", None, ms_rec | ms_private)
+        covered = {"/tmp": "mode=1777", "/dev/shm": "mode=1777", run["hide"]: "mode=0755"}
+        kept = [(path, 0) for path in run["dirs"]] + [(path, ms_rdonly) for path in run["read"]]
+        kept = [
+            (path, os.open(path, o_path | os.O_DIRECTORY), flags)
+            for path, flags in kept
+            if any(path == top or path.startswith(top + "/") for top in covered)
+        ]
+        for top, mode in covered.items():
+            os.makedirs(top, exist_ok=True)
+            mount("tmpfs", top, "tmpfs", ms_nosuid | ms_nodev, mode)
+        for path, handle, flags in kept:
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{handle}", path, None, ms_bind | ms_rec)
+            mount(None, path, None, ms_bind | ms_remount | ms_nosuid | ms_nodev | flags)
+            os.close(handle)
+        for path in run["site"]:
+            check(libc.umount2(path.encode(), mnt_detach), f"umount {path}")
+
+    def drop_privileges(uid: int | None) -> None:
+        """A's part: become the run's user (`uid`; None: stay root, as a run that
+        shares its account's catalog directories does), with no capability left."""
+        check(libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "prctl")
+        if uid is None:
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as last:
+                for capability in range(int(last.read()) + 1):
+                    check(libc.prctl(pr_capbset_drop, capability, 0, 0, 0), "prctl")
+            check(libc.prctl(pr_cap_ambient, pr_cap_ambient_clear_all, 0, 0, 0), "prctl")
+            header = (ctypes.c_uint32 * 2)(capability_version_3, 0)
+            check(libc.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+        else:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            # What an exec would do: a process that changed uid is not dumpable (its
+            # /proc files would stay root's), an exec'd one is.
+            check(libc.prctl(pr_set_dumpable, 1, 0, 0, 0), "prctl")
+        with open("/proc/self/status", "rb") as status:
+            fields = dict(line.split(b":", 1) for line in status.read().splitlines())
+        names = (b"CapPrm", b"CapEff", b"CapAmb", b"CapBnd")
+        held = [name.decode() for name in names if int(fields[name], 16)]
+        if uid is not None:
+            held = [name for name in held if name != "CapBnd"]
+            if os.getresuid() != (uid,) * 3 or os.getgroups():
+                held.append("its uid or groups")
+        if held:
+            raise OSError(f"privileges were not dropped (still: {', '.join(held)})")
+
+    def app(run: dict) -> dict:
+        for signum in terminating:
+            _signal.signal(signum, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        drop_privileges(run["uid"])
+        for name in set(sys.modules) - startup_modules:
+            del sys.modules[name]
+        import site
+
+        for path in run["site"]:
+            site.addsitedir(path)
+        site.execsitecustomize()
+        return run
+
+    def init(run: dict) -> dict:
+        """I: PID 1 of the run's namespace; returns only in the app."""
+        try:
+            check(libc.prctl(pr_set_pdeathsig, 9, 0, 0, 0), "prctl")
+            mount("proc", "/proc", "proc", ms_nosuid | ms_nodev | ms_noexec)
+            app_pid = os.fork()
+        except OSError as exc:
+            os.write(2, f"tower: the run's sandbox could not be set up: {exc}\n".encode())
+            os._exit(70)
+        if app_pid == 0:
+            return app(run)
+        while True:
+            pid, wait_status = os.waitpid(-1, 0)
+            if pid == app_pid:
+                os._exit(status_of(wait_status))
+
+    def child(run: dict, fds: list[int], template: int, server: int) -> dict:
+        """C: the run's own session and namespaces; returns only in the app."""
+        stdout, stderr, gate, status = fds
+        try:
+            os.setsid()
+            for signum in terminating:
+                _signal.signal(signum, _signal.SIG_IGN)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            die_with_parent(template)
+            os.close(server)
+            null = os.open("/dev/null", os.O_RDONLY)
+            for source, target in ((null, 0), (stdout, 1), (stderr, 2)):
+                os.dup2(source, target)
+            for spare in (null, stdout, stderr):
+                os.close(spare)
+            set_up(run)
+        except BaseException as exc:  # nothing of the run has started: the runner says why
+            os.write(status, f"E{exc}".encode())
+            os._exit(70)
+        os.write(status, b"R")
+        if not os.read(gate, 1):
+            os._exit(125)  # the runner could not confine it: nothing starts
+        os.close(gate)
+        try:
+            check(libc.unshare(new_cgroup), "unshare")  # its cgroup is its root
+            init_pid = os.fork()
+        except OSError as exc:
+            os.write(2, f"tower: the run could not be started: {exc}\n".encode())
+            os.write(status, b"70")
+            os._exit(70)
+        if init_pid == 0:
+            os.close(status)
+            return init(run)
+        _, wait_status = os.waitpid(init_pid, 0)
+        code = status_of(wait_status)
+        os.write(status, b"%d" % code)
+        os._exit(code)
+
+    # Ahead of the forks, once: the compiler's first use costs milliseconds, and
+    # objects the collector never moves again are not copied into every fork.
+    compile("print('x')\n", "<warm>", "exec", dont_inherit=True)
+    import gc
+
+    gc.freeze()
+    server = int(sys.argv[2])
+    template = os.getpid()
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # its children are reaped at once
+    sock = _socket.socket(fileno=server)
+    sock.send(b"ready")
+    fd_space = _socket.CMSG_SPACE(4 * 4)
+    while True:
+        message, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE_BYTES, fd_space)
+        if not message:  # the runner is done with it: it goes once its runs have
+            while True:
+                try:
+                    os.wait()
+                except ChildProcessError:
+                    os._exit(0)
+        fds = [
+            int.from_bytes(data[start : start + 4], sys.byteorder)
+            for level, kind, data in ancillary
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+            for start in range(0, len(data) - len(data) % 4, 4)
+        ]
+        try:
+            if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+                raise ValueError("the request was too long")
+            if len(fds) != 4:
+                raise ValueError(f"{len(fds)} descriptors instead of 4")
+            run = marshal.loads(message)
+            pid = os.fork()
+        except (OSError, ValueError, EOFError, TypeError) as exc:
+            for fd in fds:
+                os.close(fd)
+            sock.send(f"!{exc}".encode())
+            continue
+        if pid == 0:
+            sock.detach()
+            return child(run, fds, template, server)
+        for fd in fds:
+            os.close(fd)
+        sock.send(b"%d" % pid)
