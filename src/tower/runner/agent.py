@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import importlib.metadata
 import logging
 import signal
@@ -254,6 +255,7 @@ class Agent:
         workdirs.remove_leftovers(self.settings.work_dir)
         if not self._register():
             return 0
+        gc.freeze()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         self.reporter.start()

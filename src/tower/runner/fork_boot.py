@@ -31,9 +31,58 @@ text), and goes on. The child ("C") sets the run up:
   the modules the template loaded beyond a plain interpreter's, processes the venv's
   site-packages as `site` would have at start-up, and returns the run to the caller
   (`warm_boot._tower_become`), which executes the script;
+- the app ends as a cold interpreter ends (`_tower_end`), except that it does not
+  tear down what the template had before the fork: its non-daemon threads are
+  joined, `atexit` callbacks run, its `__main__` and the modules it imported are
+  released (their files flushed and closed, finalizers run), the standard streams
+  flushed; then it exits. (Tearing the template's own objects down would copy most
+  of its memory for nothing: the process ends right after.)
 - it writes the app's exit status (`128 + N` for signal N) on the status pipe and
   exits with it.
 """
+
+
+def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F821
+    """Run the app (`become`), then end the process as the interpreter would; see the
+    module doc. Only local names: `become` replaces `__main__`'s namespace."""
+    import atexit
+    import os
+    import sys
+
+    forked_modules = set(sys.modules)
+    code = 0
+    try:
+        become(run)
+    except SystemExit as exc:  # as the interpreter reads it
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code & 0xFF
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()  # joins the non-daemon threads, as Py_Finalize does
+    atexit._run_exitfuncs()
+    alone = threading is None or threading.active_count() <= 1
+    own = [name for name in sys.modules if name not in forked_modules]
+    if alone:  # with daemon threads still running, their modules stay as they are
+        sys.modules["__main__"].__dict__.clear()
+        for name in reversed(own):
+            module = sys.modules.pop(name, None)
+            if module is not None and hasattr(module, "__dict__"):
+                module.__dict__.clear()
+    import gc
+
+    gc.collect()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # what the interpreter does when stdout cannot be flushed
+        code = 120
+    os._exit(code)
+
 
 #: the longest request the template reads (a run's environment, mostly)
 MAX_MESSAGE_BYTES = 1 << 20

@@ -107,6 +107,6 @@ def _tower_become(run: dict) -> None:
 
 if __name__ == "__main__":
     if "_tower_template" in globals():  # a fork template's text (`fork_boot`) comes first
-        _tower_become(_tower_template())  # noqa: F821 - defined by that text
+        _tower_end(_tower_template(), _tower_become)  # noqa: F821 - defined by that text
     else:
         _tower_warm()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -199,6 +200,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         scheduler = (
             asyncio.create_task(run_scheduler(ctx)) if ctx.settings.scheduler_enabled else None
         )
+        gc.freeze()
         yield
         for task in (clock, scheduler):
             if task is not None:
