@@ -42,6 +42,7 @@ from tower.runner.sandbox import (
     Sandbox,
     SandboxUnavailable,
     local_catalog_dirs,
+    privileged_unsafe,
     venv_install_dirs,
 )
 from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
@@ -279,7 +280,7 @@ class _ForkStart:
         template = self.pool.template(self.spec)
         if template is None:
             return None
-        problem = needs_exec(env, template.environment)
+        problem = needs_exec(env, template.environment) or _read_at_exec(env)
         if problem is not None:
             logger.info("starting the app cold: %s", problem)
             return None
@@ -327,6 +328,15 @@ class _ForkStart:
             "cwd": str(self.mounts.cwd),
             "argv": argv[1:],
         }
+
+
+def _read_at_exec(env: Mapping[str, str]) -> str | None:
+    """Why the run needs an exec of its own: a variable the C library reads when a
+    program starts (a forked run never execs), or None."""
+    for name in sorted(env):
+        if privileged_unsafe(name):
+            return f"the run sets {name}, which the C library reads when a program starts"
+    return None
 
 
 @dataclass(frozen=True)

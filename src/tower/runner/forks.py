@@ -152,6 +152,7 @@ class ForkTemplate:
         self._resources = resources
         self._lock = threading.Lock()
         self._closed = False
+        self._exited = False
         #: forked runs not ended yet: it is stopped only once there are none (they
         #: die with it)
         self._active = 0
@@ -162,7 +163,13 @@ class ForkTemplate:
         return bool(readable) and self._connection.recv(ANSWER_BYTES) == b"ready"
 
     def alive(self) -> bool:
-        return not self._closed and self.process.poll(0) is None
+        """Whether it still runs (a closed one may, for the runs forked from it)."""
+        if not self._exited:  # once only: polling an ended process kills its group again
+            self._exited = self.process.poll(0) is not None
+        return not self._exited
+
+    def takes_runs(self) -> bool:
+        return not self._closed and self.alive()
 
     def fork(self, run: Mapping[str, Any], gate: int) -> ForkedChild:
         """Fork `run` (see `fork_boot` for its keys), waiting at `gate` once set up;
@@ -229,9 +236,16 @@ class ForkTemplate:
         if idle:
             self._stop()
 
+    def wait_stopped(self) -> None:
+        """Wait until it has exited (after the runs forked from it)."""
+        if not self._exited:
+            self.process.wait()
+            self._exited = True
+
     def _stop(self) -> None:
         if self.process.poll(STOP_WAIT_S) is None:
             self.process.terminate(0)
+        self._exited = True
         self._resources.close()
 
 

@@ -335,6 +335,8 @@ class WarmPool:
         self.forks = forks and sandbox.bwrap is not None and sandbox.is_root
         self._templates: OrderedDict[Key, ForkTemplate] = OrderedDict()
         self._fork_failures = 0
+        #: templates stopped while runs forked from them still run
+        self._retiring: list[ForkTemplate] = []
         self._queue: queue.Queue[tuple[str, WarmSpec] | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
         self._closed = False
@@ -383,7 +385,7 @@ class WarmPool:
             if self._closed or not self.forks:
                 return None
             template = self._templates.get(spec.key)
-            if template is not None and template.alive():
+            if template is not None and template.takes_runs():
                 self._templates.move_to_end(spec.key)
                 self._fork_failures = 0
                 return template
@@ -391,7 +393,7 @@ class WarmPool:
             self._want(spec, TEMPLATE)
         if template is not None:
             logger.warning("a fork template stopped; starting a new one")
-            template.close()
+            self._retire([template])
         return None
 
     def fork_failed(self, template: ForkTemplate, error: Exception) -> None:
@@ -403,7 +405,7 @@ class WarmPool:
             self._fork_failures += 1
             if self._fork_failures >= MAX_FORK_FAILURES:
                 self.forks = False
-        template.close()
+        self._retire([template])
         if self.forks:
             logger.warning("a fork template failed (%s); starting the app cold", error)
         else:
@@ -418,19 +420,24 @@ class WarmPool:
             return len(self._idle)
 
     def close(self) -> None:
-        """Stop every idle interpreter and the spawner (runs that took one keep it)."""
+        """Stop every idle interpreter and the spawner (runs that took one keep it, and
+        runs forked from a template keep running: the spawner, which the templates
+        die with, waits for those templates to end)."""
         with self._lock:
             self._closed = True
-            idle: list[WarmProcess | ForkTemplate] = [*self._idle.values()]
-            idle += self._templates.values()
+            idle = list(self._idle.values())
             self._idle.clear()
+            self._retiring.extend(self._templates.values())
             self._templates.clear()
+            retiring = list(self._retiring)
             spawner = self._spawner
+        for template in retiring:
+            template.close()
         self._queue.put(None)
         if spawner is not None:
             spawner.join(SPAWNER_JOIN_S)
-        for process in idle:
-            process.close()
+        for warm in idle:
+            warm.close()
 
     # ------------------------------------------------------------------ the spawner
 
@@ -452,6 +459,7 @@ class WarmPool:
             except queue.Empty:
                 wanted = None
             if self._closed:
+                self._outlive_templates()
                 return
             try:
                 self._expire()
@@ -480,6 +488,22 @@ class WarmPool:
         for extra in surplus:
             extra.close()
 
+    def _retire(self, templates: list[ForkTemplate]) -> None:
+        """Stop `templates` once their runs have ended (until then the spawner, which
+        they die with, must outlive them)."""
+        with self._lock:
+            self._retiring.extend(templates)
+        for template in templates:
+            template.close()
+
+    def _outlive_templates(self) -> None:
+        """Live (this thread started them: they die with it) until the templates still
+        serving runs have stopped."""
+        with self._lock:
+            retiring, self._retiring = self._retiring, []
+        for template in retiring:
+            template.wait_stopped()
+
     def _fill_template(self, spec: WarmSpec) -> None:
         try:
             template: ForkTemplate | None = start_template(
@@ -503,18 +527,19 @@ class WarmPool:
                 self._templates[spec.key] = template
                 while len(self._templates) > self.max_keys:
                     surplus.append(self._templates.popitem(last=False)[1])
-        for extra in surplus:
-            extra.close()
+        self._retire(surplus)
 
     def _expire(self) -> None:
         now = time.monotonic()
         with self._lock:
             expired = [key for key, warm in self._idle.items() if now - warm.started >= self.idle_s]
-            stale: list[WarmProcess | ForkTemplate] = [self._idle.pop(key) for key in expired]
+            stale = [self._idle.pop(key) for key in expired]
             unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
-            stale += [self._templates.pop(key) for key in unused]
-        for process in stale:
-            process.close()
+            retired = [self._templates.pop(key) for key in unused]
+            self._retiring = [t for t in self._retiring if t.alive()]
+        for warm in stale:
+            warm.close()
+        self._retire(retired)
 
     def _spawn(self, spec: WarmSpec) -> WarmProcess:
         """Start an interpreter for `spec` in a fresh slot under its own uid lease."""
