@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import marshal
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -290,7 +291,7 @@ class _ForkStart:
                 for note in jail.notes:
                     sink(SETUP_CHANNEL, note)
                 jail.hand_over(self.own_dirs)
-                run = self._run(argv, env, jail.uid, template.site)
+                run = self._setup(jail.uid, template.site)
                 process = AppProcess(
                     argv,
                     cwd=self.mounts.cwd,
@@ -299,6 +300,7 @@ class _ForkStart:
                     wrapped=True,
                     prepare=jail.confiner(),
                     launch=functools.partial(template.fork, run),
+                    gate_message=marshal.dumps(self._private(argv, env)),
                 )
                 try:
                     process.start()
@@ -313,16 +315,20 @@ class _ForkStart:
         outcome = dataclasses.replace(outcome, fork_start=True)
         return _explained(outcome, watch, limits, process, sink, oom_killed=oom_killed)
 
-    def _run(
-        self, argv: list[str], env: dict[str, str], uid: int | None, site: tuple[Path, ...]
-    ) -> dict[str, Any]:
-        """What the template needs to fork the run (see `fork_boot`)."""
+    def _setup(self, uid: int | None, site: tuple[Path, ...]) -> dict[str, Any]:
+        """What the template needs to fork the run and set it up (see `fork_boot`)."""
         return {
             "uid": uid,
             "dirs": [str(path) for path in (*self.own_dirs, *self.mounts.shared)],
             "read": [str(path) for path in self.mounts.readable],
             "hide": str(self.pool.work_root),
             "site": [str(path) for path in site],
+        }
+
+    def _private(self, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+        """The rest of the run, sent to the forked process itself (secrets never pass
+        through the template, whose memory later forks inherit)."""
+        return {
             # bubblewrap sets PWD to the directory it starts the app in
             "env": {**env, "PWD": str(self.mounts.cwd)},
             "cwd": str(self.mounts.cwd),

@@ -7,30 +7,35 @@ own source is not visible inside the sandbox):
     python -c <this file + warm_boot> template SOCKET_FD
 
 The template runs inside bubblewrap as root, with only the capabilities it needs to
-set a run up (CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_SYS_ADMIN), in the runner's PID namespace,
-with the venv's site-packages hidden under an empty tmpfs: it started without a
-single line of the venv's packages (their `.pth` files) running with its privileges.
-It says `ready` on SOCKET_FD (a SOCK_SEQPACKET socket), then serves one request per
-message until end of file: a `marshal`led dict and four descriptors (the run's
-stdout, stderr, gate and status pipes). It forks, answers with the child's pid (as
-text), and goes on. The child ("C") sets the run up:
+set a run up (CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_SYS_ADMIN), in the runner's
+PID namespace, with the venv's site-packages hidden under an empty tmpfs: it started
+without a single line of the venv's packages (their `.pth` files) running with its
+privileges. It says `ready` on SOCKET_FD (a SOCK_SEQPACKET socket), then serves one
+request per message until end of file: a `marshal`led dict of what sets the run up
+(its uid, its directories) and four descriptors (the run's stdout, stderr, gate and
+status pipes). It forks, answers with the child's pid (as text), and goes on. The
+child ("C") sets the run up:
 
 - its own session; SIGTERM/SIGINT/SIGHUP/SIGQUIT ignored (it must outlive the app to
   report its status); SIGKILL when the template goes;
-- its own mount, PID, IPC and UTS namespaces: the runner's work root is covered by
-  an empty tmpfs with only the run's own directories bound back, private /tmp and
-  /dev/shm, the venv's site-packages shown;
+- its own mount, PID, IPC and UTS namespaces: the runner's work root, /tmp and
+  /dev/shm covered by empty tmpfs, with the run's own directories (and the venv,
+  Python install and catalog directories when they live there) bound back; the
+  venv's site-packages shown;
 - it writes `R` on the status pipe and waits at the gate (the runner moves it into
-  the run's cgroup and sets its limits meanwhile); at end of file it exits, nothing
-  started (exit status 125); a failure before that is written as `E<message>`;
+  the run's cgroup and sets its limits meanwhile), then reads the rest of the run
+  from the gate: a `marshal`led dict with its environment (secrets included), working
+  directory and argv. Those never pass through the template, whose memory every
+  later fork inherits. At end of file with nothing read it exits, nothing started
+  (exit status 125); a failure before that is written as `E<message>`;
 - it forks the run's init ("I", PID 1 of the new namespace: mounts the namespace's
   /proc, reaps, ends with the app), which forks the app ("A", PID 2). The app drops
   to the run's uid and gid (no groups, no capabilities, no new privileges; a run
   without a uid of its own stays root with no capability at all, as under bwrap's
-  `--cap-drop ALL`), forgets
-  the modules the template loaded beyond a plain interpreter's, processes the venv's
-  site-packages as `site` would have at start-up, and returns the run to the caller
-  (`warm_boot._tower_become`), which executes the script;
+  `--cap-drop ALL`), forgets the modules the template loaded beyond a plain
+  interpreter's, processes the venv's site-packages as `site` would have at
+  start-up, and returns the run to the caller (`warm_boot._tower_become`), which
+  executes the script;
 - the app ends as a cold interpreter ends (`_tower_end`), except that it does not
   tear down what the template had before the fork: its non-daemon threads are
   joined, `atexit` callbacks run, its `__main__` and the modules it imported are
@@ -246,9 +251,14 @@ def _tower_template() -> dict:
             os.write(status, f"E{exc}".encode())
             os._exit(70)
         os.write(status, b"R")
-        if not os.read(gate, 1):
+        private = b""
+        while chunk := os.read(gate, 1 << 16):
+            private += chunk
+        if not private:
             os._exit(125)  # the runner could not confine it: nothing starts
         os.close(gate)
+        run.update(marshal.loads(private))
+        del private
         try:
             check(libc.unshare(new_cgroup), "unshare")  # its cgroup is its root
             init_pid = os.fork()

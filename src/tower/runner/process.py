@@ -121,6 +121,7 @@ class AppProcess:
         dies_with_parent: bool = False,
         prepare: Callable[[int], None] | None = None,
         launch: Callable[[int], Launched] | None = None,
+        gate_message: bytes = b"\n",
     ) -> None:
         """`preexec` replaces the default die-with-parent hook (it should include it);
         `popen_extra` adds Popen arguments (e.g. `user`); `wrapped` says the process is
@@ -130,8 +131,8 @@ class AppProcess:
         `prepare` starts it behind the gate, called with its pid before the gate
         opens (an OSError from it keeps the gate closed and fails `start`); `launch`
         starts the process instead of `Popen` (a run forked from a template), given the
-        read end of its gate: it must wait until a byte arrives there, and exit without
-        starting anything at end of file."""
+        read end of its gate: it must wait until `gate_message` arrives there, and exit
+        without starting anything at end of file."""
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
@@ -143,6 +144,7 @@ class AppProcess:
         self.dies_with_parent = dies_with_parent
         self.prepare = prepare
         self.launch = launch
+        self.gate_message = gate_message
         self._proc: subprocess.Popen[bytes] | Launched | None = None
         #: readable once the process exits (a Linux pidfd), so a wait wakes at once
         self._exit_fd: int | None = None
@@ -222,7 +224,9 @@ class AppProcess:
         try:
             if self.prepare is not None:
                 self.prepare(self._proc.pid)
-            os.write(gate, b"\n")
+            message = memoryview(self.gate_message)
+            while message:
+                message = message[os.write(gate, message) :]
         except BaseException:
             os.close(gate)
             self._proc.wait()
