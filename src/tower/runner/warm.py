@@ -332,7 +332,7 @@ class WarmPool:
         #: the package's sources are scanned once, not on every run
         self._preloads: dict[tuple[str, str], tuple[str, ...]] = {}
         #: fork templates, by the same keys (at most `max_keys`, least recently used go)
-        self.forks = forks and sandbox.bwrap is not None and sandbox.is_root
+        self.forks = forks and sandbox.is_root and sandbox.bwrap is not None
         self._templates: OrderedDict[Key, ForkTemplate] = OrderedDict()
         self._fork_failures = 0
         #: templates stopped while runs forked from them still run
