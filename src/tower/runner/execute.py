@@ -307,6 +307,8 @@ class _ForkStart:
                 except ForkUnavailable as exc:
                     self.pool.fork_failed(template, exc)
                     return None
+                except OSError as exc:  # as for a cold start: it could not be confined
+                    return _errored(sink, f"The app could not be started: {exc}.")
                 outcome = _started(process, work_dir, on_started, cancel, cancel_grace_s)
                 limits = jail.limits
                 oom_killed = jail.oom_killed()  # before the cgroup goes with the jail

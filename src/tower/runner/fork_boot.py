@@ -89,8 +89,8 @@ def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F8
     os._exit(code)
 
 
-#: the longest request the template reads (a run's environment, mostly)
-MAX_MESSAGE_BYTES = 1 << 20
+#: the longest request the template reads (a run's uid and directories)
+MAX_MESSAGE_BYTES = 1 << 16
 
 
 def _tower_template() -> dict:
