@@ -13,12 +13,12 @@ without a single line of the venv's packages (their `.pth` files) running with i
 privileges. It says `ready` on SOCKET_FD (a SOCK_SEQPACKET socket), then serves one
 request per message until end of file: a `marshal`led dict of what sets the run up
 (its uid, its directories) and four descriptors (the run's stdout, stderr, gate and
-status pipes). It forks, answers with the child's pid (as text), and goes on. The
-child ("C") sets the run up:
+status pipes). It forks a child into a new PID namespace, answers with its pid (as
+text), and goes on. The child ("C", PID 1 of that namespace) sets the run up:
 
 - its own session; SIGTERM/SIGINT/SIGHUP/SIGQUIT ignored (it must outlive the app to
   report its status); SIGKILL when the template goes;
-- its own mount, PID, IPC and UTS namespaces: the runner's work root, /tmp and
+- its own mount, IPC and UTS namespaces: the runner's work root, /tmp and
   /dev/shm covered by empty tmpfs, with the run's own directories (and the venv,
   Python install and catalog directories when they live there) bound back; the
   venv's site-packages shown;
@@ -28,8 +28,9 @@ child ("C") sets the run up:
   directory and argv. Those never pass through the template, whose memory every
   later fork inherits. At end of file with nothing read it exits, nothing started
   (exit status 125); a failure before that is written as `E<message>`;
-- it forks the run's init ("I", PID 1 of the new namespace: mounts the namespace's
-  /proc, reaps, ends with the app), which forks the app ("A", PID 2). The app drops
+- it mounts its namespace's /proc and forks the app ("A", PID 2), reaps what the
+  app leaves behind, and ends with it (the kernel then kills the rest of the
+  namespace). The app drops
   to the run's uid and gid (no groups, no capabilities, no new privileges; a run
   without a uid of its own stays root with no capability at all, as under bwrap's
   `--cap-drop ALL`), forgets the modules the template loaded beyond a plain
@@ -139,9 +140,12 @@ def _tower_template() -> dict:
         check(result, f"mount {target}")
 
     def die_with_parent(parent: int) -> None:
+        """SIGKILL when the template goes. (C is PID 1 of its own namespace, where
+        getppid() says 0: its parent's pid is read from the template's /proc.)"""
         check(libc.prctl(pr_set_pdeathsig, 9, 0, 0, 0), "prctl")
-        if os.getppid() != parent:
-            os._exit(137)
+        with open("/proc/self/stat", "rb") as stat:
+            if int(stat.read().rsplit(b")", 1)[1].split()[1]) != parent:
+                os._exit(137)  # it went before the request took effect
 
     def status_of(wait_status: int) -> int:
         code = os.waitstatus_to_exitcode(wait_status)
@@ -152,7 +156,7 @@ def _tower_template() -> dict:
         tmpfs covers /tmp, /dev/shm and the runner's work root; what the run needs
         under those (its own directories, writable; the venv and the Python install,
         read-only, when they live there) is bound back."""
-        check(libc.unshare(new_ns | new_pid | new_ipc | new_uts), "unshare")
+        check(libc.unshare(new_ns | new_ipc | new_uts), "unshare")
         mount(None, "/", None, ms_rec | ms_private)
         covered = {"/tmp": "mode=1777", "/dev/shm": "mode=1777", run["hide"]: "mode=0755"}
         kept = [(path, 0) for path in run["dirs"]] + [(path, ms_rdonly) for path in run["read"]]
@@ -215,24 +219,9 @@ def _tower_template() -> dict:
         site.execsitecustomize()
         return run
 
-    def init(run: dict) -> dict:
-        """I: PID 1 of the run's namespace; returns only in the app."""
-        try:
-            check(libc.prctl(pr_set_pdeathsig, 9, 0, 0, 0), "prctl")
-            mount("proc", "/proc", "proc", ms_nosuid | ms_nodev | ms_noexec)
-            app_pid = os.fork()
-        except OSError as exc:
-            os.write(2, f"tower: the run's sandbox could not be set up: {exc}\n".encode())
-            os._exit(70)
-        if app_pid == 0:
-            return app(run)
-        while True:
-            pid, wait_status = os.waitpid(-1, 0)
-            if pid == app_pid:
-                os._exit(status_of(wait_status))
-
     def child(run: dict, fds: list[int], template: int, server: int) -> dict:
-        """C: the run's own session and namespaces; returns only in the app."""
+        """C: PID 1 of the run's own PID namespace (it reaps, and ends with the app),
+        in the run's own session and namespaces; returns only in the app."""
         stdout, stderr, gate, status = fds
         try:
             os.setsid()
@@ -257,22 +246,26 @@ def _tower_template() -> dict:
         if not private:
             os._exit(125)  # the runner could not confine it: nothing starts
         os.close(gate)
-        run.update(marshal.loads(private))
-        del private
         try:
+            run.update(marshal.loads(private))
+            del private
             check(libc.unshare(new_cgroup), "unshare")  # its cgroup is its root
-            init_pid = os.fork()
-        except OSError as exc:
+            mount("proc", "/proc", "proc", ms_nosuid | ms_nodev | ms_noexec)
+            app_pid = os.fork()
+        except BaseException as exc:
             os.write(2, f"tower: the run could not be started: {exc}\n".encode())
             os.write(status, b"70")
             os._exit(70)
-        if init_pid == 0:
+        if app_pid == 0:
             os.close(status)
-            return init(run)
-        _, wait_status = os.waitpid(init_pid, 0)
+            return app(run)
+        while True:  # whatever the app leaves behind is reparented here
+            pid, wait_status = os.waitpid(-1, 0)
+            if pid == app_pid:
+                break
         code = status_of(wait_status)
         os.write(status, b"%d" % code)
-        os._exit(code)
+        os._exit(code)  # the kernel kills what is left in the namespace
 
     # Ahead of the forks, once: the compiler's first use costs milliseconds, and
     # objects the collector never moves again are not copied into every fork.
@@ -282,6 +275,7 @@ def _tower_template() -> dict:
     gc.freeze()
     server = int(sys.argv[2])
     template = os.getpid()
+    own_pids = os.open("/proc/self/ns/pid", os.O_RDONLY)
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # its children are reaped at once
     sock = _socket.socket(fileno=server)
     sock.send(b"ready")
@@ -306,7 +300,13 @@ def _tower_template() -> dict:
             if len(fds) != 4:
                 raise ValueError(f"{len(fds)} descriptors instead of 4")
             run = marshal.loads(message)
-            pid = os.fork()
+            # Its child is PID 1 of a new namespace; later children are not.
+            check(libc.unshare(new_pid), "unshare")
+            try:
+                pid = os.fork()
+            finally:
+                if os.getpid() == template:
+                    check(libc.setns(own_pids, new_pid), "setns")
         except (OSError, ValueError, EOFError, TypeError) as exc:
             for fd in fds:
                 os.close(fd)
@@ -314,6 +314,7 @@ def _tower_template() -> dict:
             continue
         if pid == 0:
             sock.detach()
+            os.close(own_pids)
             return child(run, fds, template, server)
         for fd in fds:
             os.close(fd)
