@@ -35,6 +35,7 @@ from tower.runner.environment import RunContext, RunPaths, build_environment
 from tower.runner.forks import ForkUnavailable
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
+    Jail,
     Limits,
     LimitWatch,
     Mounts,
@@ -125,11 +126,12 @@ def execute(
         if _is_set(cancel):
             return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
         argv = command_for(manifest.invoke, app_dir, venv.path)
+        life = _Lifetime(work_dir, on_started, cancel, cancel_grace_s)
         if sandbox is None:
             paths = _run_paths(work_dir, app_dir, module_dirs, venv)
             env = build_environment(ctx, paths, parent_env)
             process = AppProcess(argv, cwd=app_dir, env=env, on_line=sink)
-            outcome = _run_app(process, sink, work_dir, on_started, cancel, cancel_grace_s)
+            outcome = life.run(process, sink)
             return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
         shared = _shared_dirs(ctx, sandbox, sink)
         readable = (venv.path, *venv_install_dirs(venv.path))
@@ -137,23 +139,19 @@ def execute(
         own_dirs = _own_dirs(work_dir, package_dir)
         mounts = Mounts(own_dirs, readable, app_dir, shared)
         env = build_environment(ctx, _run_paths(work_dir, app_dir, module_dirs, venv), parent_env)
+        run = _SandboxedRun(sandbox, request, own_dirs, mounts)
         outcome = None
         if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
             preload = warm.preload_for(venv, manifest.checksum, app_dir)
             spec = WarmSpec(venv, request, readable, preload)
             if _may_fork(warm, sandbox, spec, work_dir):
-                fork = _ForkStart(warm, sandbox, spec, own_dirs, mounts)
-                outcome = fork.execute(
-                    argv, env, sink, work_dir, on_started, cancel, cancel_grace_s
-                )
+                fork = _ForkStart(warm, spec, run)
+                outcome = fork.execute(argv, env, sink, life)
             else:
                 start = _WarmStart(warm, spec, ctx, parent_env, sink)
-                outcome = start.execute(
-                    package_dir, manifest, work_dir, on_started, cancel, cancel_grace_s
-                )
+                outcome = start.execute(package_dir, manifest, life)
         if outcome is None:
-            run = _SandboxedRun(sandbox, request, own_dirs, mounts)
-            outcome = run.execute(argv, env, sink, work_dir, on_started, cancel, cancel_grace_s)
+            outcome = run.execute(argv, env, sink, life)
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
 
 
@@ -199,39 +197,52 @@ class _SandboxedRun:
     mounts: Mounts
 
     def execute(
-        self,
-        argv: list[str],
-        env: dict[str, str],
-        sink: LineSink,
-        work_dir: Path,
-        on_started: Callable[[], None] | None,
-        cancel: threading.Event | None,
-        cancel_grace_s: float,
+        self, argv: list[str], env: dict[str, str], sink: LineSink, life: _Lifetime
     ) -> Outcome:
-        watch = LimitWatch(sink)
-        try:
-            with self.sandbox.confine(self.request) as jail:
-                for note in jail.notes:
-                    sink(SETUP_CHANNEL, note)
-                jail.hand_over(self.own_dirs)
-                command, start_env = jail.command_and_env(argv, self.mounts, env)
-                process = AppProcess(
-                    command,
-                    cwd=self.mounts.cwd,
-                    env=start_env,
-                    on_line=watch,
-                    preexec=jail.preexec(),
-                    popen_extra=jail.popen_user(),
-                    wrapped=jail.wrapped,
-                    dies_with_parent=jail.gated,
-                    prepare=jail.prepare(),
-                )
-                outcome = _run_app(process, watch, work_dir, on_started, cancel, cancel_grace_s)
-                limits = jail.limits
-                oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
-        except SandboxUnavailable as exc:
-            return _errored(sink, str(exc))
-        return _explained(outcome, watch, limits, process, sink, oom_killed=oom_killed)
+        def start(jail: Jail, watch: LimitWatch) -> tuple[Outcome, AppProcess]:
+            command, start_env = jail.command_and_env(argv, self.mounts, env)
+            process = AppProcess(
+                command,
+                cwd=self.mounts.cwd,
+                env=start_env,
+                on_line=watch,
+                preexec=jail.preexec(),
+                popen_extra=jail.popen_user(),
+                wrapped=jail.wrapped,
+                dies_with_parent=jail.gated,
+                prepare=jail.prepare(),
+            )
+            return life.run(process, watch), process
+
+        outcome = _confined(self.sandbox, self.request, self.own_dirs, sink, start)
+        assert outcome is not None  # a cold start never falls back
+        return outcome
+
+
+def _confined(
+    sandbox: Sandbox,
+    request: RunRequest,
+    own_dirs: tuple[Path, ...],
+    sink: LineSink,
+    start: Callable[[Jail, LimitWatch], tuple[Outcome | None, AppProcess | None]],
+) -> Outcome | None:
+    """Run the app `start` starts in a jail of its own (its notes said, its directories
+    handed over); how it ended, a crash that a limit caused explained; None when
+    `start` gave up before anything of the run executed."""
+    watch = LimitWatch(sink)
+    try:
+        with sandbox.confine(request) as jail:
+            for note in jail.notes:
+                sink(SETUP_CHANNEL, note)
+            jail.hand_over(own_dirs)
+            outcome, process = start(jail, watch)
+            if outcome is None or process is None:
+                return outcome
+            limits = jail.limits
+            oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
+    except SandboxUnavailable as exc:
+        return _errored(sink, str(exc))
+    return _explained(outcome, watch, limits, process, sink, oom_killed=oom_killed)
 
 
 def _explained(
@@ -261,20 +272,12 @@ class _ForkStart:
     would be: its own uid lease, cgroup and limits (set while it waits at its gate)."""
 
     pool: WarmPool
-    sandbox: Sandbox
     spec: WarmSpec
-    own_dirs: tuple[Path, ...]
-    mounts: Mounts
+    #: how the run would start cold: its sandbox, request and directories
+    cold: _SandboxedRun
 
     def execute(
-        self,
-        argv: list[str],
-        env: dict[str, str],
-        sink: LineSink,
-        work_dir: Path,
-        on_started: Callable[[], None] | None,
-        cancel: threading.Event | None,
-        cancel_grace_s: float,
+        self, argv: list[str], env: dict[str, str], sink: LineSink, life: _Lifetime
     ) -> Outcome | None:
         """How the run ended, or None when it must start cold (no template, or one
         that cannot fork it; nothing of the run has executed then)."""
@@ -285,44 +288,36 @@ class _ForkStart:
         if problem is not None:
             logger.info("starting the app cold: %s", problem)
             return None
-        watch = LimitWatch(sink)
-        try:
-            with self.sandbox.confine(self.spec.request) as jail:
-                for note in jail.notes:
-                    sink(SETUP_CHANNEL, note)
-                jail.hand_over(self.own_dirs)
-                run = self._setup(jail.uid, template.site)
-                process = AppProcess(
-                    argv,
-                    cwd=self.mounts.cwd,
-                    env=env,
-                    on_line=watch,
-                    wrapped=True,
-                    prepare=jail.confiner(),
-                    launch=functools.partial(template.fork, run),
-                    gate_message=marshal.dumps(self._private(argv, env)),
-                )
-                try:
-                    process.start()
-                except ForkUnavailable as exc:
-                    self.pool.fork_failed(template, exc)
-                    return None
-                except OSError as exc:  # as for a cold start: it could not be confined
-                    return _errored(sink, f"The app could not be started: {exc}.")
-                outcome = _started(process, work_dir, on_started, cancel, cancel_grace_s)
-                limits = jail.limits
-                oom_killed = jail.oom_killed()  # before the cgroup goes with the jail
-        except SandboxUnavailable as exc:
-            return _errored(sink, str(exc))
-        outcome = dataclasses.replace(outcome, fork_start=True)
-        return _explained(outcome, watch, limits, process, sink, oom_killed=oom_killed)
+
+        def start(jail: Jail, watch: LimitWatch) -> tuple[Outcome | None, AppProcess | None]:
+            process = AppProcess(
+                argv,
+                cwd=self.cold.mounts.cwd,
+                env=env,
+                on_line=watch,
+                wrapped=True,
+                prepare=jail.confiner(),
+                launch=functools.partial(template.fork, self._setup(jail.uid, template.site)),
+                gate_message=marshal.dumps(self._private(argv, env)),
+            )
+            try:
+                process.start()
+            except ForkUnavailable as exc:
+                self.pool.fork_failed(template, exc)
+                return None, None
+            except OSError as exc:  # as for a cold start: it could not be confined
+                return _errored(sink, f"The app could not be started: {exc}."), process
+            return dataclasses.replace(life.started(process), fork_start=True), process
+
+        cold = self.cold
+        return _confined(cold.sandbox, cold.request, cold.own_dirs, sink, start)
 
     def _setup(self, uid: int | None, site: tuple[Path, ...]) -> dict[str, Any]:
         """What the template needs to fork the run and set it up (see `fork_boot`)."""
         return {
             "uid": uid,
-            "dirs": [str(path) for path in (*self.own_dirs, *self.mounts.shared)],
-            "read": [str(path) for path in self.mounts.readable],
+            "dirs": [str(path) for path in (*self.cold.own_dirs, *self.cold.mounts.shared)],
+            "read": [str(path) for path in self.cold.mounts.readable],
             "hide": str(self.pool.work_root),
             "site": [str(path) for path in site],
         }
@@ -332,8 +327,8 @@ class _ForkStart:
         through the template, whose memory later forks inherit)."""
         return {
             # bubblewrap sets PWD to the directory it starts the app in
-            "env": {**env, "PWD": str(self.mounts.cwd)},
-            "cwd": str(self.mounts.cwd),
+            "env": {**env, "PWD": str(self.cold.mounts.cwd)},
+            "cwd": str(self.cold.mounts.cwd),
             "argv": argv[1:],
         }
 
@@ -362,23 +357,20 @@ class _WarmStart:
         self,
         package_dir: Path,
         manifest: Manifest,
-        work_dir: Path,
-        on_started: Callable[[], None] | None,
-        cancel: threading.Event | None,
-        cancel_grace_s: float,
+        life: _Lifetime,
     ) -> Outcome | None:
         """How the run ended, or None when it must start cold (no interpreter, or
         none that fits; nothing of the run has executed then)."""
-        warm = self.pool.take(self.spec, cancel)
+        warm = self.pool.take(self.spec, life.cancel)
         if warm is None:
             return None
         watch = LimitWatch(self.sink)
         try:
-            if not self._hand_over(warm, package_dir, manifest, work_dir, watch):
+            if not self._hand_over(warm, package_dir, manifest, life.work_dir, watch):
                 return None
             self.sink(SETUP_CHANNEL, WARM_START_LINE)
-            _notify_started(on_started)
-            outcome = _wait(warm.process, cancel, cancel_grace_s)
+            _notify_started(life.on_started)
+            outcome = _wait(warm.process, life.cancel, life.grace_s)
             outcome = dataclasses.replace(outcome, warm_start=True)
             oom_killed = warm.jail.oom_killed()  # before the cgroup goes with the jail
             return _explained(
@@ -421,32 +413,29 @@ class _WarmStart:
         return True
 
 
-def _run_app(
-    process: AppProcess,
-    sink: LineSink,
-    work_dir: Path,
-    on_started: Callable[[], None] | None,
-    cancel: threading.Event | None,
-    cancel_grace_s: float,
-) -> Outcome:
-    try:
-        process.start()
-    except OSError as exc:
-        return _errored(sink, f"The app could not be started: {exc}.")
-    return _started(process, work_dir, on_started, cancel, cancel_grace_s)
+@dataclass(frozen=True)
+class _Lifetime:
+    """What watching a started app takes: its run's work dir (where its process group
+    is recorded for a crash clean-up), whom to tell it started, its cancel."""
 
+    work_dir: Path
+    on_started: Callable[[], None] | None
+    cancel: threading.Event | None
+    grace_s: float
 
-def _started(
-    process: AppProcess,
-    work_dir: Path,
-    on_started: Callable[[], None] | None,
-    cancel: threading.Event | None,
-    cancel_grace_s: float,
-) -> Outcome:
-    """Wait for a started app (its process group recorded for a crash clean-up)."""
-    workdirs.record_app_group(work_dir, process.pid)
-    _notify_started(on_started)
-    return _wait(process, cancel, cancel_grace_s)
+    def run(self, process: AppProcess, sink: LineSink) -> Outcome:
+        """Start the app and wait for it."""
+        try:
+            process.start()
+        except OSError as exc:
+            return _errored(sink, f"The app could not be started: {exc}.")
+        return self.started(process)
+
+    def started(self, process: AppProcess) -> Outcome:
+        """Wait for a started app."""
+        workdirs.record_app_group(self.work_dir, process.pid)
+        _notify_started(self.on_started)
+        return _wait(process, self.cancel, self.grace_s)
 
 
 def _is_set(cancel: threading.Event | None) -> bool:
