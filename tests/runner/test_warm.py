@@ -91,8 +91,15 @@ class Runner:
             )
         )
         assert self.sandbox.bwrap is not None
+        # Without fork templates: apps that do not import the SDK would be forked
+        # (tests/runner/test_forks.py) instead of started in a warm interpreter.
         self.pool = WarmPool(
-            self.sandbox, venvs, self.settings.work_dir, run_parent_environment(), **pool
+            self.sandbox,
+            venvs,
+            self.settings.work_dir,
+            run_parent_environment(),
+            forks=False,
+            **pool,
         )
 
     def run(
@@ -337,6 +344,7 @@ def _agent(url: str, home: Path, venvs: VenvCache, **settings: object) -> Agent:
         python=sys.executable,
         cancel_grace_s=1.0,
         run_uids=TEST_UIDS,
+        fork_start=False,  # warm interpreters, not fork templates (see `Runner`)
         # `running` at once: a run cancelled right after it starts still reports it.
         running_report_delay_s=0.0,
         **settings,  # type: ignore[arg-type]
