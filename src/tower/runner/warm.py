@@ -417,6 +417,11 @@ class WarmPool:
         with self._lock:
             return len(self._idle)
 
+    def template_count(self) -> int:
+        """Fork templates started and not stopped (running or not)."""
+        with self._lock:
+            return len(self._templates)
+
     def close(self) -> None:
         """Stop every idle interpreter and the spawner (runs that took one keep it)."""
         with self._lock:
