@@ -66,6 +66,8 @@ READY_POLL_S = 0.05
 EXPIRY_CHECK_S = 5.0
 #: how long stopping the pool waits for a spawn in progress (s)
 SPAWNER_JOIN_S = 15.0
+#: how often a closed pool's spawner looks whether what it started has ended (s)
+OUTLIVE_POLL_S = 0.1
 #: output lines held back before a run takes the interpreter
 MAX_HELD_LINES = 1000
 #: this project's SDK modules worth importing ahead of a run (`run_app` and friends)
@@ -337,6 +339,10 @@ class WarmPool:
         self._fork_failures = 0
         self._queue: queue.Queue[tuple[str, WarmSpec] | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
+        #: set once the spawner starts nothing more (what `close` waits for)
+        self._spawning_over = threading.Event()
+        #: what the spawner started and has not seen end (the spawner's own list)
+        self._started: list[AppProcess] = []
         self._closed = False
 
     def take(self, spec: WarmSpec, cancel: threading.Event | None = None) -> WarmProcess | None:
@@ -423,7 +429,9 @@ class WarmPool:
             return len(self._templates)
 
     def close(self) -> None:
-        """Stop every idle interpreter and the spawner (runs that took one keep it)."""
+        """Stop every idle interpreter and template, and the spawner. Runs that took an
+        interpreter, or were forked from a template, go on: the spawner's thread, whose
+        end would kill them (PR_SET_PDEATHSIG), lives on until they have ended."""
         with self._lock:
             self._closed = True
             idle: list[WarmProcess | ForkTemplate] = [*self._idle.values()]
@@ -433,7 +441,7 @@ class WarmPool:
             spawner = self._spawner
         self._queue.put(None)
         if spawner is not None:
-            spawner.join(SPAWNER_JOIN_S)
+            self._spawning_over.wait(SPAWNER_JOIN_S)
         for process in idle:
             process.close()
 
@@ -451,6 +459,15 @@ class WarmPool:
         self._queue.put((kind, spec))
 
     def _spawn_loop(self) -> None:
+        try:
+            self._serve_requests()
+        finally:
+            self._spawning_over.set()
+        # What this thread started dies with it: it ends only once that has ended.
+        while any(not process.exited() for process in self._started):
+            time.sleep(OUTLIVE_POLL_S)
+
+    def _serve_requests(self) -> None:
         while True:
             try:
                 wanted = self._queue.get(timeout=EXPIRY_CHECK_S)
@@ -458,6 +475,7 @@ class WarmPool:
                 wanted = None
             if self._closed:
                 return
+            self._started = [process for process in self._started if not process.exited()]
             try:
                 self._expire()
                 if wanted is not None and wanted[0] == TEMPLATE:
@@ -499,6 +517,8 @@ class WarmPool:
         except Exception as exc:
             logger.warning("could not start a fork template for %s: %s", spec.venv.key, exc)
             template = None
+        if template is not None:
+            self._started.append(template.process)
         surplus: list[ForkTemplate] = []
         with self._lock:
             self._pending.discard((TEMPLATE, spec.key))
@@ -533,6 +553,7 @@ class WarmPool:
             paths = RunPaths(slot, (), spec.venv.path, home, tmp)
             env = interpreter_environment(paths, self.parent_env)
             process, lines, pipes = self._start(spec, slot, jail, env)
+            self._started.append(process)
         except BaseException:
             resources.close()
             raise
