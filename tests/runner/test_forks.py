@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,8 @@ _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or
 #: uids only these tests lease (test_sandbox.py and test_warm.py have their own), a
 #: range per xdist worker
 TEST_UIDS = range(2_101_000 + 16 * _WORKER, 2_101_016 + 16 * _WORKER)
+#: where the runners of these tests have their home (see `runner_home`)
+RUNNER_HOMES = "/var/tmp"
 #: how long a template may take to start in these tests (s)
 TEMPLATE_WAIT_S = 30.0
 
@@ -73,12 +76,22 @@ class Runner(PoolRunner):
 
 
 @pytest.fixture
-def runner(tmp_path: Path, venv_cache: VenvCache) -> Iterator[Runner]:
-    box = Runner(tmp_path / "home", venv_cache)
+def runner_home() -> Iterator[Path]:
+    """The runner's home, outside /tmp (which a forked run's own /tmp covers): a
+    forked run must not see the runner's work root, where a run's own dir is bound."""
+    home = Path(tempfile.mkdtemp(prefix="tower-forks-", dir=RUNNER_HOMES))
+    yield home
+    shutil.rmtree(home)
+
+
+@pytest.fixture
+def runner(runner_home: Path, venv_cache: VenvCache) -> Iterator[Runner]:
+    box = Runner(runner_home, venv_cache)
     yield box
+    templates = [template.process.pid for template in box.pool._templates.values()]
     box.pool.close()
-    for uid in TEST_UIDS:
-        wait_until(lambda uid=uid: uid_processes(uid) == [], timeout=5)
+    assert not any(alive(pid) for pid in templates), "an idle template stops with the pool"
+    _no_process_left()
     work = box.settings.work_dir
     assert not work.exists() or list(work.iterdir()) == [], "every run dir and slot was wiped"
 
@@ -212,8 +225,8 @@ def test_a_forked_run_has_no_privileges_and_sees_only_its_own(
         assert seen["uid"] in TEST_UIDS
         assert seen["work_root"] == [seen["run_dir"]], "no other run, no template slot"
         assert seen["pids"] == [1, 2, seen["child"]], "its init, itself and its child only"
-        # /tmp holds only the parents of what is bound there (these tests keep the
-        # runner's home and the venvs under /tmp); the first run's file is gone.
+        # /tmp holds only the parents of what is bound there (the venvs of these
+        # tests are under /tmp); the first run's file is gone.
         assert seen["tmp"] == _tmp_tops(runner.settings.work_dir, venv_dir)
         assert seen["shm"] == []
         assert seen["venv_write"] in (13, 30), "EACCES or EROFS: the venv is read-only"
