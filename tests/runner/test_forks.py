@@ -305,6 +305,7 @@ def test_a_forked_run_ends_as_a_cold_run_ends(
     runner: Runner, make_app: Callable[..., Path]
 ) -> None:
     runner.prime(make_app({"main.py": "print('prime')\n"}))
+    ends: dict[str, tuple[Outcome, Sink]] = {}
     for case, (code, status, exit_code) in ENDINGS.items():
         app = make_app({"main.py": code})
         cold, cold_sink = runner.run(app, warm=False)
@@ -319,8 +320,12 @@ def test_a_forked_run_ends_as_a_cold_run_ends(
         work = runner.settings.work_dir
         cold_lines = [_in_package(line, work) for line in cold_sink.program()]
         assert [_in_package(line, work) for line in forked_sink.program()] == cold_lines, case
-    assert forked_sink.program() == ["before"]
-    assert forked.message == "The app was killed by SIGTERM (exit code 143)."
+        ends[case] = forked, forked_sink
+    assert ends["sys.exit(message)"][1].program() == ["goodbye on stderr"]
+    assert ends["an exception"][1].program()[-1] == "ValueError: no"
+    killed, killed_sink = ends["SIGTERM"]
+    assert killed_sink.program() == ["before"]
+    assert killed.message == "The app was killed by SIGTERM (exit code 143)."
 
 
 def test_an_uncaught_exception_shows_only_the_scripts_frames(
