@@ -77,22 +77,38 @@ print(json.dumps(plain({
 
 
 class Runner:
-    """A runner's home, sandbox and warm pool; runs apps exactly like the agent."""
+    """A runner's home, sandbox and warm pool; runs apps exactly like the agent.
 
-    def __init__(self, root: Path, venvs: VenvCache, **pool: float) -> None:
+    Without fork templates unless `forks`: apps that do not import the SDK would be
+    forked (tests/runner/test_forks.py) instead of started in a warm interpreter."""
+
+    def __init__(
+        self,
+        root: Path,
+        venvs: VenvCache,
+        *,
+        uids: range = TEST_UIDS,
+        forks: bool = False,
+        **pool: float,
+    ) -> None:
         self.settings = RunnerSettings(home=root)
         self.venvs = venvs
         self.sandbox = Sandbox(
             SandboxConfig(
                 default_limits=LIMITS,
                 max_limits=LIMITS,
-                run_uids=TEST_UIDS,
+                run_uids=uids,
                 state_dir=self.settings.runner_dir,
             )
         )
         assert self.sandbox.bwrap is not None
         self.pool = WarmPool(
-            self.sandbox, venvs, self.settings.work_dir, run_parent_environment(), **pool
+            self.sandbox,
+            venvs,
+            self.settings.work_dir,
+            run_parent_environment(),
+            forks=forks,
+            **pool,
         )
 
     def run(
@@ -104,16 +120,21 @@ class Runner:
         request: RunRequest | None = None,
         cancel: threading.Event | None = None,
         on_started: Callable[[], None] | None = None,
+        catalog: dict[str, str] | None = None,
+        look: Callable[[Path], None] | None = None,
     ) -> tuple[Outcome, Sink]:
+        """Run the app; `catalog`: the run's catalog variables; `look` is called with
+        the run's work dir once the app ended, before the dir is wiped."""
         built = build_package(load_towerfile(app_dir))
         sink = Sink()
         run_id = str(uuid.uuid4())
+        context = RunContext(run_id=run_id, secrets=secrets or {}, catalog_variables=catalog or {})
         with workdirs.run_work_dir(self.settings.work_dir, run_id) as work:
             manifest = extract_package(built.data, work / "package")
             outcome = execute(
                 work / "package",
                 manifest,
-                RunContext(run_id=run_id, secrets=secrets or {}),
+                context,
                 self.venvs,
                 sink,
                 work_dir=work,
@@ -125,6 +146,8 @@ class Runner:
                 request=request,
                 warm=self.pool if warm else None,
             )
+            if look is not None:
+                look(work)
         return outcome, sink
 
     def warmed(self, app_dir: Path, **kwargs: object) -> tuple[Outcome, Sink]:
@@ -316,6 +339,24 @@ def test_idle_interpreters_expire_and_stop_with_the_pool(
     assert list(box.settings.work_dir.iterdir()) == []
 
 
+def test_closing_the_pool_spares_a_run_in_a_warm_interpreter(
+    runner: Runner, make_app: Callable[..., Path]
+) -> None:
+    app = make_app({"main.py": "import time\nprint('working', flush=True)\ntime.sleep(1.5)\n"})
+    runner.run(app)
+    wait_until(lambda: runner.pool.idle_count() == 1, timeout=30)
+    started = threading.Event()
+    ended: list[tuple[Outcome, Sink]] = []
+    thread = threading.Thread(target=lambda: ended.append(runner.run(app, on_started=started.set)))
+    thread.start()
+    assert started.wait(10)
+    runner.pool.close()  # its spawner started the run's interpreter
+    assert thread.is_alive(), "closing does not wait for the run"
+    thread.join(30)
+    ((outcome, sink),) = ended
+    assert (outcome.status, outcome.warm_start) == (RunStatus.EXITED, True), (outcome, sink.lines)
+
+
 # ---------------------------------------------------------------- through the agent
 
 SECRET_APP = """\
@@ -337,6 +378,7 @@ def _agent(url: str, home: Path, venvs: VenvCache, **settings: object) -> Agent:
         python=sys.executable,
         cancel_grace_s=1.0,
         run_uids=TEST_UIDS,
+        fork_start=False,  # warm interpreters, not fork templates (see `Runner`)
         # `running` at once: a run cancelled right after it starts still reports it.
         running_report_delay_s=0.0,
         **settings,  # type: ignore[arg-type]

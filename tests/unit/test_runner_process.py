@@ -138,6 +138,19 @@ def test_poll(tmp_path: Path) -> None:
     assert proc.poll(10) == 0
 
 
+def test_exited_says_whether_it_ended_without_reaping_it(tmp_path: Path) -> None:
+    lines = Lines()
+    proc = start(tmp_path, "import sys, time\ntime.sleep(0.3)\nsys.exit(4)\n", lines)
+    assert not proc.exited()
+    deadline = time.monotonic() + 10
+    while not proc.exited():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert Path(f"/proc/{proc.pid}").exists(), "a zombie: not reaped yet"
+    assert proc.wait() == 4, "its owner still gets its exit status"
+    assert proc.exited()
+
+
 def test_helpers(tmp_path: Path) -> None:
     assert command_for("./main.py", tmp_path / "app", tmp_path / "v") == [
         str(tmp_path / "v" / "bin" / "python"),

@@ -51,7 +51,6 @@ text), and goes on. The child ("C", PID 1 of that namespace) sets the run up:
 def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F821
     """Run the app (`become`), then end the process as the interpreter would; see the
     module doc. Only local names: `become` replaces `__main__`'s namespace."""
-    import atexit
     import os
     import sys
 
@@ -70,6 +69,9 @@ def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F8
     threading = sys.modules.get("threading")
     if threading is not None:
         threading._shutdown()  # joins the non-daemon threads, as Py_Finalize does
+    # Only now: a cold interpreter has no `atexit` in sys.modules when the script starts.
+    import atexit
+
     atexit._run_exitfuncs()
     alone = threading is None or threading.active_count() <= 1
     own = [name for name in sys.modules if name not in forked_modules]

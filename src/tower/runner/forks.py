@@ -236,12 +236,6 @@ class ForkTemplate:
         if idle:
             self._stop()
 
-    def wait_stopped(self) -> None:
-        """Wait until it has exited (after the runs forked from it)."""
-        if not self._exited:
-            self.process.wait()
-            self._exited = True
-
     def _stop(self) -> None:
         if self.process.poll(STOP_WAIT_S) is None:
             self.process.terminate(0)

@@ -274,6 +274,16 @@ class AppProcess:
             return None
         return self._finish()
 
+    def exited(self) -> bool:
+        """Whether the process, started with `Popen`, has exited (it is not reaped)."""
+        if self._proc is None or self._proc.returncode is not None:
+            return self._proc is not None
+        try:
+            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+            return os.waitid(os.P_PID, self._proc.pid, flags) is not None
+        except ChildProcessError:  # reaped by another thread meanwhile
+            return True
+
     def wait(self) -> int:
         """Wait for the process to exit and its output to drain; returns the exit code."""
         self._popen.wait()

@@ -66,6 +66,8 @@ READY_POLL_S = 0.05
 EXPIRY_CHECK_S = 5.0
 #: how long stopping the pool waits for a spawn in progress (s)
 SPAWNER_JOIN_S = 15.0
+#: how often a closed pool's spawner looks whether what it started has ended (s)
+OUTLIVE_POLL_S = 0.1
 #: output lines held back before a run takes the interpreter
 MAX_HELD_LINES = 1000
 #: this project's SDK modules worth importing ahead of a run (`run_app` and friends)
@@ -335,10 +337,12 @@ class WarmPool:
         self.forks = forks and sandbox.is_root and sandbox.bwrap is not None
         self._templates: OrderedDict[Key, ForkTemplate] = OrderedDict()
         self._fork_failures = 0
-        #: templates stopped while runs forked from them still run
-        self._retiring: list[ForkTemplate] = []
         self._queue: queue.Queue[tuple[str, WarmSpec] | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
+        #: set once the spawner starts nothing more (what `close` waits for)
+        self._spawning_over = threading.Event()
+        #: what the spawner started and has not seen end (the spawner's own list)
+        self._started: list[AppProcess] = []
         self._closed = False
 
     def take(self, spec: WarmSpec, cancel: threading.Event | None = None) -> WarmProcess | None:
@@ -419,25 +423,27 @@ class WarmPool:
         with self._lock:
             return len(self._idle)
 
+    def template_count(self) -> int:
+        """Fork templates started and not stopped (running or not)."""
+        with self._lock:
+            return len(self._templates)
+
     def close(self) -> None:
-        """Stop every idle interpreter and the spawner (runs that took one keep it, and
-        runs forked from a template keep running: the spawner, which the templates
-        die with, waits for those templates to end)."""
+        """Stop every idle interpreter and template, and the spawner. Runs that took an
+        interpreter, or were forked from a template, go on: the spawner's thread, whose
+        end would kill them (PR_SET_PDEATHSIG), lives on until they have ended."""
         with self._lock:
             self._closed = True
-            idle = list(self._idle.values())
+            idle: list[WarmProcess | ForkTemplate] = [*self._idle.values()]
+            idle += self._templates.values()
             self._idle.clear()
-            self._retiring.extend(self._templates.values())
             self._templates.clear()
-            retiring = list(self._retiring)
             spawner = self._spawner
-        for template in retiring:
-            template.close()
         self._queue.put(None)
         if spawner is not None:
-            spawner.join(SPAWNER_JOIN_S)
-        for warm in idle:
-            warm.close()
+            self._spawning_over.wait(SPAWNER_JOIN_S)
+        for process in idle:
+            process.close()
 
     # ------------------------------------------------------------------ the spawner
 
@@ -453,14 +459,23 @@ class WarmPool:
         self._queue.put((kind, spec))
 
     def _spawn_loop(self) -> None:
+        try:
+            self._serve_requests()
+        finally:
+            self._spawning_over.set()
+        # What this thread started dies with it: it ends only once that has ended.
+        while any(not process.exited() for process in self._started):
+            time.sleep(OUTLIVE_POLL_S)
+
+    def _serve_requests(self) -> None:
         while True:
             try:
                 wanted = self._queue.get(timeout=EXPIRY_CHECK_S)
             except queue.Empty:
                 wanted = None
             if self._closed:
-                self._outlive_templates()
                 return
+            self._started = [process for process in self._started if not process.exited()]
             try:
                 self._expire()
                 if wanted is not None and wanted[0] == TEMPLATE:
@@ -488,21 +503,11 @@ class WarmPool:
         for extra in surplus:
             extra.close()
 
-    def _retire(self, templates: list[ForkTemplate]) -> None:
-        """Stop `templates` once their runs have ended (until then the spawner, which
-        they die with, must outlive them)."""
-        with self._lock:
-            self._retiring.extend(templates)
+    @staticmethod
+    def _retire(templates: list[ForkTemplate]) -> None:
+        """Stop `templates` (each once the runs forked from it have ended)."""
         for template in templates:
             template.close()
-
-    def _outlive_templates(self) -> None:
-        """Live (this thread started them: they die with it) until the templates still
-        serving runs have stopped."""
-        with self._lock:
-            retiring, self._retiring = self._retiring, []
-        for template in retiring:
-            template.wait_stopped()
 
     def _fill_template(self, spec: WarmSpec) -> None:
         try:
@@ -518,6 +523,8 @@ class WarmPool:
         except Exception as exc:
             logger.warning("could not start a fork template for %s: %s", spec.venv.key, exc)
             template = None
+        if template is not None:
+            self._started.append(template.process)
         surplus: list[ForkTemplate] = []
         with self._lock:
             self._pending.discard((TEMPLATE, spec.key))
@@ -536,7 +543,6 @@ class WarmPool:
             stale = [self._idle.pop(key) for key in expired]
             unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
             retired = [self._templates.pop(key) for key in unused]
-            self._retiring = [t for t in self._retiring if t.alive()]
         for warm in stale:
             warm.close()
         self._retire(retired)
@@ -553,6 +559,7 @@ class WarmPool:
             paths = RunPaths(slot, (), spec.venv.path, home, tmp)
             env = interpreter_environment(paths, self.parent_env)
             process, lines, pipes = self._start(spec, slot, jail, env)
+            self._started.append(process)
         except BaseException:
             resources.close()
             raise
