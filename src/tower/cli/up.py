@@ -1,4 +1,5 @@
-"""`tower up` (control plane + one local runner) and `tower server` (control plane only).
+"""`tower up` (control plane + one local runner, started again when it dies) and
+`tower server` (control plane only).
 
 Imported lazily by the CLI: this is the only CLI module that loads the server.
 """
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,14 @@ from tower.files import write_private
 
 HEALTH_TIMEOUT_S = 60.0
 RUNNER_STOP_GRACE_S = 15.0
+#: wait before the first restart of a runner that died; doubled for each quick death after
+RESTART_FIRST_DELAY_S = 1.0
+RESTART_MAX_DELAY_S = 30.0
+#: a runner that stayed up this long was healthy: its next death starts the backoff over
+RESTART_RESET_AFTER_S = 60.0
+#: how long a runner's exit waits for `tower up` to be seen stopping too (see `_watch`)
+STOP_SETTLE_S = 0.5
+STOPPING_POLL_S = 0.05
 
 
 def _settings(host: str | None, port: int | None, **overrides: object):  # type: ignore[no-untyped-def]
@@ -104,6 +114,111 @@ def _stop_runner(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def restart_delay(previous_s: float | None, uptime_s: float) -> float:
+    """Seconds to wait before starting again a runner that exited after `uptime_s`.
+
+    Doubles from `RESTART_FIRST_DELAY_S` up to `RESTART_MAX_DELAY_S` while the runner keeps
+    dying soon after it starts (a crash at start-up must not spin), and starts over once
+    a runner has stayed up `RESTART_RESET_AFTER_S` (one crash a day waits 1 s, not 30 s).
+    """
+    if previous_s is None or uptime_s >= RESTART_RESET_AFTER_S:
+        return RESTART_FIRST_DELAY_S
+    return min(previous_s * 2, RESTART_MAX_DELAY_S)
+
+
+def describe_exit(returncode: int) -> str:
+    """How a runner process ended, in words: `killed by SIGKILL`, `exit code 1`."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    if returncode == 0:
+        # The runner exits 0 only when told to stop, and only `tower up` tells it so.
+        return "exit code 0, though nothing asked it to stop"
+    return f"exit code {returncode}"
+
+
+class RunnerSupervisor:
+    """Keeps one local runner process alive for as long as `tower up` runs.
+
+    Without it a runner that crashed (or was OOM-killed) left the control plane serving
+    with no one to run anything: every run stayed `pending` and nothing was said.
+    """
+
+    def __init__(
+        self,
+        start_runner: Callable[[], subprocess.Popen[bytes]],
+        server_stopping: Callable[[], bool],
+    ) -> None:
+        self._start_runner = start_runner
+        self._server_stopping = server_stopping
+        self._stopped = threading.Event()
+        # Held while the current process is replaced, so `stop` never misses a new one.
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The current runner process (None before the first start)."""
+        return self._process
+
+    def start(self) -> None:
+        """Start the runner and watch it from a daemon thread."""
+        if self._start_next():
+            threading.Thread(target=self._watch, name="tower-up-runner", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop watching, then stop the current runner (SIGTERM, grace, SIGKILL)."""
+        self._stopped.set()
+        with self._lock:
+            process = self._process
+        if process is not None:
+            _stop_runner(process)
+
+    def _stopping(self) -> bool:
+        return self._stopped.is_set() or self._server_stopping()
+
+    def _start_next(self) -> bool:
+        with self._lock:
+            if self._stopping():
+                return False
+            self._process = self._start_runner()
+            return True
+
+    def _sleep_unless_stopping(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True as soon as `tower up` is stopping."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._stopped.wait(min(left, STOPPING_POLL_S))
+        return True
+
+    def _watch(self) -> None:
+        delay: float | None = None
+        while True:
+            process = self._process
+            assert process is not None  # `start` set it before this thread began
+            started = time.monotonic()
+            returncode = process.wait()
+            uptime_s = time.monotonic() - started
+            # A Ctrl-C in the terminal reaches the runner too (same process group), and an
+            # idle runner may exit before `tower up` has handled its own copy: give that a
+            # moment rather than calling an ordinary stop a crash.
+            if self._sleep_unless_stopping(STOP_SETTLE_S):
+                return
+            delay = restart_delay(delay, uptime_s)
+            click.echo(
+                f"The local runner exited ({describe_exit(returncode)}); "
+                f"restarting it in {delay:g} s.",
+                err=True,
+            )
+            if self._sleep_unless_stopping(delay) or not self._start_next():
+                return
+
+
 def _wait_healthy(url: str) -> bool:
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -149,15 +264,17 @@ def up_command(host: str | None, port: int | None) -> None:
     url = settings.resolved_public_url
     credential = auth.rotate_embedded_runner_credential(ctx)
     server = serve(settings, ctx)
-    runner: list[subprocess.Popen[bytes]] = []
+    supervisor = RunnerSupervisor(
+        lambda: _start_runner(settings.resolved_runner_url, credential, settings.home_dir),
+        lambda: server.should_exit,
+    )
 
     def after_start() -> None:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.should_exit:
             return
-        runner_url = settings.resolved_runner_url
-        runner.append(_start_runner(runner_url, credential, settings.home_dir))
+        supervisor.start()
         if not _wait_healthy(url):
             click.echo("The local runner did not come online; see its output above.", err=True)
             return
@@ -165,10 +282,17 @@ def up_command(host: str | None, port: int | None) -> None:
         click.echo(f"  CLI session: {_log_in_cli(ctx, url, boot.admin_email)}")
         click.echo("Tower is up. Press Ctrl-C to stop.")
 
+    # uvicorn handles SIGTERM while it serves, then raises it again once it has shut down;
+    # by default that would kill `tower up` before the `finally` below stops the runner
+    # (orphaning it). Ending like Ctrl-C instead stops the runner and exits 0.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     threading.Thread(target=after_start, name="tower-up", daemon=True).start()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it: exit 0
             server.run()
     finally:
-        for process in runner:
-            _stop_runner(process)
+        supervisor.stop()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
