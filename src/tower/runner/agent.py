@@ -248,6 +248,7 @@ class Agent:
         finally:
             if self.warm is not None:
                 self.warm.close()
+            self.packages.close()
             if self._owns_api:
                 self.api.close()
 

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import marshal
 import os
-import select
 import socket
 import subprocess
 import threading
@@ -47,7 +46,7 @@ from typing import IO, Any
 
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
-from tower.runner.process import AppProcess
+from tower.runner.process import AppProcess, readable_within
 from tower.runner.sandbox import Mounts, Sandbox, bwrap_argv
 
 logger = logging.getLogger(__name__)
@@ -117,9 +116,7 @@ class ForkedChild:
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is not None:
             return self.returncode
-        waiter = select.poll()
-        waiter.register(self._status, select.POLLIN)
-        if not waiter.poll(None if timeout is None else timeout * 1000):
+        if not readable_within(self._status, timeout):
             raise subprocess.TimeoutExpired(self.args, timeout or 0)
         while chunk := os.read(self._status, 64):
             self._said += chunk
@@ -159,8 +156,8 @@ class ForkTemplate:
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether it said it is ready within `timeout`."""
-        readable, _, _ = select.select([self._connection], [], [], timeout)
-        return bool(readable) and self._connection.recv(ANSWER_BYTES) == b"ready"
+        ready = readable_within(self._connection.fileno(), timeout)
+        return ready and self._connection.recv(ANSWER_BYTES) == b"ready"
 
     def alive(self) -> bool:
         """Whether it still runs (a closed one may, for the runs forked from it)."""
@@ -245,7 +242,7 @@ class ForkTemplate:
 
 def _await_setup(status: int) -> None:
     """Wait for the forked process to say it set the run up (`R`) and waits at its gate."""
-    readable, _, _ = select.select([status], [], [], FORK_SETUP_S)
+    readable = readable_within(status, FORK_SETUP_S)
     said = os.read(status, ANSWER_BYTES) if readable else b""
     if said == STATUS_READY:
         return

@@ -51,6 +51,16 @@ class PackageCache:
         self.root = parent / name
         self.root.mkdir(mode=0o700)
 
+    def close(self) -> None:
+        """Give the kept packages up: their directory goes, and the lock with it."""
+        with self._lock:
+            if self._held.closed:
+                return
+            self._manifests.clear()
+            shutil.rmtree(self.root, ignore_errors=True)
+            Path(self._held.name).unlink(missing_ok=True)
+            self._held.close()
+
     def copy_to(self, sha256: str, dest: Path) -> Manifest | None:
         """Copy the package with this sha256 to `dest` (which must not exist); its
         MANIFEST, or None when it is not here (or could not be copied)."""

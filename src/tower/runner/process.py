@@ -263,9 +263,7 @@ class AppProcess:
         steps of up to 50 ms, which every app that starts another and waits for it
         would pay once per link."""
         if self._exit_fd is not None and self._popen.returncode is None:
-            waiter = select.poll()  # not select(): no limit on the descriptor's number
-            waiter.register(self._exit_fd, select.POLLIN)
-            if not waiter.poll(timeout * 1000):
+            if not readable_within(self._exit_fd, timeout):
                 return None
             timeout = KILL_WAIT_S  # it has exited: reaping it takes no time
         try:
@@ -328,6 +326,14 @@ class AppProcess:
             if pid != self.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signum)
+
+
+def readable_within(fd: int, timeout: float | None) -> bool:
+    """Whether `fd` is readable (or at end of file) within `timeout` seconds (None: no
+    limit). poll(), not select(): a runner's descriptors may number beyond 1024."""
+    waiter = select.poll()
+    waiter.register(fd, select.POLLIN)
+    return bool(waiter.poll(None if timeout is None else timeout * 1000))
 
 
 @cache

@@ -34,7 +34,6 @@ import marshal
 import os
 import queue
 import re
-import select
 import threading
 import time
 import uuid
@@ -49,7 +48,7 @@ from typing import Any
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
 from tower.runner.forks import ForkTemplate, start_template
-from tower.runner.process import AppProcess
+from tower.runner.process import AppProcess, readable_within
 from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
 from tower.runner.venvs import Venv, VenvCache
 
@@ -236,8 +235,7 @@ class WarmProcess:
                 return False
             remaining = deadline - time.monotonic()
             wait = max(0.0, min(remaining, READY_POLL_S))
-            readable, _, _ = select.select([self._ready], [], [], wait)
-            if readable and not self._read_ready():
+            if readable_within(self._ready, wait) and not self._read_ready():
                 return False
             if self.modules is None and remaining <= 0:
                 return False
