@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tower.runner.process import group_members
+
+#: tests that run apps as their own uids inside bubblewrap
+NEEDS_ROOT_AND_BWRAP = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("bwrap") is None, reason="needs root and bubblewrap"
+)
+#: run uids a test file may lease per xdist worker
+UIDS_PER_WORKER = 16
+
+
+def worker_uids(first: int) -> range:
+    """The run uids of this xdist worker in a test file's own range from `first` (no
+    two workers, and no two files with ranges apart, ever lease the same uid)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    start = first + UIDS_PER_WORKER * worker
+    return range(start, start + UIDS_PER_WORKER)
+
 
 __all__ = ["Sink", "alive", "group_members", "wait_until"]
 

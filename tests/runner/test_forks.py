@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from procs import Sink, alive, group_members, wait_until
+from procs import NEEDS_ROOT_AND_BWRAP, Sink, alive, group_members, wait_until, worker_uids
 from test_warm import Runner as PoolRunner
 
 from tower.core.runs import RunStatus
@@ -31,15 +31,12 @@ from tower.runner.venvs import VenvCache
 
 pytestmark = [
     pytest.mark.xdist_group("runner-uv"),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("bwrap") is None, reason="needs root and bubblewrap"
-    ),
+    NEEDS_ROOT_AND_BWRAP,
 ]
 
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 #: uids only these tests lease (test_sandbox.py and test_warm.py have their own), a
 #: range per xdist worker
-TEST_UIDS = range(2_101_000 + 16 * _WORKER, 2_101_016 + 16 * _WORKER)
+TEST_UIDS = worker_uids(2_101_000)
 #: where the runners of these tests have their home (see `runner_home`)
 RUNNER_HOMES = "/var/tmp"
 #: how long a template may take to start in these tests (s)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from procs import Sink
+from procs import Sink, worker_uids
 
 from tower.core.package import build_package, extract_package
 from tower.core.runs import RunStatus
@@ -48,8 +48,7 @@ pytestmark = pytest.mark.xdist_group("runner-uv")
 
 #: uids only these tests lease, a range per xdist worker: each test checks that no
 #: process of its range outlives its run, which must not see another worker's runs
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-TEST_UIDS = range(2_100_000 + 16 * _WORKER, 2_100_016 + 16 * _WORKER)
+TEST_UIDS = worker_uids(2_100_000)
 DEFAULTS = Limits(memory_mb=512, cpu_seconds=60, file_size_mb=64, processes=64)
 MAXIMUMS = Limits(memory_mb=768, cpu_seconds=120, file_size_mb=128, processes=128)
 

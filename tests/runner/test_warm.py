@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import sys
 import threading
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from control_plane import FakeControlPlane, FakeRun
-from procs import Sink, alive, wait_until
+from procs import NEEDS_ROOT_AND_BWRAP, Sink, alive, wait_until, worker_uids
 from test_agent import AgentThread
 
 from tower.core.crypto import hybrid_encrypt, load_public_key
@@ -38,14 +36,11 @@ from tower.runner.warm import WarmPool
 
 pytestmark = [
     pytest.mark.xdist_group("runner-uv"),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("bwrap") is None, reason="needs root and bubblewrap"
-    ),
+    NEEDS_ROOT_AND_BWRAP,
 ]
 
-_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 #: uids only these tests lease (apart from test_sandbox.py's), a range per xdist worker
-TEST_UIDS = range(2_100_500 + 16 * _WORKER, 2_100_516 + 16 * _WORKER)
+TEST_UIDS = worker_uids(2_100_500)
 LIMITS = Limits(memory_mb=1024, cpu_seconds=60, file_size_mb=64, processes=64)
 
 #: what an app can see of how it was started, with its run dir written as <RUN>

@@ -127,10 +127,13 @@ def execute(
             return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
         argv = command_for(manifest.invoke, app_dir, venv.path)
         life = _Lifetime(work_dir, on_started, cancel, cancel_grace_s)
-        if sandbox is None:
+
+        def run_env() -> dict[str, str]:  # a warm start builds its own, for its slot
             paths = _run_paths(work_dir, app_dir, module_dirs, venv)
-            env = build_environment(ctx, paths, parent_env)
-            process = AppProcess(argv, cwd=app_dir, env=env, on_line=sink)
+            return build_environment(ctx, paths, parent_env)
+
+        if sandbox is None:
+            process = AppProcess(argv, cwd=app_dir, env=run_env(), on_line=sink)
             outcome = life.run(process, sink)
             return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
         shared = _shared_dirs(ctx, sandbox, sink)
@@ -138,19 +141,21 @@ def execute(
         request = dataclasses.replace(request or RunRequest(), shared_dirs=shared)
         own_dirs = _own_dirs(work_dir, package_dir)
         mounts = Mounts(own_dirs, readable, app_dir, shared)
-        env = build_environment(ctx, _run_paths(work_dir, app_dir, module_dirs, venv), parent_env)
         run = _SandboxedRun(sandbox, request, own_dirs, mounts)
+        env: dict[str, str] | None = None
         outcome = None
         if warm is not None and _may_start_warm(argv, venv, package_dir, work_dir):
             preload = warm.preload_for(venv, manifest.checksum, app_dir)
             spec = WarmSpec(venv, request, readable, preload)
             if _may_fork(warm, sandbox, spec, work_dir):
+                env = run_env()
                 fork = _ForkStart(warm, spec, run)
                 outcome = fork.execute(argv, env, sink, life)
             else:
                 start = _WarmStart(warm, spec, ctx, parent_env, sink)
                 outcome = start.execute(package_dir, manifest, life)
         if outcome is None:
+            env = env or run_env()
             outcome = run.execute(argv, env, sink, life)
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
 

@@ -149,7 +149,6 @@ class ForkTemplate:
         self._resources = resources
         self._lock = threading.Lock()
         self._closed = False
-        self._exited = False
         #: forked runs not ended yet: it is stopped only once there are none (they
         #: die with it)
         self._active = 0
@@ -161,9 +160,7 @@ class ForkTemplate:
 
     def alive(self) -> bool:
         """Whether it still runs (a closed one may, for the runs forked from it)."""
-        if not self._exited:  # once only: polling an ended process kills its group again
-            self._exited = self.process.poll(0) is not None
-        return not self._exited
+        return not self.process.exited()
 
     def takes_runs(self) -> bool:
         return not self._closed and self.alive()
@@ -236,7 +233,6 @@ class ForkTemplate:
     def _stop(self) -> None:
         if self.process.poll(STOP_WAIT_S) is None:
             self.process.terminate(0)
-        self._exited = True
         self._resources.close()
 
 

@@ -395,7 +395,7 @@ class WarmPool:
             self._want(spec, TEMPLATE)
         if template is not None:
             logger.warning("a fork template stopped; starting a new one")
-            self._retire([template])
+            template.close()
         return None
 
     def fork_failed(self, template: ForkTemplate, error: Exception) -> None:
@@ -407,7 +407,7 @@ class WarmPool:
             self._fork_failures += 1
             if self._fork_failures >= MAX_FORK_FAILURES:
                 self.forks = False
-        self._retire([template])
+        template.close()  # once the runs forked from it have ended
         if self.forks:
             logger.warning("a fork template failed (%s); starting the app cold", error)
         else:
@@ -501,12 +501,6 @@ class WarmPool:
         for extra in surplus:
             extra.close()
 
-    @staticmethod
-    def _retire(templates: list[ForkTemplate]) -> None:
-        """Stop `templates` (each once the runs forked from it have ended)."""
-        for template in templates:
-            template.close()
-
     def _fill_template(self, spec: WarmSpec) -> None:
         try:
             template: ForkTemplate | None = start_template(
@@ -532,7 +526,8 @@ class WarmPool:
                 self._templates[spec.key] = template
                 while len(self._templates) > self.max_keys:
                     surplus.append(self._templates.popitem(last=False)[1])
-        self._retire(surplus)
+        for extra in surplus:
+            extra.close()
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -543,7 +538,8 @@ class WarmPool:
             retired = [self._templates.pop(key) for key in unused]
         for warm in stale:
             warm.close()
-        self._retire(retired)
+        for template in retired:
+            template.close()
 
     def _spawn(self, spec: WarmSpec) -> WarmProcess:
         """Start an interpreter for `spec` in a fresh slot under its own uid lease."""
