@@ -433,6 +433,39 @@ def test_batched_reports_apply_each_on_its_own_and_claim_the_next_runs(
         assert _describe(api, second["number"])["status"] == "starting", "the forged one failed"
 
 
+def test_a_batched_report_refused_halfway_leaves_nothing_and_the_rest_stands(
+    deployed: ApiServer,
+) -> None:
+    """The batch is one transaction; a report refused after its lines were written (an
+    `exited` for an attempt that never ran) is undone alone, as its own request would be."""
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        first, second = _run(api), _run(api)
+        a, b = runner.claim_many(2)
+
+        def line(content: str) -> dict[str, Any]:
+            return {"line_num": 1, "channel": "program", "content": content, "reported_at": NOON}
+
+        reports = [
+            _report(a, "exited", exit_code=0, lines=[line("undone")]),  # starting → exited
+            _report(b, "exited", exit_code=0, started_seconds_ago=0.01, lines=[line("kept")]),
+        ]
+        answer = _batch(runner, reports)
+        assert answer.status_code == 200, answer.text
+        refused, applied = answer.json()["results"]
+        assert refused["error"]["code"] == "invalid_transition"
+        assert applied == {"run_id": b["run_id"], "status": "exited"}
+
+        def contents(number: int) -> list[str]:
+            lines = api.get(f"/apps/hello/runs/{number}/logs").json()["log_lines"]
+            return [entry["content"] for entry in lines]
+
+        assert _describe(api, first["number"])["status"] == "starting"
+        assert contents(first["number"]) == []
+        assert _describe(api, second["number"])["status"] == "exited"
+        assert contents(second["number"]) == ["kept"]
+
+
 def test_batched_log_lines_are_stored_before_the_reports_and_fenced_alone(
     deployed: ApiServer,
 ) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
@@ -26,12 +27,13 @@ from tower.server.dispatch.notifier import (
 )
 from tower.server.services import runner_credentials
 from tower.server.services import runners as runners_service
-from tower.server.services.context import RunnerPrincipal, ServerContext
+from tower.server.services.context import RunnerPrincipal
 
 router = APIRouter(prefix="/v1/runner", tags=["runner"])
 
 # Other control planes enqueue without waking us; re-check the queue this often.
 CLAIM_RECHECK_S = 2.0
+_R = TypeVar("_R")
 
 
 class RegisterParams(BaseModel):
@@ -209,51 +211,56 @@ def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> Res
     """Log batches and status reports of several runs in one round trip, each applied
     on its own exactly as `/runs/{run_id}/logs` and `/status` apply them (a stale one
     fails alone), then, optionally, a claim for the slots they freed: a busy runner
-    needs about one request per batch of runs instead of several per run."""
-    log_results = [_batched_logs(ctx, who, batch) for batch in body.logs]
-    results = [_batched_report(ctx, who, report) for report in body.reports]
-    answer: dict[str, Any] = {"results": results, "log_results": log_results, "assignments": []}
-    if body.claim_max_runs and not ctx.notifier.retired(claims_topic(body.runner_id)):
-        try:
-            answer["assignments"] = runners_service.try_claim(
-                ctx, who, body.runner_id, body.claim_max_runs
-            )
-        except TowerError as exc:  # the reports stand; the runner's claim loop will see it too
-            answer["claim_error"] = error_body(exc.status, exc.message, code=exc.code)
+    needs about one request, and one transaction, per batch of runs instead of several
+    per run."""
+    claim = body.claim_max_runs
+    if ctx.notifier.retired(claims_topic(body.runner_id)):
+        claim = 0
+    outcome = runners_service.apply_batch(
+        ctx,
+        who,
+        body.runner_id,
+        [_log_batch(batch) for batch in body.logs],
+        [(report.run_id, _status_report(report)) for report in body.reports],
+        claim,
+    )
+    answer: dict[str, Any] = {
+        "results": [
+            _item_result(report.run_id, result, lambda status: {"status": status.value})
+            for report, result in zip(body.reports, outcome.reports, strict=True)
+        ],
+        "log_results": [
+            _item_result(batch.run_id, result, lambda accepted: {"accepted": accepted})
+            for batch, result in zip(body.logs, outcome.logs, strict=True)
+        ],
+        "assignments": outcome.assignments,
+    }
+    if outcome.claim_error is not None:  # the reports stand; the claim loop will see it too
+        answer["claim_error"] = _error_of(outcome.claim_error)
     return serializers.json_response(answer)
 
 
-def _batched_logs(
-    ctx: ServerContext, who: RunnerPrincipal, batch: BatchedLogsParams
+def _log_batch(batch: BatchedLogsParams) -> runners_service.LogBatch:
+    return runners_service.LogBatch(
+        run_id=batch.run_id,
+        attempt_seq=batch.attempt_seq,
+        fencing_token=batch.fencing_token,
+        lines=[line.model_dump() for line in batch.lines],
+    )
+
+
+def _item_result(
+    run_id: uuid.UUID, result: _R | TowerError, fields: Callable[[_R], dict[str, Any]]
 ) -> dict[str, Any]:
-    try:
-        accepted = runners_service.ingest_logs(
-            ctx,
-            who,
-            batch.run_id,
-            attempt_seq=batch.attempt_seq,
-            fencing_token=batch.fencing_token,
-            lines=[line.model_dump() for line in batch.lines],
-        )
-    except TowerError as exc:
-        return _refused(batch.run_id, exc)
-    return {"run_id": str(batch.run_id), "accepted": accepted}
+    """`{run_id, **fields}`, or `{run_id, error}` with the error body (and its HTTP
+    status in `error.status`) the item's own request would have answered."""
+    if isinstance(result, TowerError):
+        return {"run_id": str(run_id), "error": _error_of(result)}
+    return {"run_id": str(run_id), **fields(result)}
 
 
-def _refused(run_id: uuid.UUID, exc: TowerError) -> dict[str, Any]:
-    return {"run_id": str(run_id), "error": error_body(exc.status, exc.message, code=exc.code)}
-
-
-def _batched_report(
-    ctx: ServerContext, who: RunnerPrincipal, report: BatchedStatusParams
-) -> dict[str, Any]:
-    """`{run_id, status}`, or `{run_id, error}` with the error body (and its HTTP status
-    in `error.status`) the single-report call would have answered."""
-    try:
-        status = runners_service.report_status(ctx, who, report.run_id, _status_report(report))
-    except TowerError as exc:
-        return _refused(report.run_id, exc)
-    return {"run_id": str(report.run_id), "status": status.value}
+def _error_of(exc: TowerError) -> dict[str, Any]:
+    return error_body(exc.status, exc.message, code=exc.code)
 
 
 @router.post("/runs/{run_id}/logs")

@@ -29,6 +29,11 @@ class Notifier:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        # Nobody listens: don't wake the loop for nothing (most runs have no follower).
+        # A listener that registers after this look reads the database after it too,
+        # so it sees the change the notify is about: it listens before it reads.
+        if topic not in self._waiters:
+            return
         loop.call_soon_threadsafe(self._wake, topic)
 
     def close(self) -> None:

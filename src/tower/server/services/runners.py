@@ -7,10 +7,10 @@ import functools
 import json
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from tower.core import crypto, errors
 from tower.core.runs import ACTIVE, TERMINAL, RunStatus, check_transition
 from tower.server.dispatch import queue
-from tower.server.dispatch.notifier import run_topic
 from tower.server.services import apps as apps_service
 from tower.server.services import auth, deploys, lifecycle, runner_credentials, vault
 from tower.server.services import catalogs as catalogs_service
@@ -36,6 +35,7 @@ MAX_LOG_LINES_PER_BATCH = 5000
 MAX_LINE_CHARS = 64 * 1024
 # Packages up to this size ride along in the claim answer, saving the runner a round trip.
 INLINE_PACKAGE_MAX_BYTES = 256 * 1024
+_T = TypeVar("_T")
 RUNNER_REPORTS = {RunStatus.RUNNING, RunStatus.EXITED, RunStatus.CRASHED, RunStatus.ERRORED}
 
 
@@ -95,28 +95,39 @@ def try_claim(
 
     A runner with several free slots takes a backlog in one transaction and one round
     trip instead of one per run."""
+    with ctx.sessions.begin() as session:
+        return _claim_in(ctx, session, who, runner_id, max_runs)
+
+
+def _claim_in(
+    ctx: ServerContext,
+    session: Session,
+    who: RunnerPrincipal,
+    runner_id: uuid.UUID,
+    max_runs: int,
+) -> list[dict[str, Any]]:
+    """`try_claim` inside the caller's transaction."""
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
     assignments: list[dict[str, Any]] = []
-    with ctx.sessions.begin() as session:
-        runner = get_runner(session, who, runner_id)
-        runner.last_heartbeat_at = now
-        handout = _Handout(ctx, session, runner)
-        for _ in range(max(1, max_runs)):
-            run_id = queue.claim_next_run(
-                session,
-                runner_id=runner.id,
-                account_id=runner.account_id,
-                environment=runner.environment,
-                now=now,
-                lease_until=lease,
-                reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
-            )
-            if run_id is None:
-                break
-            claimed = _load_claimed(session, run_id)
-            attempt = _open_attempt(session, claimed.run, runner, now)
-            assignments.append(_assignment(handout, claimed, attempt))
+    runner = get_runner(session, who, runner_id)
+    runner.last_heartbeat_at = now
+    handout = _Handout(ctx, session, runner)
+    for _ in range(max(1, max_runs)):
+        run_id = queue.claim_next_run(
+            session,
+            runner_id=runner.id,
+            account_id=runner.account_id,
+            environment=runner.environment,
+            now=now,
+            lease_until=lease,
+            reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
+        )
+        if run_id is None:
+            break
+        claimed = _load_claimed(session, run_id)
+        attempt = _open_attempt(session, claimed.run, runner, now)
+        assignments.append(_assignment(handout, claimed, attempt))
     return assignments
 
 
@@ -390,32 +401,45 @@ def report_status(
     ctx: ServerContext, who: RunnerPrincipal, run_id: uuid.UUID, report: StatusReport
 ) -> RunStatus:
     """Apply a runner's report on its attempt; answers the run's status afterwards."""
+    wake = lifecycle.Wakeups()
+    with ctx.sessions.begin() as session:
+        answer = _report_in(ctx, session, who, run_id, report, wake)
+    wake.fire(ctx.notifier)
+    if isinstance(answer, errors.StaleAttempt):
+        raise answer
+    return answer
+
+
+def _report_in(
+    ctx: ServerContext,
+    session: Session,
+    who: RunnerPrincipal,
+    run_id: uuid.UUID,
+    report: StatusReport,
+    wake: lifecycle.Wakeups,
+) -> RunStatus | errors.StaleAttempt:
+    """`report_status` inside the caller's transaction. A report that comes after the
+    control plane ended the attempt is answered StaleAttempt, returned rather than
+    raised: its log lines are kept, so what the caller has done must be committed."""
     status = report.status
     if status not in RUNNER_REPORTS:
         raise errors.InvalidInput(
             f"A runner may report {sorted(s.value for s in RUNNER_REPORTS)}, not '{status}'."
         )
     _check_batch(report.lines)
-    wake = lifecycle.Wakeups()
-    with ctx.sessions.begin() as session:
-        held = _held_attempt(session, who, run_id, report.attempt_seq, report.fencing_token)
-        run, attempt = held.run, held.attempt
-        _store_lines(session, run, report.attempt_seq, report.lines)
-        if report.lines:
-            wake.run_changed(run)  # log followers read the new lines
-        ended_first = _ended_first(attempt, status)
-        if ended_first or RunStatus(attempt.status) == status:
-            # The lines are kept either way; the status is a re-send after a lost
-            # answer, or comes after the control plane ended the attempt first.
-            answer = RunStatus(run.status)
-        else:
-            answer = _apply_report(ctx, session, held, report, wake)
-    wake.fire(ctx.notifier)
+    held = _held_attempt(session, who, run_id, report.attempt_seq, report.fencing_token)
+    run, attempt = held.run, held.attempt
+    _store_lines(session, run, report.attempt_seq, report.lines)
+    if report.lines:
+        wake.run_changed(run)  # log followers read the new lines
+    ended_first = _ended_first(attempt, status)
     if ended_first:
-        raise errors.StaleAttempt(
+        return errors.StaleAttempt(
             f"Attempt {report.attempt_seq} of run {run_id} already ended {ended_first}."
         )
-    return answer
+    if RunStatus(attempt.status) == status:
+        return RunStatus(run.status)  # a re-send after a lost answer: only its lines count
+    return _apply_report(ctx, session, held, report, wake)
 
 
 def _ended_first(attempt: models.RunAttempt, reported: RunStatus) -> str | None:
@@ -525,14 +549,91 @@ def ingest_logs(
     fencing_token: str,
     lines: list[dict[str, Any]],
 ) -> int:
-    _check_batch(lines)
-    if not lines:
-        return 0
+    batch = LogBatch(run_id, attempt_seq, fencing_token, lines)
+    wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
-        run = _held_attempt(session, who, run_id, attempt_seq, fencing_token).run
-        _store_lines(session, run, attempt_seq, lines)
-    ctx.notifier.notify(run_topic(run_id))
-    return len(lines)
+        accepted = _ingest_in(session, who, batch, wake)
+    wake.fire(ctx.notifier)
+    return accepted
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Log lines a runner ships for its attempt of a run."""
+
+    run_id: uuid.UUID
+    attempt_seq: int
+    fencing_token: str
+    lines: Sequence[dict[str, Any]]
+
+
+def _ingest_in(
+    session: Session, who: RunnerPrincipal, batch: LogBatch, wake: lifecycle.Wakeups
+) -> int:
+    """`ingest_logs` inside the caller's transaction; answers how many lines it took."""
+    _check_batch(batch.lines)
+    if not batch.lines:
+        return 0
+    run = _held_attempt(session, who, batch.run_id, batch.attempt_seq, batch.fencing_token).run
+    _store_lines(session, run, batch.attempt_seq, batch.lines)
+    wake.run_changed(run)
+    return len(batch.lines)
+
+
+@dataclass
+class BatchOutcome:
+    """What became of each item of a runner's batch, in the order given: log batches
+    (lines taken) and reports (the run's status), or the error that refused the item;
+    the runs claimed, or why the claim failed."""
+
+    logs: list[int | errors.TowerError]
+    reports: list[RunStatus | errors.TowerError]
+    assignments: list[dict[str, Any]]
+    claim_error: errors.TowerError | None = None
+
+
+def apply_batch(
+    ctx: ServerContext,
+    who: RunnerPrincipal,
+    runner_id: uuid.UUID,
+    logs: Sequence[LogBatch],
+    reports: Sequence[tuple[uuid.UUID, StatusReport]],
+    claim_max_runs: int,
+) -> BatchOutcome:
+    """Log batches, then status reports, then a claim of up to `claim_max_runs` runs
+    (0: none), in one transaction: each item is applied in a savepoint of its own, so
+    one that is refused (stale, unknown, invalid) is undone alone and the others stand
+    exactly as their own request would have left them. One transaction instead of one
+    per item: a busy runner's batch waits for the database's write lock once."""
+    wake = lifecycle.Wakeups()
+    with ctx.sessions.begin() as session:
+        outcome = BatchOutcome(
+            logs=[_each(session, lambda b=b: _ingest_in(session, who, b, wake)) for b in logs],
+            reports=[
+                _each(session, lambda i=i, r=r: _report_in(ctx, session, who, i, r, wake))
+                for i, r in reports
+            ],
+            assignments=[],
+        )
+        if claim_max_runs:
+            claim = functools.partial(_claim_in, ctx, session, who, runner_id, claim_max_runs)
+            claimed = _each(session, claim)
+            if isinstance(claimed, errors.TowerError):
+                outcome.claim_error = claimed
+            else:
+                outcome.assignments = claimed
+    wake.fire(ctx.notifier)
+    return outcome
+
+
+def _each(session: Session, apply: Callable[[], _T]) -> _T | errors.TowerError:
+    """`apply()` in a savepoint: its changes are undone when it is refused (its error
+    is answered) and stand otherwise (a StaleAttempt it answers keeps them)."""
+    try:
+        with session.begin_nested():
+            return apply()
+    except errors.TowerError as exc:
+        return exc
 
 
 def heartbeat(
