@@ -2,10 +2,12 @@
 (docs/runner-protocol.md).
 
 A run's worker hands its report to the `Reporter` and waits for the outcome (so do
-the runs' log shippers with their batches). One thread sends what piled up while
-the previous request was in flight in a single `POST /v1/runner/reports`; a report
-waits for nothing else, so batching adds no latency, and a busy runner spends about
-one request per batch of runs instead of several per run. A final report also
+the runs' log shippers with their batches). `SENDERS` threads each send what piled up
+while the requests before were in flight in a single `POST /v1/runner/reports`; a
+report waits for nothing else, so batching adds no latency, and a busy runner spends
+about one request per batch of runs instead of several per run. With two requests in
+flight, a report that arrives just after one left goes with the other instead of
+waiting for the first answer: the slot it frees is claimed again sooner. A final report also
 hands over its run's slot: the same request claims a run for it (and for any other
 free slot), so the next run needs no claim round trip of its own.
 
@@ -37,6 +39,9 @@ logger = logging.getLogger(__name__)
 MAX_REPORTS_PER_REQUEST = 64
 #: the most runs one request claims (the control plane's limit)
 MAX_CLAIMED_PER_REQUEST = 64
+#: requests in flight at once (a run's reports still go one at a time: its worker waits
+#: for each outcome before sending the next)
+SENDERS = 2
 #: first and longest pause between retries: a report gets through within about the
 #: longest pause after the control plane is back (s)
 REPORT_BACKOFF_START_S = 0.5
@@ -116,14 +121,18 @@ class Reporter:
         self._closed = False
         #: the control plane has no `/reports`: one request per report
         self._singly = False
-        #: no more claims (the runner is stopping), and whether a claiming request
-        #: is in flight (its runs may still start)
+        #: no more claims (the runner is stopping), and how many claiming requests
+        #: are in flight (their runs may still start)
         self._no_claims = False
-        self._claim_in_flight = False
-        self._thread = threading.Thread(target=self._loop, name="reporter", daemon=True)
+        self._claims_in_flight = 0
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"reporter-{n}", daemon=True)
+            for n in range(SENDERS)
+        ]
 
     def start(self) -> Reporter:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def send(self, report: Report) -> str:
@@ -152,16 +161,17 @@ class Reporter:
         so the runner knows every run it must wait for."""
         with self._lock:
             self._no_claims = True
-            while self._claim_in_flight:
+            while self._claims_in_flight:
                 self._lock.wait()
 
     def close(self) -> None:
-        """Give up what is still queued and stop the thread (the runner is done)."""
+        """Give up what is still queued and stop the threads (the runner is done)."""
         with self._lock:
             self._closed = True
-            self._lock.notify()
-        if self._thread.is_alive():
-            self._thread.join()
+            self._lock.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     # ------------------------------------------------------------------ the thread
 
@@ -199,12 +209,13 @@ class Reporter:
         if self._singly or runner_id is None:
             return self._deliver_singly(batch)
         with self._lock:
-            self._claim_in_flight = not self._no_claims and self._slots.claiming()
+            claiming = not self._no_claims and self._slots.claiming()
+            self._claims_in_flight += claiming
         try:
-            return self._deliver_batch(runner_id, batch, claiming=self._claim_in_flight)
+            return self._deliver_batch(runner_id, batch, claiming=claiming)
         finally:
             with self._lock:
-                self._claim_in_flight = False
+                self._claims_in_flight -= claiming
                 self._lock.notify_all()
 
     def _deliver_batch(self, runner_id: str, batch: list[Report], *, claiming: bool) -> bool:
