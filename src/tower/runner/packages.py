@@ -64,17 +64,20 @@ class PackageCache:
     def copy_to(self, sha256: str, dest: Path) -> Manifest | None:
         """Copy the package with this sha256 to `dest` (which must not exist); its
         MANIFEST, or None when it is not here (or could not be copied)."""
-        with self._lock:  # held while copying, so the tree is not evicted under us
+        with self._lock:
             manifest = self._manifests.get(sha256)
             if manifest is None:
                 return None
             self._manifests.move_to_end(sha256)
-            try:
-                shutil.copytree(self.root / sha256, dest, symlinks=True)
-            except OSError as exc:
-                logger.warning("could not copy a kept package (%s); opening it again", exc)
-                shutil.rmtree(dest, ignore_errors=True)
-                return None
+        # Outside the lock, so runs starting together copy at the same time. A tree
+        # evicted meanwhile is renamed away before it is deleted (`_evict`): a copy
+        # either completes or fails on a path that is gone, it never comes out short.
+        try:
+            shutil.copytree(self.root / sha256, dest, symlinks=True)
+        except OSError as exc:
+            logger.warning("could not copy a kept package (%s); opening it again", exc)
+            shutil.rmtree(dest, ignore_errors=True)
+            return None
         return manifest
 
     def keep(self, sha256: str, extracted: Path, manifest: Manifest) -> None:
@@ -89,13 +92,26 @@ class PackageCache:
                     return
                 os.replace(staging, self.root / sha256)
                 self._manifests[sha256] = manifest
+                evicted = []
                 while len(self._manifests) > self._most:
                     oldest, _ = self._manifests.popitem(last=False)
-                    shutil.rmtree(self.root / oldest, ignore_errors=True)
+                    evicted.append(self._evict(oldest))
+            for gone in evicted:
+                shutil.rmtree(gone, ignore_errors=True)
         except OSError as exc:
             logger.warning("could not keep a package for later runs (%s)", exc)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _evict(self, sha256: str) -> Path:
+        """Rename a kept tree out of the way (see `copy_to`); answers where it went, to
+        be deleted."""
+        gone = self.root / f".evicted-{uuid.uuid4().hex}"
+        try:
+            os.rename(self.root / sha256, gone)
+        except OSError as exc:
+            logger.warning("could not evict a kept package (%s)", exc)
+        return gone
 
 
 def remove_abandoned(parent: Path) -> None:
