@@ -29,6 +29,8 @@ from tower.server.store import models
 from tower.server.store.types import utcnow
 
 HEARTBEAT_INTERVAL_S = 5.0
+#: a runner's last sign of life is written at most this often by its claims
+ALIVE_WRITE_EVERY = timedelta(seconds=1)
 #: heartbeats per lease: a runner may miss two before its runs are declared lost
 BEATS_PER_LEASE = 3
 MAX_LOG_LINES_PER_BATCH = 5000
@@ -73,6 +75,15 @@ def register(ctx: ServerContext, who: RunnerPrincipal, reg: Registration) -> mod
         return runner
 
 
+def _seen_alive(runner: models.Runner, now: datetime) -> None:
+    """A claim says the runner is alive, as a heartbeat does. Within a second of the
+    last word the row is left as it is: a busy runner claims many times a second, and
+    what reads the time (liveness, reservations) counts in seconds."""
+    last = runner.last_heartbeat_at
+    if last is None or now - last >= ALIVE_WRITE_EVERY:
+        runner.last_heartbeat_at = now
+
+
 def get_runner(session: Session, who: RunnerPrincipal, runner_id: uuid.UUID) -> models.Runner:
     runner = session.get(models.Runner, runner_id)
     if runner is None or not runner_credentials.same_runner_identity(
@@ -111,7 +122,7 @@ def _claim_in(
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
     assignments: list[dict[str, Any]] = []
     runner = get_runner(session, who, runner_id)
-    runner.last_heartbeat_at = now
+    _seen_alive(runner, now)
     handout = _Handout(ctx, session, runner)
     for _ in range(max(1, max_runs)):
         run_id = queue.claim_next_run(
