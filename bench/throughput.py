@@ -72,8 +72,9 @@ def measure(runs: int, capacity: int) -> dict[str, object]:
     failed = [run for run in finals if run["status"] != "exited"]
     if failed:
         raise RuntimeError(f"{len(failed)} runs did not exit cleanly, e.g. {failed[0]}")
-    first = min(timestamp(run["created_at"]) for run in finals)
-    last = max(timestamp(run["ended_at"]) for run in finals)
+    created = [timestamp(run["created_at"]) for run in finals]
+    ended = [timestamp(run["ended_at"]) for run in finals]
+    first, last = min(created), max(ended)
     elapsed = last - first
     return {
         "runs": runs,
@@ -81,6 +82,7 @@ def measure(runs: int, capacity: int) -> dict[str, object]:
         "cpus": os.cpu_count(),
         "elapsed_s": round(elapsed, 2),
         "runs_per_s": round(runs / elapsed, 1),
+        **_phases(created, ended),
         # Where both cores went: CPU milliseconds per run, by process.
         "cpu_ms_per_run": {
             name: round((after[name] - before[name]) * 1000 / runs, 1) for name in before
@@ -91,12 +93,28 @@ def measure(runs: int, capacity: int) -> dict[str, object]:
     }
 
 
+def _phases(created: list[float], ended: list[float]) -> dict[str, float]:
+    """How the drain went while the runs were being submitted (the control plane
+    serves both) and after the last one was: runs ended per second in each phase."""
+    last_created = max(created)
+    submitting = last_created - min(created)
+    during = sum(1 for at in ended if at <= last_created)
+    after = max(ended) - last_created
+    return {
+        "submitted_in_s": round(submitting, 2),
+        "ended_per_s_while_submitting": round(during / submitting, 1) if submitting else 0.0,
+        "ended_per_s_after": round((len(ended) - during) / after, 1) if after > 0 else 0.0,
+    }
+
+
 def _table(result: dict) -> str:
     return (
         f"{result['runs']} trivial runs, runner capacity {result['runner_capacity']}, "
         f"{result['cpus']} CPUs\n"
         f"  drained in {result['elapsed_s']} s = {result['runs_per_s']} runs/s "
         f"(target ≥ {result['target_runs_per_s']})\n"
+        f"  submitted in {result['submitted_in_s']} s; runs ended per second "
+        f"{result['ended_per_s_while_submitting']} meanwhile, {result['ended_per_s_after']} after\n"
         "  CPU ms per run: "
         + ", ".join(f"{name} {ms}" for name, ms in result["cpu_ms_per_run"].items())
     )
