@@ -290,6 +290,16 @@ ENDINGS = {
         RunStatus.CRASHED,
         143,
     ),
+    # the interpreter shuts down (threads joined, atexit run), then dies of SIGINT
+    "an uncaught Ctrl-C": (
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: print('atexit ran', file=sys.stderr, flush=True))\n"
+        "late = lambda: (time.sleep(0.3), print('thread done', file=sys.stderr, flush=True))\n"
+        "threading.Thread(target=late).start()\n"
+        "raise KeyboardInterrupt\n",
+        RunStatus.CRASHED,
+        130,
+    ),
 }
 
 
@@ -320,6 +330,8 @@ def test_a_forked_run_ends_as_a_cold_run_ends(
         ends[case] = forked, forked_sink
     assert ends["sys.exit(message)"][1].program() == ["goodbye on stderr"]
     assert ends["an exception"][1].program()[-1] == "ValueError: no"
+    interrupted = ends["an uncaught Ctrl-C"][1].program()
+    assert interrupted[-3:] == ["KeyboardInterrupt", "thread done", "atexit ran"], interrupted
     killed, killed_sink = ends["SIGTERM"]
     assert killed_sink.program() == ["before"]
     assert killed.message == "The app was killed by SIGTERM (exit code 143)."

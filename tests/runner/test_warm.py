@@ -212,6 +212,14 @@ def test_consecutive_runs_never_share_an_interpreter_or_a_uid(
     assert all(a != b for a, b in itertools.pairwise(uids)), uids
 
 
+#: an app interrupted by an uncaught Ctrl-C: it still shuts down (atexit runs) first
+CTRL_C_APP = """\
+import atexit, sys
+atexit.register(lambda: print("atexit ran", file=sys.stderr, flush=True))
+raise KeyboardInterrupt
+"""
+
+
 def test_exit_codes_and_crashes_are_those_of_a_cold_start(
     runner: Runner, make_app: Callable[..., Path]
 ) -> None:
@@ -235,6 +243,15 @@ def test_exit_codes_and_crashes_are_those_of_a_cold_start(
     assert warm_sink.program()[0] == "Traceback (most recent call last):"
     assert warm_sink.program()[-1] == "ValueError: no"
     assert len(warm_sink.program()) == len(cold_sink.program())
+
+    interrupted = make_app({"main.py": CTRL_C_APP})
+    cold, cold_sink = runner.run(interrupted, warm=False)
+    warm, warm_sink = runner.warmed(interrupted)
+    assert warm.warm_start
+    ended = (RunStatus.CRASHED, 130)
+    assert (warm.status, warm.exit_code) == (cold.status, cold.exit_code) == ended
+    assert traceback(warm_sink) == traceback(cold_sink)
+    assert warm_sink.program()[-2:] == ["KeyboardInterrupt", "atexit ran"]
 
     broken = make_app({"main.py": "x = (\n"})
     cold, cold_sink = runner.run(broken, warm=False)

@@ -56,8 +56,11 @@ def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F8
 
     forked_modules = set(sys.modules)
     code = 0
+    interrupted = False
     try:
         become(run)
+    except KeyboardInterrupt:  # reported already; the process ends by SIGINT below
+        interrupted = True
     except SystemExit as exc:  # as the interpreter reads it
         if exc.code is None:
             code = 0
@@ -89,6 +92,11 @@ def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F8
         sys.stderr.flush()
     except Exception:  # what the interpreter does when stdout cannot be flushed
         code = 120
+    if interrupted:  # as a cold interpreter ends after an uncaught Ctrl-C
+        import _signal
+
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
     os._exit(code)
 
 

@@ -49,7 +49,6 @@ def _tower_warm() -> None:
 
 def _tower_become(run: dict) -> None:
     """Become the run described by `run` and execute its script (see the module doc)."""
-    import _signal
     import builtins
     import os
     import sys
@@ -98,11 +97,12 @@ def _tower_become(run: dict) -> None:
         sys.excepthook(type(exc), exc.with_traceback(trace), trace)
         if not isinstance(exc, KeyboardInterrupt):
             sys.exit(1)
-        # An uncaught Ctrl-C ends a cold interpreter by SIGINT (exit status 130).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-        os.kill(os.getpid(), _signal.SIGINT)
+        # An uncaught Ctrl-C ends a cold interpreter by SIGINT (exit status 130) once it
+        # has shut down: its threads joined, `atexit` run. Reported already, it goes on
+        # to whoever ends the process that way: the interpreter itself (a warm start:
+        # `-c` code that lets a KeyboardInterrupt out ends so) or `_tower_end` (a fork).
+        sys.excepthook = lambda *args: None
+        raise
 
 
 if __name__ == "__main__":
