@@ -105,12 +105,13 @@ class PackageCache:
 
     def _evict(self, sha256: str) -> Path:
         """Rename a kept tree out of the way (see `copy_to`); answers where it went, to
-        be deleted."""
+        be deleted (where it is, if it could not be renamed)."""
         gone = self.root / f".evicted-{uuid.uuid4().hex}"
         try:
             os.rename(self.root / sha256, gone)
         except OSError as exc:
-            logger.warning("could not evict a kept package (%s)", exc)
+            logger.warning("could not move an evicted package aside (%s)", exc)
+            return self.root / sha256
         return gone
 
 

@@ -7,9 +7,9 @@ while the requests before were in flight in a single `POST /v1/runner/reports`; 
 report waits for nothing else, so batching adds no latency, and a busy runner spends
 about one request per batch of runs instead of several per run. With two requests in
 flight, a report that arrives just after one left goes with the other instead of
-waiting for the first answer: the slot it frees is claimed again sooner. A final report also
-hands over its run's slot: the same request claims a run for it (and for any other
-free slot), so the next run needs no claim round trip of its own.
+waiting for the first answer: the slot it frees is claimed again sooner. A final
+report also hands over its run's slot: the same request claims a run for it (and for
+any other free slot), so the next run needs no claim round trip of its own.
 
 Delivery is as for single reports: failures that may pass (the control plane is
 down, overloaded or restarting) are retried with a backoff capped at

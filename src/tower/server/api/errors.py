@@ -40,17 +40,18 @@ def error_body(
     }
 
 
-def _tower_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.TowerError)
+def tower_error_body(exc: errors.TowerError) -> dict[str, Any]:
+    """The error body a request refused with `exc` is answered."""
     items = []
     if exc.location or exc.value is not None:
         items.append({"location": exc.location, "message": exc.message, "value": exc.value})
+    return error_body(exc.status, exc.message, code=exc.code, items=items)
+
+
+def _tower_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.TowerError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(
-        error_body(exc.status, exc.message, code=exc.code, items=items),
-        status_code=exc.status,
-        headers=headers,
-    )
+    return JSONResponse(tower_error_body(exc), status_code=exc.status, headers=headers)
 
 
 def _location(loc: tuple[Any, ...]) -> str:

@@ -17,7 +17,7 @@ from tower.core.runs import RunStatus
 from tower.server.api import runners as runners_api
 from tower.server.api import serializers
 from tower.server.api.deps import ContextDep, RunnerDep
-from tower.server.api.errors import error_body
+from tower.server.api.errors import tower_error_body
 from tower.server.dispatch.notifier import (
     QUEUE_TOPIC,
     claims_topic,
@@ -220,7 +220,7 @@ def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> Res
         ctx,
         who,
         body.runner_id,
-        [_log_batch(batch) for batch in body.logs],
+        [_log_batch(batch.run_id, batch) for batch in body.logs],
         [(report.run_id, _status_report(report)) for report in body.reports],
         claim,
     )
@@ -236,13 +236,13 @@ def report_statuses(ctx: ContextDep, who: RunnerDep, body: ReportsParams) -> Res
         "assignments": outcome.assignments,
     }
     if outcome.claim_error is not None:  # the reports stand; the claim loop will see it too
-        answer["claim_error"] = _error_of(outcome.claim_error)
+        answer["claim_error"] = tower_error_body(outcome.claim_error)
     return serializers.json_response(answer)
 
 
-def _log_batch(batch: BatchedLogsParams) -> runners_service.LogBatch:
+def _log_batch(run_id: uuid.UUID, batch: LogsParams) -> runners_service.LogBatch:
     return runners_service.LogBatch(
-        run_id=batch.run_id,
+        run_id=run_id,
         attempt_seq=batch.attempt_seq,
         fencing_token=batch.fencing_token,
         lines=[line.model_dump() for line in batch.lines],
@@ -255,24 +255,13 @@ def _item_result(
     """`{run_id, **fields}`, or `{run_id, error}` with the error body (and its HTTP
     status in `error.status`) the item's own request would have answered."""
     if isinstance(result, TowerError):
-        return {"run_id": str(run_id), "error": _error_of(result)}
+        return {"run_id": str(run_id), "error": tower_error_body(result)}
     return {"run_id": str(run_id), **fields(result)}
-
-
-def _error_of(exc: TowerError) -> dict[str, Any]:
-    return error_body(exc.status, exc.message, code=exc.code)
 
 
 @router.post("/runs/{run_id}/logs")
 def ship_logs(ctx: ContextDep, who: RunnerDep, run_id: uuid.UUID, body: LogsParams) -> Response:
-    accepted = runners_service.ingest_logs(
-        ctx,
-        who,
-        run_id,
-        attempt_seq=body.attempt_seq,
-        fencing_token=body.fencing_token,
-        lines=[line.model_dump() for line in body.lines],
-    )
+    accepted = runners_service.ingest_logs(ctx, who, _log_batch(run_id, body))
     return serializers.json_response({"accepted": accepted})
 
 

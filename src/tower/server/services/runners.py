@@ -551,16 +551,8 @@ def _store_lines(
     _insert_ignoring_duplicates(session, rows)
 
 
-def ingest_logs(
-    ctx: ServerContext,
-    who: RunnerPrincipal,
-    run_id: uuid.UUID,
-    *,
-    attempt_seq: int,
-    fencing_token: str,
-    lines: list[dict[str, Any]],
-) -> int:
-    batch = LogBatch(run_id, attempt_seq, fencing_token, lines)
+def ingest_logs(ctx: ServerContext, who: RunnerPrincipal, batch: LogBatch) -> int:
+    """Store a runner's log lines for its attempt; answers how many it took."""
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         accepted = _ingest_in(session, who, batch, wake)
