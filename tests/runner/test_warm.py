@@ -188,7 +188,10 @@ def test_a_warm_run_sees_what_a_cold_run_sees(
 
 MARKING_APP = """\
 import os, sys
-started = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+# Which interpreter: its start time (in clock ticks, which two can share) and its
+# string hash seed, drawn at random when each interpreter starts.
+ticks = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+started = f"{ticks}-{hash('which interpreter')}"
 print(started, os.getuid(), hasattr(sys, "tower_test_mark"))
 sys.tower_test_mark = True
 """
