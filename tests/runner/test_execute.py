@@ -77,7 +77,7 @@ def test_no_deps_app(
     started: list[bool] = []
     package = extract(app)
     outcome, sink = run(
-        package, venv_cache, tmp_path / "work", ctx, on_started=lambda: started.append(True)
+        package, venv_cache, tmp_path / "work", ctx, on_started=lambda _began: started.append(True)
     )
     program = sink.channel("program")
     assert (outcome.status, outcome.exit_code, outcome.message) == (RunStatus.EXITED, 0, None), (
@@ -171,7 +171,7 @@ def test_broken_requirement(
     package = extract(make_app(files))
     started: list[bool] = []
     outcome, sink = run(
-        package, venv_cache, tmp_path / "w", on_started=lambda: started.append(True)
+        package, venv_cache, tmp_path / "w", on_started=lambda _began: started.append(True)
     )
     assert outcome.status == RunStatus.ERRORED
     assert outcome.exit_code is None
@@ -201,7 +201,7 @@ def test_cancel_terminates_the_app(
         extract(app),
         venv_cache,
         tmp_path / "w",
-        on_started=timer.start,
+        on_started=lambda _began: timer.start(),
         cancel=cancel,
         cancel_grace_s=5.0,
     )
@@ -290,7 +290,11 @@ def test_cancel_during_the_venv_build_stops_uv_and_never_starts_the_app(
     started: list[bool] = []
     package = extract(app)
     outcome, sink = run(
-        package, venv_cache, tmp_path / "w", on_started=lambda: started.append(True), cancel=cancel
+        package,
+        venv_cache,
+        tmp_path / "w",
+        on_started=lambda _began: started.append(True),
+        cancel=cancel,
     )
     returned_after = time.monotonic() - cancelled_at[0]
     assert (outcome.status, outcome.message) == (

@@ -134,7 +134,7 @@ class Runner:
                 sink,
                 work_dir=work,
                 parent_env=run_parent_environment(),
-                on_started=on_started,
+                on_started=(lambda _began: on_started()) if on_started else None,
                 cancel=cancel,
                 cancel_grace_s=2.0,
                 sandbox=self.sandbox,

@@ -487,7 +487,7 @@ class Agent:
             shipper,
             work_dir=work,
             parent_env=self._parent_env,
-            on_started=lambda: self._report_running_soon(run),
+            on_started=lambda began: self._report_running_soon(run, began),
             cancel=run.cancel,
             cancel_grace_s=self.settings.cancel_grace_s,
             sandbox=self.sandbox,
@@ -576,14 +576,14 @@ class Agent:
 
     # ------------------------------------------------------------------ reporting
 
-    def _report_running_soon(self, run: ActiveRun) -> None:
+    def _report_running_soon(self, run: ActiveRun, began: float) -> None:
         """Report `running` a moment after the app started, in the background.
 
         A short run ends within `running_report_delay_s`, and its final report says
         when it started instead: one request instead of two. A running report is
         retried for minutes while the control plane is down, and the worker must keep
         watching the app meanwhile."""
-        run.app_started = time.monotonic()
+        run.app_started = began
         run.running_report = threading.Thread(
             target=self._report_running_unless_ended,
             args=(run,),

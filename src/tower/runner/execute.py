@@ -23,6 +23,7 @@ import logging
 import marshal
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def execute(
     *,
     work_dir: Path,
     parent_env: Mapping[str, str],
-    on_started: Callable[[], None] | None = None,
+    on_started: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
     sandbox: Sandbox | None = None,
@@ -274,7 +275,7 @@ def _explained(
 @dataclass(frozen=True)
 class _ForkStart:
     """A run forked from its (venv, request) pair's template, confined as a cold start
-    would be: its own uid lease, cgroup and limits (set while it waits at its gate)."""
+    would be: its own uid lease, cgroup and limits (set before its gate opens)."""
 
     pool: WarmPool
     spec: WarmSpec
@@ -301,8 +302,9 @@ class _ForkStart:
                 env=env,
                 on_line=watch,
                 wrapped=True,
-                prepare=jail.confiner(),
-                launch=functools.partial(template.fork, self._setup(jail.uid, template.site)),
+                launch=functools.partial(
+                    template.fork, self._setup(jail.uid, template.site), confine=jail.confiner()
+                ),
                 gate_message=marshal.dumps(self._private(argv, env)),
             )
             try:
@@ -373,8 +375,9 @@ class _WarmStart:
         try:
             if not self._hand_over(warm, package_dir, manifest, life.work_dir, watch):
                 return None
+            began = time.monotonic()
             self.sink(SETUP_CHANNEL, WARM_START_LINE)
-            _notify_started(life.on_started)
+            _notify_started(life.on_started, began)
             outcome = _wait(warm.process, life.cancel, life.grace_s)
             outcome = dataclasses.replace(outcome, warm_start=True)
             oom_killed = warm.jail.oom_killed()  # before the cgroup goes with the jail
@@ -424,7 +427,8 @@ class _Lifetime:
     is recorded for a crash clean-up), whom to tell it started, its cancel."""
 
     work_dir: Path
-    on_started: Callable[[], None] | None
+    #: told when (time.monotonic) the app started
+    on_started: Callable[[float], None] | None
     cancel: threading.Event | None
     grace_s: float
 
@@ -438,8 +442,9 @@ class _Lifetime:
 
     def started(self, process: AppProcess) -> Outcome:
         """Wait for a started app."""
+        began = process.began_at if process.began_at is not None else time.monotonic()
         workdirs.record_app_group(self.work_dir, process.pid)
-        _notify_started(self.on_started)
+        _notify_started(self.on_started, began)
         return _wait(process, self.cancel, self.grace_s)
 
 
@@ -454,11 +459,11 @@ def _run_paths(
     return RunPaths(app_dir, module_dirs, venv.path, home, tmp)
 
 
-def _notify_started(on_started: Callable[[], None] | None) -> None:
+def _notify_started(on_started: Callable[[float], None] | None, began: float) -> None:
     if on_started is None:
         return
     try:
-        on_started()
+        on_started(began)
     except Exception:  # reporting "running" must not take the app down
         logger.exception("on_started hook failed")
 

@@ -23,7 +23,8 @@ text), and goes on. The child ("C", PID 1 of that namespace) sets the run up:
   Python install and catalog directories when they live there) bound back; the
   venv's site-packages shown;
 - it writes `R` on the status pipe and waits at the gate (the runner moves it into
-  the run's cgroup and sets its limits meanwhile), then reads the rest of the run
+  the run's cgroup and sets its limits as soon as it has its pid, and opens the gate
+  only once that is done), then reads the rest of the run
   from the gate: a `marshal`led dict with its environment (secrets included), working
   directory and argv. Those never pass through the template, whose memory every
   later fork inherits. At end of file with nothing read it exits, nothing started

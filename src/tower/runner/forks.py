@@ -9,8 +9,9 @@ each run of that pair and sets it up as bubblewrap and setpriv would have (see
 - the same read-only system view, venv and Python install, private /tmp, /dev/shm
   and /proc, its own PID, mount, IPC, UTS and cgroup namespaces, only its own
   directories of the runner's work root;
-- the run's own uid lease, memory cgroup and limits, set by the runner while the
-  forked process waits at its gate (`Jail.confiner`), as for a gated cold start;
+- the run's own uid lease, memory cgroup and limits, set by the runner from the
+  moment the process is forked (while it sets itself up) and before its gate opens
+  (`Jail.confiner`), as for a gated cold start;
 - no groups, no capabilities, no new privileges once the app code runs.
 
 The template itself runs as root with CAP_SETUID, CAP_SETGID, CAP_SETPCAP and
@@ -165,9 +166,17 @@ class ForkTemplate:
     def takes_runs(self) -> bool:
         return not self._closed and self.alive()
 
-    def fork(self, run: Mapping[str, Any], gate: int) -> ForkedChild:
+    def fork(
+        self,
+        run: Mapping[str, Any],
+        gate: int,
+        confine: Callable[[int], None] | None = None,
+    ) -> ForkedChild:
         """Fork `run` (see `fork_boot` for its keys), waiting at `gate` once set up;
-        ForkUnavailable when that fails (nothing of it ran)."""
+        ForkUnavailable when that fails (nothing of it ran). `confine` is called with
+        the forked pid while the process sets itself up: moving a process into a
+        cgroup can wait for the kernel for milliseconds (an RCU grace period), time
+        the set-up need not wait behind. An OSError from it fails the fork as is."""
         self.last_used = time.monotonic()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -184,6 +193,8 @@ class ForkTemplate:
                 os.close(fd)
         stdout, stderr = os.fdopen(out_read, "rb"), os.fdopen(err_read, "rb")
         try:
+            if confine is not None:
+                confine(pid)
             _await_setup(status_read)
         except BaseException:
             stdout.close()

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -151,6 +152,8 @@ class AppProcess:
         self._readers: list[threading.Thread] = []
         #: the signal that ended the process, if one did
         self.killed_by: int | None = None
+        #: when (time.monotonic) the command was let go: Popen returned or the gate opened
+        self.began_at: float | None = None
 
     @property
     def pid(self) -> int:
@@ -168,6 +171,9 @@ class AppProcess:
             self._launch(self.launch)
         else:
             self._spawn()
+        # Before the readers start: starting threads takes milliseconds the app is
+        # already running for.
+        self.began_at = time.monotonic()
         self._exit_fd = _pidfd(self._popen.pid)
         for name, stream in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
             assert stream is not None
