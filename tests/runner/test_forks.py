@@ -28,6 +28,7 @@ from tower.runner.execute import Outcome
 from tower.runner.sandbox import RunRequest, uid_processes
 from tower.runner.settings import RunnerSettings, SettingsError
 from tower.runner.venvs import VenvCache
+from tower.runner.warm import WarmProcess
 
 pytestmark = [
     pytest.mark.xdist_group("runner-uv"),
@@ -66,10 +67,32 @@ class Runner(PoolRunner):
         assert outcome.fork_start, sink.lines
         return outcome, sink
 
+    def ready_ahead(self, app_dir: Path, **kwargs: object) -> WarmProcess:
+        """Run the app cold and forked, and wait for the run its template forks ahead
+        for the next run of the pair (set up, confined, waiting at its gate)."""
+        self.forked(app_dir, **kwargs)
+        wait_until(lambda: self.pool.forked_count() == 1, timeout=TEMPLATE_WAIT_S)
+        (waiting,) = self.pool._ahead.values()
+        return waiting
+
+    def forked_ahead(self, app_dir: Path, **kwargs: object) -> tuple[Outcome, Sink]:
+        """Run the app in the run its template forked ahead (see `ready_ahead`)."""
+        waiting = self.ready_ahead(app_dir, **kwargs)
+        outcome, sink = self.run(app_dir, **kwargs)  # type: ignore[arg-type]
+        assert outcome.fork_start, sink.lines
+        assert_took(self, waiting)
+        return outcome, sink
+
     def template_pid(self) -> int:
         """The pid of the pool's only template (its bubblewrap)."""
         (template,) = self.pool._templates.values()
         return template.process.pid
+
+
+def assert_took(runner: Runner, waiting: WarmProcess) -> None:
+    """The run forked ahead served a run: it ended, and the pool holds it no more."""
+    assert waiting.process.exited(), "the run forked ahead ran the app"
+    assert all(held is not waiting for held in runner.pool._ahead.values())
 
 
 @pytest.fixture
@@ -128,12 +151,13 @@ print(json.dumps(plain({
 """
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["forked-now", "forked-ahead"])
 def test_a_forked_run_sees_what_a_cold_run_sees(
-    runner: Runner, make_app: Callable[..., Path]
+    runner: Runner, make_app: Callable[..., Path], ahead: bool
 ) -> None:
     app = make_app({"main.py": INTROSPECT_APP})
     cold, cold_sink = runner.run(app, warm=False)
-    forked, forked_sink = runner.forked(app)
+    forked, forked_sink = runner.forked_ahead(app) if ahead else runner.forked(app)
     assert (cold.status, cold.fork_start) == (RunStatus.EXITED, False), cold_sink.lines
     assert (forked.status, forked.fork_start) == (RunStatus.EXITED, True), forked_sink.lines
     seen_cold, seen_forked = (json.loads(sink.program()[0]) for sink in (cold_sink, forked_sink))
@@ -203,8 +227,11 @@ def test_a_forked_run_has_no_privileges_and_sees_only_its_own(
     other_run.mkdir()
     (other_run / "result.csv").write_text("another run's data\n")
     try:
-        first, first_sink = runner.run(app)
-        second, second_sink = runner.run(app)
+        first, first_sink = runner.run(app)  # forked when it came
+        wait_until(lambda: runner.pool.forked_count() == 1, timeout=TEMPLATE_WAIT_S)
+        (waiting,) = runner.pool._ahead.values()
+        second, second_sink = runner.run(app)  # in the run forked ahead
+        assert_took(runner, waiting)
     finally:
         shutil.rmtree(other_run)
     assert (first.status, first.fork_start) == (RunStatus.EXITED, True), first_sink.lines
@@ -428,15 +455,14 @@ def _cancelled(runner: Runner, app: Path, after_s: float) -> tuple[Outcome, Sink
 
     def cancel_later() -> None:
         def fire() -> None:
+            # The app (the oldest process of the run's uid) leads the run's group.
+            groups.append(os.getpgid(min(_run_pids())))
             cancelled_at.append(time.monotonic())
             cancel.set()
 
         threading.Timer(after_s, fire).start()
 
-    def look(work: Path) -> None:
-        groups.append(json.loads(workdirs.group_record(work).read_text())["pgid"])
-
-    outcome, sink = runner.run(app, cancel=cancel, on_started=cancel_later, look=look)
+    outcome, sink = runner.run(app, cancel=cancel, on_started=cancel_later)
     return outcome, sink, time.monotonic() - cancelled_at[0], groups[0]
 
 
@@ -482,14 +508,28 @@ def test_cancel_gives_a_forked_app_its_grace_then_kills_its_group(
     assert group_members(group) == []
 
 
+def _primed(runner: Runner, app_dir: Path, *, ahead: bool, **kwargs: object) -> WarmProcess | None:
+    """Run `app_dir` until its pair has a template, and (`ahead`) a run forked ahead,
+    which the next run of the pair takes."""
+    if ahead:
+        return runner.ready_ahead(app_dir, **kwargs)
+    runner.prime(app_dir, **kwargs)
+    return None
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["forked-now", "forked-ahead"])
 def test_a_forked_run_hits_its_memory_limit_and_says_so(
-    runner: Runner, make_app: Callable[..., Path]
+    runner: Runner, make_app: Callable[..., Path], ahead: bool
 ) -> None:
     request = RunRequest(limits={"memory_mb": 256})
-    runner.prime(make_app({"main.py": "print('prime')\n"}), request=request)
+    waiting = _primed(
+        runner, make_app({"main.py": "print('prime')\n"}), ahead=ahead, request=request
+    )
     hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 1024 * 1024))\n"
     outcome, sink = runner.run(make_app({"main.py": hog}), request=request)
     assert (outcome.status, outcome.fork_start) == (RunStatus.CRASHED, True), sink.lines
+    if waiting is not None:
+        assert_took(runner, waiting)
     assert (outcome.message or "").startswith("The app exceeded the memory limit of 256 MiB")
     assert "The run crashed: the app exceeded the memory limit of 256 MiB." in sink.setup()
 
@@ -505,13 +545,14 @@ def _run_pids() -> list[int]:
     return [pid for uid in TEST_UIDS for pid in uid_processes(uid)]
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["forked-now", "forked-ahead"])
 def test_a_forked_runs_processes_are_in_its_cgroup_with_its_limits(
-    runner: Runner, make_app: Callable[..., Path]
+    runner: Runner, make_app: Callable[..., Path], ahead: bool
 ) -> None:
     cgroups = runner.sandbox.cgroups
     if cgroups is None:
         pytest.skip("needs a writable memory cgroup")
-    runner.prime(make_app({"main.py": "print('prime')\n"}))
+    waiting = _primed(runner, make_app({"main.py": "print('prime')\n"}), ahead=ahead)
     app = make_app(
         {
             "main.py": (
@@ -543,6 +584,8 @@ def test_a_forked_runs_processes_are_in_its_cgroup_with_its_limits(
         cancel.set()
         thread.join(30)
     assert [outcome.fork_start for outcome in ended] == [True]
+    if waiting is not None:
+        assert_took(runner, waiting)
 
 
 # ---------------------------------------------------------------- what starts cold
@@ -644,6 +687,33 @@ def test_closing_the_pool_spares_a_forked_run_and_stops_its_template(
     assert sink.program() == ["working", "done"]
     wait_until(lambda: not alive(template), timeout=10)
     assert runner.pool.template_count() == 0
+
+
+def test_closing_the_pool_ends_the_run_forked_ahead_and_wipes_its_slot(
+    runner: Runner, make_app: Callable[..., Path]
+) -> None:
+    waiting = runner.ready_ahead(make_app({"main.py": PLAIN_APP}))
+    template, slot = runner.template_pid(), waiting.slot
+    assert not waiting.process.exited() and alive(waiting.process.pid) and slot.is_dir()
+    runner.pool.close()
+    assert waiting.process.exited(), "nothing of a run started there"
+    assert not slot.exists()
+    wait_until(lambda: not alive(template), timeout=10)
+    _no_process_left()
+
+
+def test_a_run_forked_ahead_goes_with_its_template(
+    runner: Runner, make_app: Callable[..., Path]
+) -> None:
+    app = make_app({"main.py": PLAIN_APP})
+    waiting = runner.ready_ahead(app)
+    killed = runner.template_pid()
+    os.kill(_template_interpreter(killed), signal.SIGKILL)
+    wait_until(lambda: not alive(killed), timeout=10)
+    outcome, sink = runner.run(app)
+    assert (outcome.status, outcome.fork_start, sink.program()) == (RunStatus.EXITED, False, ["hi"])
+    assert waiting.process.exited() and not waiting.slot.exists()
+    assert runner.pool.forked_count() == 0
 
 
 TOGETHER_APP = """\

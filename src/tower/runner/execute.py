@@ -33,7 +33,7 @@ from tower.core.package import Manifest
 from tower.core.runs import RunStatus, outcome_for_exit_code
 from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
-from tower.runner.forks import ForkUnavailable
+from tower.runner.forks import ForkTemplate, ForkUnavailable, fork_setup
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
     Jail,
@@ -151,7 +151,12 @@ def execute(
             if _may_fork(warm, sandbox, spec, work_dir):
                 env = run_env()
                 fork = _ForkStart(warm, spec, run)
-                outcome = fork.execute(argv, env, sink, life)
+                template = fork.template_for(env)
+                if template is not None:
+                    ahead = _WarmStart(warm, spec, ctx, parent_env, sink, forked=True)
+                    outcome = ahead.execute(package_dir, manifest, life)
+                    if outcome is None:
+                        outcome = fork.execute(template, argv, env, sink, life)
             else:
                 start = _WarmStart(warm, spec, ctx, parent_env, sink)
                 outcome = start.execute(package_dir, manifest, life)
@@ -282,11 +287,9 @@ class _ForkStart:
     #: how the run would start cold: its sandbox, request and directories
     cold: _SandboxedRun
 
-    def execute(
-        self, argv: list[str], env: dict[str, str], sink: LineSink, life: _Lifetime
-    ) -> Outcome | None:
-        """How the run ended, or None when it must start cold (no template, or one
-        that cannot fork it; nothing of the run has executed then)."""
+    def template_for(self, env: dict[str, str]) -> ForkTemplate | None:
+        """The template that may fork a run with `env`, or None when it must start cold
+        (no template running, or a variable only an exec would honour)."""
         template = self.pool.template(self.spec)
         if template is None:
             return None
@@ -294,17 +297,30 @@ class _ForkStart:
         if problem is not None:
             logger.info("starting the app cold: %s", problem)
             return None
+        return template
+
+    def execute(
+        self,
+        template: ForkTemplate,
+        argv: list[str],
+        env: dict[str, str],
+        sink: LineSink,
+        life: _Lifetime,
+    ) -> Outcome | None:
+        """How the run forked from `template` ended, or None when it must start cold
+        (the template could not fork it; nothing of the run has executed then)."""
+        cold = self.cold
 
         def start(jail: Jail, watch: LimitWatch) -> tuple[Outcome | None, AppProcess | None]:
+            own = (*cold.own_dirs, *cold.mounts.shared)
+            setup = fork_setup(jail.uid, own, cold.mounts.readable, self.pool.work_root, template)
             process = AppProcess(
                 argv,
                 cwd=self.cold.mounts.cwd,
                 env=env,
                 on_line=watch,
                 wrapped=True,
-                launch=functools.partial(
-                    template.fork, self._setup(jail.uid, template.site), confine=jail.confiner()
-                ),
+                launch=functools.partial(template.fork, setup, confine=jail.confiner()),
                 gate_message=marshal.dumps(self._private(argv, env)),
             )
             try:
@@ -316,18 +332,7 @@ class _ForkStart:
                 return _errored(sink, f"The app could not be started: {exc}."), process
             return dataclasses.replace(life.started(process), fork_start=True), process
 
-        cold = self.cold
         return _confined(cold.sandbox, cold.request, cold.own_dirs, sink, start)
-
-    def _setup(self, uid: int | None, site: tuple[Path, ...]) -> dict[str, Any]:
-        """What the template needs to fork the run and set it up (see `fork_boot`)."""
-        return {
-            "uid": uid,
-            "dirs": [str(path) for path in (*self.cold.own_dirs, *self.cold.mounts.shared)],
-            "read": [str(path) for path in self.cold.mounts.readable],
-            "hide": str(self.pool.work_root),
-            "site": [str(path) for path in site],
-        }
 
     def _private(self, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
         """The rest of the run, sent to the forked process itself (secrets never pass
@@ -351,14 +356,16 @@ def _read_at_exec(env: Mapping[str, str]) -> str | None:
 
 @dataclass(frozen=True)
 class _WarmStart:
-    """A run started in a pre-started interpreter: its package moves into the
-    interpreter's slot, which becomes the run's directory (HOME, TMPDIR, cwd)."""
+    """A run started in a pre-started interpreter, or (`forked`) in the run its pair's
+    fork template forked ahead: its package moves into the process's slot, which
+    becomes the run's directory (HOME, TMPDIR, cwd)."""
 
     pool: WarmPool
     spec: WarmSpec
     ctx: RunContext
     parent_env: Mapping[str, str]
     sink: LineSink
+    forked: bool = False
 
     def execute(
         self,
@@ -368,7 +375,10 @@ class _WarmStart:
     ) -> Outcome | None:
         """How the run ended, or None when it must start cold (no interpreter, or
         none that fits; nothing of the run has executed then)."""
-        warm = self.pool.take(self.spec, life.cancel)
+        if self.forked:
+            warm = self.pool.take_forked(self.spec)
+        else:
+            warm = self.pool.take(self.spec, life.cancel)
         if warm is None:
             return None
         watch = LimitWatch(self.sink)
@@ -376,10 +386,12 @@ class _WarmStart:
             if not self._hand_over(warm, package_dir, manifest, life.work_dir, watch):
                 return None
             began = time.monotonic()
-            self.sink(SETUP_CHANNEL, WARM_START_LINE)
+            if not self.forked:
+                self.sink(SETUP_CHANNEL, WARM_START_LINE)
             _notify_started(life.on_started, began)
             outcome = _wait(warm.process, life.cancel, life.grace_s)
-            outcome = dataclasses.replace(outcome, warm_start=True)
+            how = {"fork_start": True} if self.forked else {"warm_start": True}
+            outcome = dataclasses.replace(outcome, **how)
             oom_killed = warm.jail.oom_killed()  # before the cgroup goes with the jail
             return _explained(
                 outcome, watch, warm.jail.limits, warm.process, self.sink, oom_killed=oom_killed

@@ -39,7 +39,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from functools import cache
 from pathlib import Path
@@ -85,6 +85,25 @@ def template_source() -> str:
 def site_dirs(venv_dir: Path) -> tuple[Path, ...]:
     """The venv's site-packages directories (hidden in its template)."""
     return tuple(sorted(path for path in venv_dir.glob(SITE_PACKAGES_GLOB) if path.is_dir()))
+
+
+def fork_setup(
+    uid: int | None,
+    own_dirs: Sequence[Path],
+    readable: Sequence[Path],
+    work_root: Path,
+    template: ForkTemplate,
+) -> dict[str, Any]:
+    """What `template` needs to fork a run and set it up (see `fork_boot`): the run's
+    uid, its own directories (writable), what it reads, the work root to hide and the
+    venv's site-packages to show."""
+    return {
+        "uid": uid,
+        "dirs": [str(path) for path in own_dirs],
+        "read": [str(path) for path in readable],
+        "hide": str(work_root),
+        "site": [str(path) for path in template.site],
+    }
 
 
 class ForkedChild:

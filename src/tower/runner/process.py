@@ -122,7 +122,7 @@ class AppProcess:
         dies_with_parent: bool = False,
         prepare: Callable[[int], None] | None = None,
         launch: Callable[[int], Launched] | None = None,
-        gate_message: bytes = b"\n",
+        gate_message: bytes | None = b"\n",
     ) -> None:
         """`preexec` replaces the default die-with-parent hook (it should include it);
         `popen_extra` adds Popen arguments (e.g. `user`); `wrapped` says the process is
@@ -133,7 +133,8 @@ class AppProcess:
         opens (an OSError from it keeps the gate closed and fails `start`); `launch`
         starts the process instead of `Popen` (a run forked from a template), given the
         read end of its gate: it must wait until `gate_message` arrives there, and exit
-        without starting anything at end of file."""
+        without starting anything at end of file. A `gate_message` of None keeps the
+        gate shut once the process is prepared: `take_gate` hands its write end over."""
         self.argv = list(argv)
         self.cwd = cwd
         self.env = dict(env)
@@ -146,6 +147,8 @@ class AppProcess:
         self.prepare = prepare
         self.launch = launch
         self.gate_message = gate_message
+        #: the write end of a gate kept shut (`gate_message` None), until taken
+        self._shut_gate: int | None = None
         self._proc: subprocess.Popen[bytes] | Launched | None = None
         #: readable once the process exits (a Linux pidfd), so a wait wakes at once
         self._exit_fd: int | None = None
@@ -230,6 +233,9 @@ class AppProcess:
         try:
             if self.prepare is not None:
                 self.prepare(self._proc.pid)
+            if self.gate_message is None:
+                self._shut_gate = gate
+                return
             message = memoryview(self.gate_message)
             while message:
                 message = message[os.write(gate, message) :]
@@ -241,6 +247,14 @@ class AppProcess:
                     stream.close()
             raise
         os.close(gate)
+
+    def take_gate(self) -> int:
+        """The write end of the gate kept shut (see `gate_message`): the caller writes
+        what the process waits for there, and closes it."""
+        if self._shut_gate is None:
+            raise RuntimeError("no gate was kept shut for this process")
+        gate, self._shut_gate = self._shut_gate, None
+        return gate
 
     def _preexec_fn(self) -> Callable[[], None] | None:
         if self.preexec is not None or self.dies_with_parent:
@@ -279,9 +293,12 @@ class AppProcess:
         return self._finish()
 
     def exited(self) -> bool:
-        """Whether the process, started with `Popen`, has exited (it is not reaped)."""
+        """Whether the process has exited (one started with `Popen` is not reaped; a
+        launched one is asked, see `Launched.poll`)."""
         if self._proc is None or self._proc.returncode is not None:
             return self._proc is not None
+        if not isinstance(self._proc, subprocess.Popen):
+            return self._proc.poll() is not None
         try:
             flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
             return os.waitid(os.P_PID, self._proc.pid, flags) is not None

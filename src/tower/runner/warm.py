@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -47,7 +48,7 @@ from typing import Any
 
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
-from tower.runner.forks import ForkTemplate, start_template
+from tower.runner.forks import ForkTemplate, fork_setup, start_template
 from tower.runner.process import AppProcess, readable_within
 from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
 from tower.runner.venvs import Venv, VenvCache
@@ -84,8 +85,8 @@ STARTUP_PREFIXES = ("PYTHON", "LD_", "LC_")
 
 #: fork templates that fail in a row before the pool stops using them
 MAX_FORK_FAILURES = 3
-#: what the spawner starts: a warm interpreter, or a fork template
-WARM, TEMPLATE = "warm", "template"
+#: what the spawner starts: a warm interpreter, a fork template, or a run forked ahead
+WARM, TEMPLATE, FORKED = "warm", "template", "forked"
 
 LineSink = Callable[[str, str], None]
 Key = tuple[str, str]
@@ -196,7 +197,11 @@ class HeldLines:
 
 
 class WarmProcess:
-    """One pre-started interpreter, its slot, its uid lease and its pipes."""
+    """One pre-started interpreter, its slot, its uid lease and its pipes.
+
+    Or one run forked ahead from its pair's fork template (`forked`): set up in its
+    slot, confined, waiting at its gate (the control pipe) with nothing imported
+    beyond what the template had, which the app forgets (see `fork_boot`)."""
 
     def __init__(
         self,
@@ -205,18 +210,21 @@ class WarmProcess:
         jail: Jail,
         process: AppProcess,
         lines: HeldLines,
-        pipes: tuple[int, int],
+        pipes: tuple[int, int | None],
         resources: ExitStack,
     ) -> None:
+        """`pipes`: where the run is written, and where the interpreter says it is
+        ready (None: it is, a forked process waiting at its gate)."""
         self.spec = spec
         self.slot = slot
         self.jail = jail
         self.process = process
         self.started = time.monotonic()
-        #: top-level modules it imported ahead of the run; None until it is ready
-        self.modules: tuple[str, ...] | None = None
-        self._lines = lines
         self._control, self._ready = pipes
+        self.forked = self._ready is None
+        #: top-level modules it imported ahead of the run; None until it is ready
+        self.modules: tuple[str, ...] | None = () if self.forked else None
+        self._lines = lines
         self._resources = resources
         self._buffer = b""
         self._closed = False
@@ -229,19 +237,23 @@ class WarmProcess:
     def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> bool:
         """Wait until it has imported its modules; False if it died, did not make it in
         time, or `cancel` was set."""
+        ready = self._ready
+        if ready is None:  # forked: waiting at its gate already
+            return True
         deadline = time.monotonic() + timeout
         while self.modules is None:
             if cancel is not None and cancel.is_set():
                 return False
             remaining = deadline - time.monotonic()
             wait = max(0.0, min(remaining, READY_POLL_S))
-            if readable_within(self._ready, wait) and not self._read_ready():
+            if readable_within(ready, wait) and not self._read_ready():
                 return False
             if self.modules is None and remaining <= 0:
                 return False
         return True
 
     def _read_ready(self) -> bool:
+        assert self._ready is not None
         chunk = os.read(self._ready, 65536)
         if not chunk:
             return False  # it exited before it was ready
@@ -284,8 +296,9 @@ class WarmProcess:
             return
         self._closed = True
         self._close_control()
-        with contextlib.suppress(OSError):
-            os.close(self._ready)
+        if self._ready is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._ready)
         if self.process.poll(0) is None:
             self.process.terminate(0)
         held = self._lines.held()
@@ -334,6 +347,10 @@ class WarmPool:
         #: fork templates, by the same keys (at most `max_keys`, least recently used go)
         self.forks = forks and sandbox.is_root and sandbox.bwrap is not None
         self._templates: OrderedDict[Key, ForkTemplate] = OrderedDict()
+        #: per template, one run forked ahead: set up in its slot and confined, waiting
+        #: at its gate. Joining a memory cgroup can wait for the kernel (an RCU grace
+        #: period, ~10 ms) and forking takes a few: ahead of the run, neither delays it.
+        self._ahead: OrderedDict[Key, WarmProcess] = OrderedDict()
         self._fork_failures = 0
         self._queue: queue.Queue[tuple[str, WarmSpec] | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
@@ -366,6 +383,20 @@ class WarmPool:
         warm.close()
         return None
 
+    def take_forked(self, spec: WarmSpec) -> WarmProcess | None:
+        """The run forked ahead for `spec` by its template, or None (fork it now). Either
+        way the next one is forked ahead in the background, once the template runs."""
+        with self._lock:
+            if self._closed or not self.forks:
+                return None
+            forked = self._ahead.pop(spec.key, None)
+            if spec.key in self._templates:
+                self._want(spec, FORKED)
+        if forked is not None and forked.process.exited():  # its template went
+            forked.close()
+            return None
+        return forked
+
     def preload_for(self, venv: Venv, checksum: str, app_dir: Path) -> tuple[str, ...]:
         """The modules the interpreters for this package pre-import (`sdk_modules`),
         decided the first time its content (`checksum`) runs in `venv`."""
@@ -393,6 +424,9 @@ class WarmPool:
                 return template
             self._templates.pop(spec.key, None)
             self._want(spec, TEMPLATE)
+            forked = self._ahead.pop(spec.key, None)
+        if forked is not None:
+            forked.close()
         if template is not None:
             logger.warning("a fork template stopped; starting a new one")
             template.close()
@@ -407,6 +441,9 @@ class WarmPool:
             self._fork_failures += 1
             if self._fork_failures >= MAX_FORK_FAILURES:
                 self.forks = False
+            forked = self._ahead.pop(template.key, None)
+        if forked is not None:
+            forked.close()
         template.close()  # once the runs forked from it have ended
         if self.forks:
             logger.warning("a fork template failed (%s); starting the app cold", error)
@@ -421,6 +458,11 @@ class WarmPool:
         with self._lock:
             return len(self._idle)
 
+    def forked_count(self) -> int:
+        """Runs forked ahead, waiting for a run."""
+        with self._lock:
+            return len(self._ahead)
+
     def template_count(self) -> int:
         """Fork templates started and not stopped (running or not)."""
         with self._lock:
@@ -432,9 +474,10 @@ class WarmPool:
         end would kill them (PR_SET_PDEATHSIG), lives on until they have ended."""
         with self._lock:
             self._closed = True
-            idle: list[WarmProcess | ForkTemplate] = [*self._idle.values()]
-            idle += self._templates.values()
+            idle: list[WarmProcess | ForkTemplate] = [*self._idle.values(), *self._ahead.values()]
+            idle += self._templates.values()  # after their runs forked ahead: those hold them
             self._idle.clear()
+            self._ahead.clear()
             self._templates.clear()
             spawner = self._spawner
         self._queue.put(None)
@@ -447,7 +490,7 @@ class WarmPool:
 
     def _want(self, spec: WarmSpec, kind: str = WARM) -> None:
         """Have an interpreter (or a template) started for `spec` (the lock is held)."""
-        ready = self._templates if kind == TEMPLATE else self._idle
+        ready = {TEMPLATE: self._templates, FORKED: self._ahead}.get(kind, self._idle)
         if (kind, spec.key) in self._pending or spec.key in ready:
             return
         self._pending.add((kind, spec.key))
@@ -478,6 +521,8 @@ class WarmPool:
                 self._expire()
                 if wanted is not None and wanted[0] == TEMPLATE:
                     self._fill_template(wanted[1])
+                elif wanted is not None and wanted[0] == FORKED:
+                    self._fill_forked(wanted[1])
                 elif wanted is not None:
                     self._fill(wanted[1])
             except Exception:  # the spawner must outlive one failure (it owns the PDEATHSIG)
@@ -489,15 +534,37 @@ class WarmPool:
         except Exception as exc:
             logger.warning("could not pre-start an interpreter for %s: %s", spec.venv.key, exc)
             warm = None
+        self._keep(WARM, spec, warm, self._idle)
+
+    def _fill_forked(self, spec: WarmSpec) -> None:
+        with self._lock:
+            template = self._templates.get(spec.key)
+        forked = None
+        if template is not None and template.takes_runs():
+            try:
+                forked = self._fork_ahead(spec, template)
+            except Exception as exc:  # the run forks when it comes, and says why if it fails
+                logger.info("could not fork a run ahead for %s: %s", spec.venv.key, exc)
+        self._keep(FORKED, spec, forked, self._ahead)
+
+    def _keep(
+        self,
+        kind: str,
+        spec: WarmSpec,
+        made: WarmProcess | None,
+        kept: OrderedDict[Key, WarmProcess],
+    ) -> None:
+        """Keep what the spawner `made` for `spec` among `kept` (at most `max_keys`,
+        the least recently made go), unless the pool closed or has one already."""
         surplus = []
         with self._lock:
-            self._pending.discard((WARM, spec.key))
-            if warm is not None and (self._closed or spec.key in self._idle):
-                surplus.append(warm)
-            elif warm is not None:
-                self._idle[spec.key] = warm
-                while len(self._idle) > self.max_keys:
-                    surplus.append(self._idle.popitem(last=False)[1])
+            self._pending.discard((kind, spec.key))
+            if made is not None and (self._closed or spec.key in kept):
+                surplus.append(made)
+            elif made is not None:
+                kept[spec.key] = made
+                while len(kept) > self.max_keys:
+                    surplus.append(kept.popitem(last=False)[1])
         for extra in surplus:
             extra.close()
 
@@ -536,6 +603,8 @@ class WarmPool:
             stale = [self._idle.pop(key) for key in expired]
             unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
             retired = [self._templates.pop(key) for key in unused]
+            # A run forked ahead holds its template: it goes first, and with it.
+            stale += [self._ahead.pop(key) for key in unused if key in self._ahead]
         for warm in stale:
             warm.close()
         for template in retired:
@@ -559,6 +628,39 @@ class WarmPool:
             raise
         workdirs.record_app_group(slot, process.pid)
         return WarmProcess(spec, slot, jail, process, lines, pipes, resources)
+
+    def _fork_ahead(self, spec: WarmSpec, template: ForkTemplate) -> WarmProcess:
+        """Fork a run of `spec` from `template` into a fresh slot under its own uid lease
+        and cgroup, set up and confined as a forked run is, but waiting at its gate
+        until a run is handed over (the gate is its control pipe)."""
+        resources = ExitStack()
+        try:
+            slot = resources.enter_context(workdirs.run_work_dir(self.work_root, str(uuid.uuid4())))
+            workdirs.home_and_tmp(slot)
+            resources.enter_context(self.venvs.pinned(spec.venv.key))
+            jail = resources.enter_context(self.sandbox.confine(spec.request))
+            jail.hand_over((slot,))
+            setup = fork_setup(
+                jail.uid, (slot, *spec.request.shared_dirs), spec.readable, self.work_root, template
+            )
+            lines = HeldLines()
+            process = AppProcess(
+                [str(spec.venv.python), "(a run forked ahead)"],
+                cwd=slot,
+                env=template.environment,
+                on_line=lines,
+                wrapped=True,
+                launch=functools.partial(template.fork, setup, confine=jail.confiner()),
+                gate_message=None,
+            )
+            process.start()
+            # Not among `_started`: it dies with its template, not with this thread.
+            gate = process.take_gate()
+        except BaseException:
+            resources.close()
+            raise
+        workdirs.record_app_group(slot, process.pid)
+        return WarmProcess(spec, slot, jail, process, lines, (gate, None), resources)
 
     def _start(
         self, spec: WarmSpec, slot: Path, jail: Jail, env: dict[str, str]

@@ -15,10 +15,11 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._resolved_root = root.resolve()  # once: every dispatched run reads a blob
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        path = (self._resolved_root / key).resolve()
+        if self._resolved_root not in path.parents:
             raise errors.BadRequest(f"Invalid blob key {key!r}.")
         return path
 

@@ -59,7 +59,10 @@ def claim_next_run(
         "claim_lease_until": lease_until,
         "claim_reserved_since": reserved_since,
     }
-    return session.scalar(stmt, values)
+    # On the session's connection, as a plain statement: the ORM's bulk-update path
+    # (autoflush, identity-map bookkeeping) costs more than the statement itself, and
+    # the claim moves a row the session holds no copy of yet (see runners._CLAIMED_ROWS).
+    return session.connection().execute(stmt, values).scalar()
 
 
 @functools.cache
