@@ -25,6 +25,10 @@ no variable Python, libc or the dynamic linker read at start-up that differs fro
 the template's (those would need an exec); an app that does not import the Tower
 SDK (those get a warm interpreter with the SDK pre-imported, see `tower.runner.warm`).
 Anything else, or a template that fails, starts the app cold.
+
+The pool (`tower.runner.warm`) has each template fork one run ahead, in a slot of
+its own, confined and waiting at its gate: the next run of the pair moves its package
+into that slot and skips the fork and the cgroup move.
 """
 
 from __future__ import annotations
