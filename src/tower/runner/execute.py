@@ -389,6 +389,8 @@ class _WarmStart:
             if not self.forked:
                 self.sink(SETUP_CHANNEL, WARM_START_LINE)
             _notify_started(life.on_started, began)
+            if self.forked:
+                self.pool.fork_ahead(self.spec)
             outcome = _wait(warm.process, life.cancel, life.grace_s)
             how = {"fork_start": True} if self.forked else {"warm_start": True}
             outcome = dataclasses.replace(outcome, **how)

@@ -384,18 +384,25 @@ class WarmPool:
         return None
 
     def take_forked(self, spec: WarmSpec) -> WarmProcess | None:
-        """The run forked ahead for `spec` by its template, or None (fork it now). Either
-        way the next one is forked ahead in the background, once the template runs."""
+        """The run forked ahead for `spec` by its template, or None (fork it now; the
+        next one is forked ahead in the background). Who takes one calls `fork_ahead`
+        once its run has started: forking the next meanwhile would slow this one."""
         with self._lock:
             if self._closed or not self.forks:
                 return None
             forked = self._ahead.pop(spec.key, None)
-            if spec.key in self._templates:
-                self._want(spec, FORKED)
-        if forked is not None and forked.process.exited():  # its template went
+        if forked is not None and not forked.process.exited():
+            return forked
+        if forked is not None:  # its template went
             forked.close()
-            return None
-        return forked
+        self.fork_ahead(spec)
+        return None
+
+    def fork_ahead(self, spec: WarmSpec) -> None:
+        """Have the template of `spec` fork a run ahead, unless one waits already."""
+        with self._lock:
+            if not self._closed and spec.key in self._templates:
+                self._want(spec, FORKED)
 
     def preload_for(self, venv: Venv, checksum: str, app_dir: Path) -> tuple[str, ...]:
         """The modules the interpreters for this package pre-import (`sdk_modules`),
