@@ -610,8 +610,14 @@ class WarmPool:
             stale = [self._idle.pop(key) for key in expired]
             unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
             retired = [self._templates.pop(key) for key in unused]
-            # A run forked ahead holds its template: it goes first, and with it.
-            stale += [self._ahead.pop(key) for key in unused if key in self._ahead]
+            # A run forked ahead holds its template: it goes with it, or when as old as
+            # an idle interpreter goes (one whose template was replaced meanwhile).
+            gone = [
+                key
+                for key, forked in self._ahead.items()
+                if key not in self._templates or now - forked.started >= self.idle_s
+            ]
+            stale += [self._ahead.pop(key) for key in gone]
         for warm in stale:
             warm.close()
         for template in retired:

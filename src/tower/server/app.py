@@ -76,6 +76,10 @@ def build_context(settings: ServerSettings) -> ServerContext:
     )
 
 
+#: the clock sleeps at least this long between sweeps (s)
+CLOCK_MIN_SLEEP_S = 0.01
+
+
 def _sweep_once(ctx: ServerContext) -> float:
     """Act on due deadlines; the seconds until the next one (capped)."""
     wake = lifecycle.Wakeups()
@@ -100,7 +104,11 @@ async def _run_clock(ctx: ServerContext) -> None:
                 logger.exception("run clock sweep failed")
                 wait = lifecycle.CLOCK_MAX_SLEEP_S
             # Deadlines are stored at sub-second precision; don't spin on one just due.
-            await wait_for(woken, max(wait, 0.01))
+            wait = max(wait, CLOCK_MIN_SLEEP_S)
+            if ctx.notifier.closing:  # shutting down: every wake-up is set from now on
+                await asyncio.sleep(wait)
+            else:
+                await wait_for(woken, wait)
 
 
 def load_server_keys(ctx: ServerContext) -> None:
