@@ -57,7 +57,12 @@ def _control_plane(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], d
         yield url, server, env
     finally:
         os.killpg(server.pid, signal.SIGINT)
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            raise RuntimeError("tower server did not stop within 30 s of SIGINT") from None
 
 
 def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
