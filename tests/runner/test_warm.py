@@ -32,7 +32,7 @@ from tower.runner.execute import WARM_START_LINE, Outcome, execute
 from tower.runner.sandbox import Limits, RunRequest, Sandbox, SandboxConfig, uid_processes
 from tower.runner.settings import RunnerSettings, SettingsError, run_parent_environment
 from tower.runner.venvs import VenvCache
-from tower.runner.warm import WarmPool
+from tower.runner.warm import WarmPool, WarmProcess
 
 pytestmark = [
     pytest.mark.xdist_group("runner-uv"),
@@ -290,8 +290,13 @@ def test_cancel_gives_a_warm_app_its_grace_then_kills_its_group(
         }
     )
     first_cancel = threading.Event()
-    threading.Timer(1.0, first_cancel.set).start()
-    runner.run(app, cancel=first_cancel)  # cold; its pair gets an interpreter meanwhile
+    # Cancelled a second after it started (not after it was submitted: building the
+    # venv may take longer, and a run cancelled before it starts teaches the pool nothing).
+    runner.run(
+        app,
+        cancel=first_cancel,
+        on_started=lambda: threading.Timer(1.0, first_cancel.set).start(),
+    )  # cold; its pair gets an interpreter meanwhile
     wait_until(lambda: runner.pool.idle_count() >= 1, timeout=30)
     cancel = threading.Event()
     started = threading.Event()
@@ -331,6 +336,33 @@ def test_what_does_not_fit_starts_cold(runner: Runner, make_app: Callable[..., P
     assert sink.program() == ["1"]
 
 
+def test_a_pair_whose_run_found_its_interpreter_starting_keeps_two(
+    runner: Runner, make_app: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app({"main.py": "print('hi')\n"})
+    runner.run(app)  # cold: the pool learns the pair
+    wait_until(lambda: runner.pool.idle_count() == 1, timeout=30)
+    assert [len(waiting) for waiting in runner.pool._idle.values()] == [1], "a pair keeps one"
+    starting = [True]
+    real_wait_ready = WarmProcess.wait_ready
+
+    def wait_ready(self: WarmProcess, timeout: float, cancel: object = None) -> bool:
+        if timeout == 0 and starting:  # the run's first look: still importing
+            starting.clear()
+            return False
+        return real_wait_ready(self, timeout, cancel)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WarmProcess, "wait_ready", wait_ready)
+    outcome, sink = runner.run(app)
+    assert (outcome.status, outcome.warm_start) == (RunStatus.EXITED, True), sink.lines
+    wait_until(lambda: [len(w) for w in runner.pool._idle.values()] == [2], timeout=30)
+    first, second = next(iter(runner.pool._idle.values()))
+    assert first.process.pid != second.process.pid
+    outcome, sink = runner.run(app)
+    assert outcome.warm_start, sink.lines
+    assert first.process.exited() and not second.process.exited(), "the older one served"
+
+
 def test_idle_interpreters_expire_and_stop_with_the_pool(
     tmp_path: Path, venv_cache: VenvCache, make_app: Callable[..., Path]
 ) -> None:
@@ -338,7 +370,7 @@ def test_idle_interpreters_expire_and_stop_with_the_pool(
     try:
         box.run(make_app({"main.py": "print('hi')\n"}))
         wait_until(lambda: box.pool.idle_count() == 1, timeout=30)
-        (warm,) = box.pool._idle.values()
+        ((warm,),) = box.pool._idle.values()  # one pair, one interpreter
         pid = warm.process.pid
         # The spawner looks for expired interpreters every few seconds.
         wait_until(lambda: box.pool.idle_count() == 0, timeout=15)

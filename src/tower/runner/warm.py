@@ -83,6 +83,9 @@ MAX_SCANNED_BYTES = 1024 * 1024
 STARTUP_VARIABLES = frozenset({"LANG", "LANGUAGE", "TZ"})
 STARTUP_PREFIXES = ("PYTHON", "LD_", "LC_")
 
+#: interpreters kept for a *busy* pair: one whose run found its interpreter still
+#: starting (runs come faster than one starts, e.g. a chain of runs that start runs)
+BUSY_PAIR_INTERPRETERS = 2
 #: fork templates that fail in a row before the pool stops using them
 MAX_FORK_FAILURES = 3
 #: what the spawner starts: a warm interpreter, a fork template, or a run forked ahead
@@ -336,7 +339,10 @@ class WarmPool:
         self.max_keys = max_keys
         self.idle_s = idle_s
         self._lock = threading.Lock()
-        self._idle: OrderedDict[Key, WarmProcess] = OrderedDict()
+        #: the interpreters waiting for each pair, oldest first
+        self._idle: OrderedDict[Key, list[WarmProcess]] = OrderedDict()
+        #: pairs that keep BUSY_PAIR_INTERPRETERS (until their interpreters expire)
+        self._busy: set[Key] = set()
         self._pending: set[tuple[str, Key]] = set()
         #: what the interpreters of each pair import: the same every time (one venv,
         #: one bootstrap), so a run need not wait for the imports to check its package
@@ -366,8 +372,16 @@ class WarmPool:
         with self._lock:
             if self._closed:
                 return None
-            warm = self._idle.pop(spec.key, None)
-            self._want(spec)
+            waiting = self._idle.get(spec.key, [])
+            warm = waiting.pop(0) if waiting else None
+            if not waiting:
+                self._idle.pop(spec.key, None)
+        if warm is not None and not warm.wait_ready(0):
+            with self._lock:
+                self._busy.add(spec.key)  # the next run may come as soon: keep two
+        with self._lock:
+            if not self._closed:
+                self._want(spec)
         if warm is None:
             return None
         known = self._modules.get(spec.key)
@@ -462,6 +476,7 @@ class WarmPool:
             )
 
     def idle_count(self) -> int:
+        """Pairs with an interpreter waiting."""
         with self._lock:
             return len(self._idle)
 
@@ -481,7 +496,10 @@ class WarmPool:
         end would kill them (PR_SET_PDEATHSIG), lives on until they have ended."""
         with self._lock:
             self._closed = True
-            idle: list[WarmProcess | ForkTemplate] = [*self._idle.values(), *self._ahead.values()]
+            idle: list[WarmProcess | ForkTemplate] = [
+                warm for waiting in self._idle.values() for warm in waiting
+            ]
+            idle += self._ahead.values()
             idle += self._templates.values()  # after their runs forked ahead: those hold them
             self._idle.clear()
             self._ahead.clear()
@@ -497,8 +515,11 @@ class WarmPool:
 
     def _want(self, spec: WarmSpec, kind: str = WARM) -> None:
         """Have an interpreter (or a template) started for `spec` (the lock is held)."""
-        ready = {TEMPLATE: self._templates, FORKED: self._ahead}.get(kind, self._idle)
-        if (kind, spec.key) in self._pending or spec.key in ready:
+        if kind == WARM:
+            full = len(self._idle.get(spec.key, ())) >= self._interpreters_for(spec.key)
+        else:
+            full = spec.key in (self._templates if kind == TEMPLATE else self._ahead)
+        if (kind, spec.key) in self._pending or full:
             return
         self._pending.add((kind, spec.key))
         if self._spawner is None:
@@ -541,7 +562,29 @@ class WarmPool:
         except Exception as exc:
             logger.warning("could not pre-start an interpreter for %s: %s", spec.venv.key, exc)
             warm = None
-        self._keep(WARM, spec, warm, self._idle)
+        surplus = []
+        with self._lock:
+            self._pending.discard((WARM, spec.key))
+            waiting = self._idle.setdefault(spec.key, [])
+            if warm is not None and not self._closed:
+                waiting.append(warm)
+                self._idle.move_to_end(spec.key)
+            else:
+                surplus.extend([warm] if warm is not None else [])
+            surplus.extend(waiting[self._interpreters_for(spec.key) :])
+            del waiting[self._interpreters_for(spec.key) :]
+            if not waiting:
+                del self._idle[spec.key]
+            while len(self._idle) > self.max_keys:
+                surplus.extend(self._idle.popitem(last=False)[1])
+            if warm is not None and not self._closed:
+                self._want(spec)  # a busy pair's second one
+        for extra in surplus:
+            extra.close()
+
+    def _interpreters_for(self, key: Key) -> int:
+        """How many interpreters a pair keeps (the lock is held)."""
+        return BUSY_PAIR_INTERPRETERS if key in self._busy else 1
 
     def _fill_forked(self, spec: WarmSpec) -> None:
         with self._lock:
@@ -552,26 +595,15 @@ class WarmPool:
                 forked = self._fork_ahead(spec, template)
             except Exception as exc:  # the run forks when it comes, and says why if it fails
                 logger.info("could not fork a run ahead for %s: %s", spec.venv.key, exc)
-        self._keep(FORKED, spec, forked, self._ahead)
-
-    def _keep(
-        self,
-        kind: str,
-        spec: WarmSpec,
-        made: WarmProcess | None,
-        kept: OrderedDict[Key, WarmProcess],
-    ) -> None:
-        """Keep what the spawner `made` for `spec` among `kept` (at most `max_keys`,
-        the least recently made go), unless the pool closed or has one already."""
         surplus = []
         with self._lock:
-            self._pending.discard((kind, spec.key))
-            if made is not None and (self._closed or spec.key in kept):
-                surplus.append(made)
-            elif made is not None:
-                kept[spec.key] = made
-                while len(kept) > self.max_keys:
-                    surplus.append(kept.popitem(last=False)[1])
+            self._pending.discard((FORKED, spec.key))
+            if forked is not None and (self._closed or spec.key in self._ahead):
+                surplus.append(forked)
+            elif forked is not None:
+                self._ahead[spec.key] = forked
+                while len(self._ahead) > self.max_keys:
+                    surplus.append(self._ahead.popitem(last=False)[1])
         for extra in surplus:
             extra.close()
 
@@ -606,8 +638,13 @@ class WarmPool:
     def _expire(self) -> None:
         now = time.monotonic()
         with self._lock:
-            expired = [key for key, warm in self._idle.items() if now - warm.started >= self.idle_s]
-            stale = [self._idle.pop(key) for key in expired]
+            stale = []
+            for key, waiting in list(self._idle.items()):
+                stale += [warm for warm in waiting if now - warm.started >= self.idle_s]
+                waiting[:] = [warm for warm in waiting if now - warm.started < self.idle_s]
+                if not waiting:  # an idle pair is no longer a busy one
+                    del self._idle[key]
+                    self._busy.discard(key)
             unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
             retired = [self._templates.pop(key) for key in unused]
             # A run forked ahead holds its template: it goes with it, or when as old as
