@@ -10,7 +10,9 @@ interpreter, the run's package is renamed into the slot and the run's environmen
 cwd and argv are written to the pipe. The interpreter then runs the script as
 `__main__`. Its output pipes, process group, cancel, exit code and limits are those
 of an ordinary app process, because it is one (`AppProcess`). The pool then starts
-the next interpreter for that pair in the background.
+the next interpreter for that pair in the background. A *busy* pair, one whose run
+found its interpreter still starting (runs that start runs come faster than an
+interpreter starts), keeps two.
 
 A warm interpreter serves ONE run and is never reused; when the run ends its uid's
 processes are killed and its slot is wiped, as for a cold run. Idle interpreters
@@ -55,7 +57,7 @@ from tower.runner.venvs import Venv, VenvCache
 
 logger = logging.getLogger(__name__)
 
-#: warm interpreters kept at most (one per (venv, request) pair) unless configured
+#: (venv, request) pairs with warm interpreters kept at most unless configured
 DEFAULT_MAX_KEYS = 4
 #: an idle warm interpreter is stopped after this long unless configured (s)
 DEFAULT_IDLE_S = 120.0
@@ -317,7 +319,8 @@ class WarmProcess:
 
 
 class WarmPool:
-    """The runner's warm interpreters, at most one per (venv, request) pair."""
+    """The runner's warm interpreters (one per (venv, request) pair, two for a busy
+    one), fork templates and runs forked ahead."""
 
     def __init__(
         self,
