@@ -33,7 +33,7 @@ from tower.core.package import Manifest
 from tower.core.runs import RunStatus, outcome_for_exit_code
 from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
-from tower.runner.forks import ForkTemplate, ForkUnavailable, fork_setup
+from tower.runner.forks import ForkTemplate, ForkUnavailable
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
     Jail,
@@ -313,7 +313,7 @@ class _ForkStart:
 
         def start(jail: Jail, watch: LimitWatch) -> tuple[Outcome | None, AppProcess | None]:
             own = (*cold.own_dirs, *cold.mounts.shared)
-            setup = fork_setup(jail.uid, own, cold.mounts.readable, self.pool.work_root, template)
+            setup = template.setup(jail.uid, own, cold.mounts.readable)
             process = AppProcess(
                 argv,
                 cwd=self.cold.mounts.cwd,

@@ -91,25 +91,6 @@ def site_dirs(venv_dir: Path) -> tuple[Path, ...]:
     return tuple(sorted(path for path in venv_dir.glob(SITE_PACKAGES_GLOB) if path.is_dir()))
 
 
-def fork_setup(
-    uid: int | None,
-    own_dirs: Sequence[Path],
-    readable: Sequence[Path],
-    work_root: Path,
-    template: ForkTemplate,
-) -> dict[str, Any]:
-    """What `template` needs to fork a run and set it up (see `fork_boot`): the run's
-    uid, its own directories (writable), what it reads, the work root to hide and the
-    venv's site-packages to show."""
-    return {
-        "uid": uid,
-        "dirs": [str(path) for path in own_dirs],
-        "read": [str(path) for path in readable],
-        "hide": str(work_root),
-        "site": [str(path) for path in template.site],
-    }
-
-
 class ForkedChild:
     """The forked run as `AppProcess` sees a process (a `Popen`'s pid, output pipes,
     `poll` and `wait`). Not the runner's child: its exit status comes on the status
@@ -163,10 +144,12 @@ class ForkTemplate:
         resources: ExitStack,
         site: tuple[Path, ...],
         environment: Mapping[str, str],
+        work_root: Path,
     ) -> None:
         self.key = key
         self.process = process
         self.site = site
+        self.work_root = work_root
         self.environment = dict(environment)
         self.last_used = time.monotonic()
         self._connection = connection
@@ -176,6 +159,20 @@ class ForkTemplate:
         #: forked runs not ended yet: it is stopped only once there are none (they
         #: die with it)
         self._active = 0
+
+    def setup(
+        self, uid: int | None, own_dirs: Sequence[Path], readable: Sequence[Path]
+    ) -> dict[str, Any]:
+        """What it needs to fork a run and set it up (see `fork_boot`): the run's uid,
+        its own directories (writable) and what it reads; the work root is hidden and
+        the venv's site-packages shown."""
+        return {
+            "uid": uid,
+            "dirs": [str(path) for path in own_dirs],
+            "read": [str(path) for path in readable],
+            "hide": str(self.work_root),
+            "site": [str(path) for path in self.site],
+        }
 
     def wait_ready(self, timeout: float) -> bool:
         """Whether it said it is ready within `timeout`."""
@@ -335,7 +332,7 @@ def start_template(
     except BaseException:
         resources.close()
         raise
-    template = ForkTemplate(key, process, ours, resources, site, env)
+    template = ForkTemplate(key, process, ours, resources, site, env, work_root)
     if not template.wait_ready(TEMPLATE_READY_S):
         template.close()
         raise ForkUnavailable("the fork template did not start")

@@ -175,8 +175,8 @@ class AppProcess:
         else:
             self._spawn()
         # Before the readers start: starting threads takes milliseconds the app is
-        # already running for.
-        self.began_at = time.monotonic()
+        # already running for. (Behind a gate kept shut it has not begun.)
+        self.began_at = time.monotonic() if self._shut_gate is None else None
         self._exit_fd = _pidfd(self._popen.pid)
         for name, stream in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
             assert stream is not None

@@ -50,7 +50,7 @@ from typing import Any
 
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
-from tower.runner.forks import ForkTemplate, fork_setup, start_template
+from tower.runner.forks import ForkTemplate, start_template
 from tower.runner.process import AppProcess, readable_within
 from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
 from tower.runner.venvs import Venv, VenvCache
@@ -318,6 +318,10 @@ class WarmProcess:
             self._control = -1
 
 
+#: what the pool keeps and stops: a template or a run forked ahead
+_Closable = ForkTemplate | WarmProcess
+
+
 class WarmPool:
     """The runner's warm interpreters (one per (venv, request) pair, two for a busy
     one), fork templates and runs forked ahead."""
@@ -379,10 +383,10 @@ class WarmPool:
             warm = waiting.pop(0) if waiting else None
             if not waiting:
                 self._idle.pop(spec.key, None)
-        if warm is not None and not warm.wait_ready(0):
-            with self._lock:
-                self._busy.add(spec.key)  # the next run may come as soon: keep two
+        starting = warm is not None and not warm.wait_ready(0)
         with self._lock:
+            if starting:
+                self._busy.add(spec.key)  # the next run may come as soon: keep two
             if not self._closed:
                 self._want(spec)
         if warm is None:
@@ -567,21 +571,17 @@ class WarmPool:
             warm = None
         surplus = []
         with self._lock:
+            # `_want` asks for one at a time, and only below the pair's number.
             self._pending.discard((WARM, spec.key))
-            waiting = self._idle.setdefault(spec.key, [])
-            if warm is not None and not self._closed:
-                waiting.append(warm)
+            if warm is not None and self._closed:
+                surplus.append(warm)
+            elif warm is not None:
+                self._idle.setdefault(spec.key, []).append(warm)
                 self._idle.move_to_end(spec.key)
-            else:
-                surplus.extend([warm] if warm is not None else [])
-            surplus.extend(waiting[self._interpreters_for(spec.key) :])
-            del waiting[self._interpreters_for(spec.key) :]
-            if not waiting:
-                del self._idle[spec.key]
-            while len(self._idle) > self.max_keys:
-                surplus.extend(self._idle.popitem(last=False)[1])
-            if warm is not None and not self._closed:
-                self._want(spec)  # a busy pair's second one
+                while len(self._idle) > self.max_keys:
+                    surplus.extend(self._idle.popitem(last=False)[1])
+                if spec.key in self._idle:
+                    self._want(spec)  # a busy pair's second one
         for extra in surplus:
             extra.close()
 
@@ -598,17 +598,7 @@ class WarmPool:
                 forked = self._fork_ahead(spec, template)
             except Exception as exc:  # the run forks when it comes, and says why if it fails
                 logger.info("could not fork a run ahead for %s: %s", spec.venv.key, exc)
-        surplus = []
-        with self._lock:
-            self._pending.discard((FORKED, spec.key))
-            if forked is not None and (self._closed or spec.key in self._ahead):
-                surplus.append(forked)
-            elif forked is not None:
-                self._ahead[spec.key] = forked
-                while len(self._ahead) > self.max_keys:
-                    surplus.append(self._ahead.popitem(last=False)[1])
-        for extra in surplus:
-            extra.close()
+        self._keep(FORKED, spec, forked, self._ahead)
 
     def _fill_template(self, spec: WarmSpec) -> None:
         try:
@@ -626,15 +616,23 @@ class WarmPool:
             template = None
         if template is not None:
             self._started.append(template.process)
-        surplus: list[ForkTemplate] = []
+        self._keep(TEMPLATE, spec, template, self._templates)
+
+    def _keep(
+        self, kind: str, spec: WarmSpec, made: _Closable | None, kept: OrderedDict[Key, Any]
+    ) -> None:
+        """Keep what the spawner `made` of `kind` for `spec` among `kept` (at most
+        `max_keys`; the least recently made go), unless the pool closed meanwhile or
+        has one for `spec` already."""
+        surplus: list[_Closable] = []
         with self._lock:
-            self._pending.discard((TEMPLATE, spec.key))
-            if template is not None and self._closed:
-                surplus.append(template)
-            elif template is not None:
-                self._templates[spec.key] = template
-                while len(self._templates) > self.max_keys:
-                    surplus.append(self._templates.popitem(last=False)[1])
+            self._pending.discard((kind, spec.key))
+            if made is not None and (self._closed or spec.key in kept):
+                surplus.append(made)
+            elif made is not None:
+                kept[spec.key] = made
+                while len(kept) > self.max_keys:
+                    surplus.append(kept.popitem(last=False)[1])
         for extra in surplus:
             extra.close()
 
@@ -693,9 +691,7 @@ class WarmPool:
             resources.enter_context(self.venvs.pinned(spec.venv.key))
             jail = resources.enter_context(self.sandbox.confine(spec.request))
             jail.hand_over((slot,))
-            setup = fork_setup(
-                jail.uid, (slot, *spec.request.shared_dirs), spec.readable, self.work_root, template
-            )
+            setup = template.setup(jail.uid, (slot, *spec.request.shared_dirs), spec.readable)
             lines = HeldLines()
             process = AppProcess(
                 [str(spec.venv.python), "(a run forked ahead)"],

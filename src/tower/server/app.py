@@ -42,7 +42,7 @@ from tower.server.api import (
 from tower.server.api import errors as api_errors
 from tower.server.api.ratelimit import RateLimitMiddleware
 from tower.server.blobs import LocalBlobStore
-from tower.server.dispatch.notifier import wait_for
+from tower.server.dispatch.notifier import pause
 from tower.server.ratelimit import RateLimiter
 from tower.server.scheduler.loop import run_scheduler
 from tower.server.services import lifecycle, vault
@@ -104,11 +104,7 @@ async def _run_clock(ctx: ServerContext) -> None:
                 logger.exception("run clock sweep failed")
                 wait = lifecycle.CLOCK_MAX_SLEEP_S
             # Deadlines are stored at sub-second precision; don't spin on one just due.
-            wait = max(wait, CLOCK_MIN_SLEEP_S)
-            if ctx.notifier.closing:  # shutting down: every wake-up is set from now on
-                await asyncio.sleep(wait)
-            else:
-                await wait_for(woken, wait)
+            await pause(ctx.notifier, woken, max(wait, CLOCK_MIN_SLEEP_S))
 
 
 def load_server_keys(ctx: ServerContext) -> None:

@@ -89,6 +89,16 @@ async def wait_for(event: asyncio.Event, timeout: float) -> bool:
         return False
 
 
+async def pause(notifier: Notifier, event: asyncio.Event, timeout: float) -> None:
+    """A background loop's wait: until `event` or `timeout` seconds; while `notifier`
+    is closing (every event set), the whole `timeout`, so the loop does not spin
+    through the shutdown."""
+    if notifier.closing:
+        await asyncio.sleep(timeout)
+    else:
+        await wait_for(event, timeout)
+
+
 async def wait_for_any(events: tuple[asyncio.Event, ...], timeout: float) -> bool:
     """Wait until one of `events` is set; False when `timeout` seconds pass first."""
     if any(event.is_set() for event in events):

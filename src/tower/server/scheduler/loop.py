@@ -6,12 +6,11 @@ changes made through another control plane are seen within `scheduler_max_sleep_
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from starlette.concurrency import run_in_threadpool
 
-from tower.server.dispatch.notifier import SCHEDULER_TOPIC, wait_for
+from tower.server.dispatch.notifier import SCHEDULER_TOPIC, pause
 from tower.server.scheduler.firing import fire_due, next_due
 from tower.server.scheduler.leadership import Leadership
 from tower.server.services.context import ServerContext
@@ -51,9 +50,6 @@ async def run_scheduler(ctx: ServerContext) -> None:
                 except Exception:  # a failed round must not stop the next one
                     logger.exception("scheduler round failed")
                     wait = ctx.settings.scheduler_max_sleep_seconds
-                if ctx.notifier.closing:  # shutting down: wake-ups are all set now
-                    await asyncio.sleep(max(wait, MIN_SLEEP_S))
-                else:
-                    await wait_for(woken, max(wait, MIN_SLEEP_S))
+                await pause(ctx.notifier, woken, max(wait, MIN_SLEEP_S))
     finally:
         leadership.release()  # quick; must run even while the task is being cancelled
