@@ -72,7 +72,7 @@ class Runner(PoolRunner):
         for the next run of the pair (set up, confined, waiting at its gate)."""
         self.forked(app_dir, **kwargs)
         wait_until(lambda: self.pool.forked_count() == 1, timeout=TEMPLATE_WAIT_S)
-        (waiting,) = self.pool._ahead.values()
+        ((waiting,),) = self.pool._ahead.values()
         return waiting
 
     def forked_ahead(self, app_dir: Path, **kwargs: object) -> tuple[Outcome, Sink]:
@@ -92,7 +92,7 @@ class Runner(PoolRunner):
 def assert_took(runner: Runner, waiting: WarmProcess) -> None:
     """The run forked ahead served a run: it ended, and the pool holds it no more."""
     assert waiting.process.exited(), "the run forked ahead ran the app"
-    assert all(held is not waiting for held in runner.pool._ahead.values())
+    assert all(held is not waiting for kept in runner.pool._ahead.values() for held in kept)
 
 
 @pytest.fixture
@@ -116,9 +116,18 @@ def runner(runner_home: Path, venv_cache: VenvCache) -> Iterator[Runner]:
     assert not work.exists() or list(work.iterdir()) == [], "every run dir and slot was wiped"
 
 
-def _no_process_left() -> None:
-    for uid in TEST_UIDS:
+def _no_process_left(runner: Runner | None = None) -> None:
+    """No run uid has a process left (but the `runner`'s run forked ahead, once there)."""
+    spared = _uids_ahead(runner) if runner is not None else set()
+    for uid in set(TEST_UIDS) - spared:
         assert uid_processes(uid) == [], f"run uid {uid} has processes left"
+
+
+def _uids_ahead(runner: Runner) -> set[int]:
+    """The uid of the run the pool forks ahead, once it waits (it drops to its uid as
+    soon as it is confined)."""
+    wait_until(lambda: runner.pool.forked_count() == 1, timeout=TEMPLATE_WAIT_S)
+    return {waiting.jail.uid for kept in runner.pool._ahead.values() for waiting in kept}
 
 
 # ---------------------------------------------------------------- what a run sees
@@ -179,6 +188,76 @@ def test_a_forked_run_sees_what_a_cold_run_sees(
     assert seen_forked["groups"] == []
 
 
+#: an app of the SDK: what of it was imported before the script, and what it reads
+SDK_APP = """\
+import sys
+ahead = sorted(name for name in sys.modules if name.partition(".")[0] == "tower")
+import os
+import tower
+print(*ahead, sep=",")
+print(os.getuid(), tower.secret("API_KEY"), *sorted(os.listdir("/proc/self/fd")))
+"""
+SDK_MODULES = "tower,tower._env,tower._http,tower._orchestration,tower.exceptions,tower.info"
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["forked-now", "forked-ahead"])
+def test_an_app_of_the_sdk_forked_ahead_has_it_imported_under_its_own_uid(
+    runner: Runner, make_app: Callable[..., Path], ahead: bool
+) -> None:
+    app = make_app({"main.py": SDK_APP})
+    secrets = {"API_KEY": "s3cret"}
+    run = runner.forked_ahead if ahead else runner.forked
+    outcome, sink = run(app, secrets=secrets)
+    assert (outcome.status, outcome.fork_start) == (RunStatus.EXITED, True), sink.lines
+    imported, (uid, secret, *fds) = sink.program()[0], sink.program()[1].split()
+    # Forked now, the app imports the SDK itself, as a cold start would.
+    assert imported == (SDK_MODULES if ahead else "")
+    assert int(uid) in TEST_UIDS and secret == "s3cret"
+    assert fds == ["0", "1", "2", "3"], "3: the listing's own; no pipe left open"
+
+
+def test_a_package_shadowing_what_was_imported_ahead_is_forked_for_its_run(
+    runner: Runner, make_app: Callable[..., Path]
+) -> None:
+    shadowing = make_app(
+        {
+            "main.py": "import tower\nimport http\nprint(http.MINE)\n",
+            "http/__init__.py": "MINE = 1\n",
+        }
+    )
+    waiting = runner.ready_ahead(make_app({"main.py": "import tower\n"}))
+    assert waiting.wait_ready(TEMPLATE_WAIT_S) and "http" in (waiting.modules or ())
+    outcome, sink = runner.run(shadowing)
+    assert (outcome.status, outcome.fork_start) == (RunStatus.EXITED, True), sink.lines
+    assert sink.program() == ["1"]
+    assert waiting.process.exited() and not waiting.slot.exists(), "it served no run"
+
+
+def test_a_pair_whose_run_found_its_run_forked_ahead_importing_keeps_two(
+    runner: Runner, make_app: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app({"main.py": "import tower\nprint('hi')\n"})
+    runner.ready_ahead(app)
+    importing = [True]
+    real_wait_ready = WarmProcess.wait_ready
+
+    def wait_ready(self: WarmProcess, timeout: float, cancel: object = None) -> bool:
+        if timeout == 0 and importing:  # the run's first look: still importing the SDK
+            importing.clear()
+            return False
+        return real_wait_ready(self, timeout, cancel)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WarmProcess, "wait_ready", wait_ready)
+    outcome, sink = runner.run(app)
+    assert (outcome.status, outcome.fork_start, sink.program()) == (RunStatus.EXITED, True, ["hi"])
+    wait_until(lambda: runner.pool.forked_count() == 2, timeout=TEMPLATE_WAIT_S)
+    ((first, second),) = runner.pool._ahead.values()
+    assert first.jail.uid != second.jail.uid and first.slot != second.slot
+    outcome, sink = runner.run(app)
+    assert (outcome.fork_start, sink.program()) == (True, ["hi"])
+    assert_took(runner, first)
+
+
 #: what a run may do and see beyond its own directories, as JSON
 PRIVILEGES_APP = """\
 import json, os, subprocess, sys
@@ -229,7 +308,7 @@ def test_a_forked_run_has_no_privileges_and_sees_only_its_own(
     try:
         first, first_sink = runner.run(app)  # forked when it came
         wait_until(lambda: runner.pool.forked_count() == 1, timeout=TEMPLATE_WAIT_S)
-        (waiting,) = runner.pool._ahead.values()
+        ((waiting,),) = runner.pool._ahead.values()
         second, second_sink = runner.run(app)  # in the run forked ahead
         assert_took(runner, waiting)
     finally:
@@ -456,7 +535,7 @@ def _cancelled(runner: Runner, app: Path, after_s: float) -> tuple[Outcome, Sink
     def cancel_later() -> None:
         def fire() -> None:
             # The app (the oldest process of the run's uid) leads the run's group.
-            groups.append(os.getpgid(min(_run_pids())))
+            groups.append(os.getpgid(min(_run_pids(runner))))
             cancelled_at.append(time.monotonic())
             cancel.set()
 
@@ -486,7 +565,7 @@ def test_cancel_gives_a_forked_app_its_grace_then_kills_its_group(
     assert sink.program() == ["working"]
     assert GRACE_S <= took < GRACE_S + 3, "SIGKILL after the grace"
     assert group_members(group) == [] and not alive(group), "its whole group is gone"
-    _no_process_left()
+    _no_process_left(runner)
 
     polite = make_app(
         {
@@ -541,8 +620,10 @@ def _cgroup(pid: int, version: int) -> str:
     return next(line for line in lines if wanted(line)).split(":", 2)[2]
 
 
-def _run_pids() -> list[int]:
-    return [pid for uid in TEST_UIDS for pid in uid_processes(uid)]
+def _run_pids(runner: Runner) -> list[int]:
+    """The processes of runs under way (not of the run forked ahead)."""
+    spared = _uids_ahead(runner)
+    return [pid for uid in TEST_UIDS if uid not in spared for pid in uid_processes(uid)]
 
 
 @pytest.mark.parametrize("ahead", [False, True], ids=["forked-now", "forked-ahead"])
@@ -568,13 +649,13 @@ def test_a_forked_runs_processes_are_in_its_cgroup_with_its_limits(
     thread = threading.Thread(target=lambda: ended.append(runner.run(app, cancel=cancel)[0]))
     thread.start()
     try:
-        wait_until(lambda: len(_run_pids()) == 2, timeout=20)  # the app and its child
-        app_pid = min(_run_pids())
+        wait_until(lambda: len(_run_pids(runner)) == 2, timeout=20)  # the app and its child
+        app_pid = min(_run_pids(runner))
         group = int(Path(f"/proc/{app_pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
         # The forked process (root's: it leads the group and is the namespace's init),
         # the app and its child: all of them in the run's own cgroup.
         members = group_members(group)
-        assert len(members) == 3 and set(_run_pids()) < set(members), members
+        assert len(members) == 3 and set(_run_pids(runner)) < set(members), members
         where = {_cgroup(pid, cgroups.version) for pid in members}
         assert len(where) == 1 and where.pop().rsplit("/", 1)[-1].startswith("tower-run-")
         limits = Path(f"/proc/{app_pid}/limits").read_text()
@@ -605,8 +686,6 @@ def test_what_a_template_cannot_serve_starts_cold(
         # another request, and a pair that never gets a template
         "no network": runner.run(app, request=RunRequest(isolate_network=True)),
         "no network again": runner.run(app, request=RunRequest(isolate_network=True)),
-        # the SDK: a warm interpreter has it imported already
-        "the SDK": runner.run(make_app({"main.py": "import tower\nprint('hi')\n"})),
     }
     for case, (outcome, sink) in colds.items():
         assert (outcome.status, outcome.fork_start) == (RunStatus.EXITED, False), case

@@ -33,7 +33,7 @@ from tower.core.package import Manifest
 from tower.core.runs import RunStatus, outcome_for_exit_code
 from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
-from tower.runner.forks import ForkTemplate, ForkUnavailable
+from tower.runner.forks import GATE_GO, ForkTemplate, ForkUnavailable
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
     Jail,
@@ -176,11 +176,9 @@ def _may_start_warm(argv: list[str], venv: Venv, package_dir: Path, work_dir: Pa
 def _may_fork(pool: WarmPool, sandbox: Sandbox, spec: WarmSpec, work_dir: Path) -> bool:
     """Whether the run may be forked from a template (see `tower.runner.forks`): one
     that shares the network, in a work dir of the pool's work root (the host
-    directory a template shows besides the venv and the catalogs), of an app that
-    does not import the SDK (a warm interpreter has it imported already)."""
+    directory a template shows besides the venv and the catalogs)."""
     isolated = spec.request.isolate_network or sandbox.config.network == NetworkMode.NONE
-    plain = not (spec.preload or isolated)
-    return pool.forks and plain and work_dir.parent == pool.work_root
+    return pool.forks and not isolated and work_dir.parent == pool.work_root
 
 
 def _shared_dirs(ctx: RunContext, sandbox: Sandbox, sink: LineSink) -> tuple[Path, ...]:
@@ -321,7 +319,7 @@ class _ForkStart:
                 on_line=watch,
                 wrapped=True,
                 launch=functools.partial(template.fork, setup, confine=jail.confiner()),
-                gate_message=marshal.dumps(self._private(argv, env)),
+                gate_message=GATE_GO + marshal.dumps(self._private(argv, env)),
             )
             try:
                 process.start()

@@ -12,9 +12,11 @@ PID namespace, with the venv's site-packages hidden under an empty tmpfs: it sta
 without a single line of the venv's packages (their `.pth` files) running with its
 privileges. It says `ready` on SOCKET_FD (a SOCK_SEQPACKET socket), then serves one
 request per message until end of file: a `marshal`led dict of what sets the run up
-(its uid, its directories) and four descriptors (the run's stdout, stderr, gate and
-status pipes). It forks a child into a new PID namespace, answers with its pid (as
-text), and goes on. The child ("C", PID 1 of that namespace) sets the run up:
+(its uid, its directories, the modules to import ahead of it) and four or five
+descriptors (the run's stdout, stderr, gate and status pipes, and where it says it
+has imported those modules). It forks a child into a new PID namespace, answers with
+its pid (as text), and goes on. The child ("C", PID 1 of that namespace) sets the run
+up:
 
 - its own session; SIGTERM/SIGINT/SIGHUP/SIGQUIT ignored (it must outlive the app to
   report its status); SIGKILL when the template goes;
@@ -22,12 +24,9 @@ text), and goes on. The child ("C", PID 1 of that namespace) sets the run up:
   /dev/shm covered by empty tmpfs, with the run's own directories (and the venv,
   Python install and catalog directories when they live there) bound back; the
   venv's site-packages shown;
-- it writes `R` on the status pipe and waits at the gate (the runner moves it into
-  the run's cgroup and sets its limits as soon as it has its pid, and opens the gate
-  only once that is done), then reads the rest of the run
-  from the gate: a `marshal`led dict with its environment (secrets included), working
-  directory and argv. Those never pass through the template, whose memory every
-  later fork inherits. At end of file with nothing read it exits, nothing started
+- it writes `R` on the status pipe and waits at the gate for `G` (the runner moves
+  it into the run's cgroup and sets its limits as soon as it has its pid, and opens
+  the gate only once that is done). At end of file instead it exits, nothing started
   (exit status 125); a failure before that is written as `E<message>`;
 - it mounts its namespace's /proc and forks the app ("A", PID 2), reaps what the
   app leaves behind, and ends with it (the kernel then kills the rest of the
@@ -36,8 +35,15 @@ text), and goes on. The child ("C", PID 1 of that namespace) sets the run up:
   without a uid of its own stays root with no capability at all, as under bwrap's
   `--cap-drop ALL`), forgets the modules the template loaded beyond a plain
   interpreter's, processes the venv's site-packages as `site` would have at
-  start-up, and returns the run to the caller (`warm_boot._tower_become`), which
-  executes the script;
+  start-up, imports the modules asked for (only with a fifth descriptor, where it
+  then says which it loaded, as a warm interpreter does: `warm_boot._tower_preload`),
+  then reads the rest of the run from the gate: a `marshal`led dict with its
+  environment (secrets included), working directory and argv. Those never pass
+  through the template, whose memory every later fork inherits, nor through C. At
+  end of file with nothing read it exits (125). It returns the run to the caller
+  (`warm_boot._tower_become`), which executes the script. A run forked ahead of its
+  run (`tower.runner.warm`) gets `G` at once and waits here, privileges dropped and
+  its modules imported;
 - the app ends as a cold interpreter ends (`_tower_end`), except that it does not
   tear down what the template had before the fork: its non-daemon threads are
   joined, `atexit` callbacks run, its `__main__` and the modules it imported are
@@ -55,7 +61,7 @@ def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F8
     import os
     import sys
 
-    forked_modules = set(sys.modules)
+    forked_modules = set(run.pop("kept"))  # what a cold interpreter has at start-up
     code = 0
     interrupted = False
     try:
@@ -103,6 +109,8 @@ def _tower_end(run: dict, become: "Callable[[dict], None]") -> None:  # noqa: F8
 
 #: the longest request the template reads (a run's uid and directories)
 MAX_MESSAGE_BYTES = 1 << 16
+#: what opens a forked run's gate (the runner has confined it), before the run itself
+GATE_GO = b"G"
 
 
 def _tower_template() -> dict:
@@ -216,7 +224,9 @@ def _tower_template() -> dict:
         if held:
             raise OSError(f"privileges were not dropped (still: {', '.join(held)})")
 
-    def app(run: dict) -> dict:
+    def app(run: dict, gate: int, ready: int | None) -> dict:
+        """A: the app's process, once it has dropped its privileges, imported what
+        the runner asked for (with `ready`) and read its run from `gate`."""
         for signum in terminating:
             _signal.signal(signum, _signal.SIG_DFL)
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
@@ -228,12 +238,26 @@ def _tower_template() -> dict:
         for path in run["site"]:
             site.addsitedir(path)
         site.execsitecustomize()
+        run["kept"] = list(sys.modules)
+        if ready is not None:
+            # Not from `-c`'s "" (the template's directory): the run's own comes later.
+            script_dir = sys.path.pop(0)
+            _tower_preload(run["preload"], ready)  # noqa: F821 - defined by warm_boot
+            sys.path.insert(0, script_dir)
+        private = b""
+        while chunk := os.read(gate, 1 << 16):
+            private += chunk
+        if not private:
+            os._exit(125)  # not needed: nothing of a run has started
+        os.close(gate)
+        run.update(marshal.loads(private))
         return run
 
     def child(run: dict, fds: list[int], template: int, server: int) -> dict:
         """C: PID 1 of the run's own PID namespace (it reaps, and ends with the app),
         in the run's own session and namespaces; returns only in the app."""
-        stdout, stderr, gate, status = fds
+        stdout, stderr, gate, status = fds[:4]
+        ready = fds[4] if len(fds) > 4 else None
         try:
             os.setsid()
             for signum in terminating:
@@ -251,15 +275,9 @@ def _tower_template() -> dict:
             os.write(status, f"E{exc}".encode())
             os._exit(70)
         os.write(status, b"R")
-        private = b""
-        while chunk := os.read(gate, 1 << 16):
-            private += chunk
-        if not private:
+        if os.read(gate, len(GATE_GO)) != GATE_GO:
             os._exit(125)  # the runner could not confine it: nothing starts
-        os.close(gate)
         try:
-            run.update(marshal.loads(private))
-            del private
             check(libc.unshare(new_cgroup), "unshare")  # its cgroup is its root
             mount("proc", "/proc", "proc", ms_nosuid | ms_nodev | ms_noexec)
             app_pid = os.fork()
@@ -269,7 +287,14 @@ def _tower_template() -> dict:
             os._exit(70)
         if app_pid == 0:
             os.close(status)
-            return app(run)
+            try:
+                return app(run, gate, ready)
+            except Exception as exc:  # nothing of the app has run yet
+                os.write(2, f"tower: the run could not be started: {exc}\n".encode())
+                os._exit(70)
+        os.close(gate)
+        if ready is not None:
+            os.close(ready)
         while True:  # whatever the app leaves behind is reparented here
             pid, wait_status = os.waitpid(-1, 0)
             if pid == app_pid:
@@ -290,7 +315,7 @@ def _tower_template() -> dict:
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # its children are reaped at once
     sock = _socket.socket(fileno=server)
     sock.send(b"ready")
-    fd_space = _socket.CMSG_SPACE(4 * 4)
+    fd_space = _socket.CMSG_SPACE(5 * 4)  # at most five descriptors
     while True:
         message, ancillary, flags, _ = sock.recvmsg(MAX_MESSAGE_BYTES, fd_space)
         if not message:  # the runner is done with it: it goes once its runs have
@@ -308,8 +333,8 @@ def _tower_template() -> dict:
         try:
             if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
                 raise ValueError("the request was too long")
-            if len(fds) != 4:
-                raise ValueError(f"{len(fds)} descriptors instead of 4")
+            if len(fds) not in (4, 5):
+                raise ValueError(f"{len(fds)} descriptors instead of 4 or 5")
             run = marshal.loads(message)
             # Its child is PID 1 of a new namespace; later children are not.
             check(libc.unshare(new_pid), "unshare")

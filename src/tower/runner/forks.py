@@ -22,13 +22,13 @@ under an empty tmpfs until a forked run has dropped its privileges.
 Used only where that holds and changes nothing a run could tell: a root runner with
 working bwrap; a plain Python script; a network-sharing request; an environment with
 no variable Python, libc or the dynamic linker read at start-up that differs from
-the template's (those would need an exec); an app that does not import the Tower
-SDK (those get a warm interpreter with the SDK pre-imported, see `tower.runner.warm`).
-Anything else, or a template that fails, starts the app cold.
+the template's (those would need an exec). Anything else, or a template that fails,
+starts the app cold.
 
 The pool (`tower.runner.warm`) has each template fork one run ahead, in a slot of
-its own, confined and waiting at its gate: the next run of the pair moves its package
-into that slot and skips the fork and the cgroup move.
+its own, confined, its privileges dropped and (for an app that imports the Tower SDK)
+the SDK imported, waiting for its run: the next run of the pair moves its package into
+that slot and skips the fork, the cgroup move and those imports.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ ANSWER_BYTES = 4096
 SITE_PACKAGES_GLOB = "lib/python*/site-packages"
 STATUS_READY = b"R"
 STATUS_ERROR = b"E"
+#: what opens a forked run's gate once the runner has confined it (`fork_boot`)
+GATE_GO = b"G"
 #: the status pipe was closed with nothing more: only SIGKILL ends the forked process
 #: without its saying how the app ended
 KILLED = -9
@@ -161,17 +163,23 @@ class ForkTemplate:
         self._active = 0
 
     def setup(
-        self, uid: int | None, own_dirs: Sequence[Path], readable: Sequence[Path]
+        self,
+        uid: int | None,
+        own_dirs: Sequence[Path],
+        readable: Sequence[Path],
+        preload: Sequence[str] = (),
     ) -> dict[str, Any]:
         """What it needs to fork a run and set it up (see `fork_boot`): the run's uid,
         its own directories (writable) and what it reads; the work root is hidden and
-        the venv's site-packages shown."""
+        the venv's site-packages shown. The run imports `preload` once its privileges
+        are dropped, when forked with a `ready` pipe."""
         return {
             "uid": uid,
             "dirs": [str(path) for path in own_dirs],
             "read": [str(path) for path in readable],
             "hide": str(self.work_root),
             "site": [str(path) for path in self.site],
+            "preload": list(preload),
         }
 
     def wait_ready(self, timeout: float) -> bool:
@@ -191,17 +199,23 @@ class ForkTemplate:
         run: Mapping[str, Any],
         gate: int,
         confine: Callable[[int], None] | None = None,
+        ready: int | None = None,
     ) -> ForkedChild:
-        """Fork `run` (see `fork_boot` for its keys), waiting at `gate` once set up;
-        ForkUnavailable when that fails (nothing of it ran). `confine` is called with
-        the forked pid while the process sets itself up: moving a process into a
-        cgroup can wait for the kernel for milliseconds (an RCU grace period), time
-        the set-up need not wait behind. An OSError from it fails the fork as is."""
+        """Fork `run` (see `fork_boot` for its keys), waiting at `gate` once set up
+        (for `GATE_GO`, then the run itself); ForkUnavailable when that fails (nothing
+        of it ran). `confine` is called with the forked pid while the process sets
+        itself up: moving a process into a cgroup can wait for the kernel for
+        milliseconds (an RCU grace period), time the set-up need not wait behind. An
+        OSError from it fails the fork as is. With `ready` (a pipe's write end, the
+        caller's still) the run imports its `preload` modules before it reads its run,
+        and says which loaded there."""
         self.last_used = time.monotonic()
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         status_read, status_write = os.pipe()
         passed = [out_write, err_write, gate, status_write]
+        if ready is not None:
+            passed.append(ready)
         try:
             pid = self._request(marshal.dumps(dict(run)), passed)
         except BaseException:

@@ -50,7 +50,7 @@ from typing import Any
 
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
-from tower.runner.forks import ForkTemplate, start_template
+from tower.runner.forks import GATE_GO, ForkTemplate, start_template
 from tower.runner.process import AppProcess, readable_within
 from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
 from tower.runner.venvs import Venv, VenvCache
@@ -205,8 +205,8 @@ class WarmProcess:
     """One pre-started interpreter, its slot, its uid lease and its pipes.
 
     Or one run forked ahead from its pair's fork template (`forked`): set up in its
-    slot, confined, waiting at its gate (the control pipe) with nothing imported
-    beyond what the template had, which the app forgets (see `fork_boot`)."""
+    slot, confined, its privileges dropped and its `preload` modules imported, waiting
+    for its run behind its gate (the control pipe; see `fork_boot`)."""
 
     def __init__(
         self,
@@ -217,18 +217,20 @@ class WarmProcess:
         lines: HeldLines,
         pipes: tuple[int, int | None],
         resources: ExitStack,
+        *,
+        forked: bool = False,
     ) -> None:
         """`pipes`: where the run is written, and where the interpreter says it is
-        ready (None: it is, a forked process waiting at its gate)."""
+        ready (None: it is, having nothing to import)."""
         self.spec = spec
         self.slot = slot
         self.jail = jail
         self.process = process
         self.started = time.monotonic()
         self._control, self._ready = pipes
-        self.forked = self._ready is None
+        self.forked = forked
         #: top-level modules it imported ahead of the run; None until it is ready
-        self.modules: tuple[str, ...] | None = () if self.forked else None
+        self.modules: tuple[str, ...] | None = () if self._ready is None else None
         self._lines = lines
         self._resources = resources
         self._buffer = b""
@@ -243,7 +245,7 @@ class WarmProcess:
         """Wait until it has imported its modules; False if it died, did not make it in
         time, or `cancel` was set."""
         ready = self._ready
-        if ready is None:  # forked: waiting at its gate already
+        if ready is None:  # nothing to import
             return True
         deadline = time.monotonic() + timeout
         while self.modules is None:
@@ -318,8 +320,13 @@ class WarmProcess:
             self._control = -1
 
 
-#: what the pool keeps and stops: a template or a run forked ahead
-_Closable = ForkTemplate | WarmProcess
+def _first_waiting(waiting: OrderedDict[Key, list[WarmProcess]], key: Key) -> WarmProcess | None:
+    """Take the oldest process waiting for `key` out of `waiting` (the pool's lock is held)."""
+    processes = waiting.get(key, [])
+    first = processes.pop(0) if processes else None
+    if not processes:
+        waiting.pop(key, None)
+    return first
 
 
 class WarmPool:
@@ -360,10 +367,11 @@ class WarmPool:
         #: fork templates, by the same keys (at most `max_keys`, least recently used go)
         self.forks = forks and sandbox.is_root and sandbox.bwrap is not None
         self._templates: OrderedDict[Key, ForkTemplate] = OrderedDict()
-        #: per template, one run forked ahead: set up in its slot and confined, waiting
-        #: at its gate. Joining a memory cgroup can wait for the kernel (an RCU grace
-        #: period, ~10 ms) and forking takes a few: ahead of the run, neither delays it.
-        self._ahead: OrderedDict[Key, WarmProcess] = OrderedDict()
+        #: per template, runs forked ahead (one, two for a busy pair), oldest first: set
+        #: up in a slot and confined, waiting for a run. Joining a memory cgroup can wait
+        #: for the kernel (an RCU grace period, ~10 ms), forking takes a few, importing
+        #: the SDK tens: ahead of the run, none of it delays it.
+        self._ahead: OrderedDict[Key, list[WarmProcess]] = OrderedDict()
         self._fork_failures = 0
         self._queue: queue.Queue[tuple[str, WarmSpec] | None] = queue.Queue()
         self._spawner: threading.Thread | None = None
@@ -379,10 +387,7 @@ class WarmPool:
         with self._lock:
             if self._closed:
                 return None
-            waiting = self._idle.get(spec.key, [])
-            warm = waiting.pop(0) if waiting else None
-            if not waiting:
-                self._idle.pop(spec.key, None)
+            warm = _first_waiting(self._idle, spec.key)
         starting = warm is not None and not warm.wait_ready(0)
         with self._lock:
             if starting:
@@ -391,6 +396,14 @@ class WarmPool:
                 self._want(spec)
         if warm is None:
             return None
+        return self._when_ready(spec, warm, cancel)
+
+    def _when_ready(
+        self, spec: WarmSpec, warm: WarmProcess, cancel: threading.Event | None
+    ) -> WarmProcess | None:
+        """`warm` once it has imported its modules, or at once when they are known
+        (what it imports is the same every time: the run is handed over and starts
+        once they are done); None (it is closed) when it did not make it in time."""
         known = self._modules.get(spec.key)
         if warm.wait_ready(0 if known is not None else READY_WAIT_S, cancel):
             self._modules[spec.key] = warm.modules or ()
@@ -411,13 +424,20 @@ class WarmPool:
         with self._lock:
             if self._closed or not self.forks:
                 return None
-            forked = self._ahead.pop(spec.key, None)
-        if forked is not None and not forked.process.exited():
-            return forked
-        if forked is not None:  # its template went
+            forked = _first_waiting(self._ahead, spec.key)
+            # Runs come faster than runs are forked ahead (and import): keep two.
+            if forked is None and (FORKED, spec.key) in self._pending:
+                self._busy.add(spec.key)
+        if forked is not None and forked.process.exited():  # its template went
             forked.close()
-        self.fork_ahead(spec)
-        return None
+            forked = None
+        if forked is None:
+            self.fork_ahead(spec)
+            return None
+        if not forked.wait_ready(0):
+            with self._lock:
+                self._busy.add(spec.key)
+        return self._when_ready(spec, forked, None)
 
     def fork_ahead(self, spec: WarmSpec) -> None:
         """Have the template of `spec` fork a run ahead, unless one waits already."""
@@ -452,9 +472,9 @@ class WarmPool:
                 return template
             self._templates.pop(spec.key, None)
             self._want(spec, TEMPLATE)
-            forked = self._ahead.pop(spec.key, None)
-        if forked is not None:
-            forked.close()
+            forked = self._ahead.pop(spec.key, [])
+        for waiting in forked:
+            waiting.close()
         if template is not None:
             logger.warning("a fork template stopped; starting a new one")
             template.close()
@@ -469,9 +489,9 @@ class WarmPool:
             self._fork_failures += 1
             if self._fork_failures >= MAX_FORK_FAILURES:
                 self.forks = False
-            forked = self._ahead.pop(template.key, None)
-        if forked is not None:
-            forked.close()
+            forked = self._ahead.pop(template.key, [])
+        for waiting in forked:
+            waiting.close()
         template.close()  # once the runs forked from it have ended
         if self.forks:
             logger.warning("a fork template failed (%s); starting the app cold", error)
@@ -490,7 +510,7 @@ class WarmPool:
     def forked_count(self) -> int:
         """Runs forked ahead, waiting for a run."""
         with self._lock:
-            return len(self._ahead)
+            return sum(len(waiting) for waiting in self._ahead.values())
 
     def template_count(self) -> int:
         """Fork templates started and not stopped (running or not)."""
@@ -504,9 +524,8 @@ class WarmPool:
         with self._lock:
             self._closed = True
             idle: list[WarmProcess | ForkTemplate] = [
-                warm for waiting in self._idle.values() for warm in waiting
+                warm for kept in (self._idle, self._ahead) for w in kept.values() for warm in w
             ]
-            idle += self._ahead.values()
             idle += self._templates.values()  # after their runs forked ahead: those hold them
             self._idle.clear()
             self._ahead.clear()
@@ -522,10 +541,11 @@ class WarmPool:
 
     def _want(self, spec: WarmSpec, kind: str = WARM) -> None:
         """Have an interpreter (or a template) started for `spec` (the lock is held)."""
-        if kind == WARM:
-            full = len(self._idle.get(spec.key, ())) >= self._interpreters_for(spec.key)
+        if kind == TEMPLATE:
+            full = spec.key in self._templates
         else:
-            full = spec.key in (self._templates if kind == TEMPLATE else self._ahead)
+            waiting = self._idle if kind == WARM else self._ahead
+            full = len(waiting.get(spec.key, ())) >= self._interpreters_for(spec.key)
         if (kind, spec.key) in self._pending or full:
             return
         self._pending.add((kind, spec.key))
@@ -569,19 +589,31 @@ class WarmPool:
         except Exception as exc:
             logger.warning("could not pre-start an interpreter for %s: %s", spec.venv.key, exc)
             warm = None
+        self._add_waiting(WARM, spec, warm, self._idle)
+
+    def _add_waiting(
+        self,
+        kind: str,
+        spec: WarmSpec,
+        made: WarmProcess | None,
+        waiting: OrderedDict[Key, list[WarmProcess]],
+    ) -> None:
+        """Keep what the spawner `made` of `kind` (an interpreter, or a run forked
+        ahead) for `spec` among `waiting` (at most `max_keys` pairs; the least recently
+        made go), and ask for a busy pair's second one."""
         surplus = []
         with self._lock:
             # `_want` asks for one at a time, and only below the pair's number.
-            self._pending.discard((WARM, spec.key))
-            if warm is not None and self._closed:
-                surplus.append(warm)
-            elif warm is not None:
-                self._idle.setdefault(spec.key, []).append(warm)
-                self._idle.move_to_end(spec.key)
-                while len(self._idle) > self.max_keys:
-                    surplus.extend(self._idle.popitem(last=False)[1])
-                if spec.key in self._idle:
-                    self._want(spec)  # a busy pair's second one
+            self._pending.discard((kind, spec.key))
+            if made is not None and self._closed:
+                surplus.append(made)
+            elif made is not None:
+                waiting.setdefault(spec.key, []).append(made)
+                waiting.move_to_end(spec.key)
+                while len(waiting) > self.max_keys:
+                    surplus.extend(waiting.popitem(last=False)[1])
+                if spec.key in waiting:
+                    self._want(spec, kind)  # a busy pair's second one
         for extra in surplus:
             extra.close()
 
@@ -598,7 +630,7 @@ class WarmPool:
                 forked = self._fork_ahead(spec, template)
             except Exception as exc:  # the run forks when it comes, and says why if it fails
                 logger.info("could not fork a run ahead for %s: %s", spec.venv.key, exc)
-        self._keep(FORKED, spec, forked, self._ahead)
+        self._add_waiting(FORKED, spec, forked, self._ahead)
 
     def _fill_template(self, spec: WarmSpec) -> None:
         try:
@@ -616,50 +648,59 @@ class WarmPool:
             template = None
         if template is not None:
             self._started.append(template.process)
-        self._keep(TEMPLATE, spec, template, self._templates)
+        self._keep_template(spec, template)
 
-    def _keep(
-        self, kind: str, spec: WarmSpec, made: _Closable | None, kept: OrderedDict[Key, Any]
-    ) -> None:
-        """Keep what the spawner `made` of `kind` for `spec` among `kept` (at most
-        `max_keys`; the least recently made go), unless the pool closed meanwhile or
-        has one for `spec` already."""
-        surplus: list[_Closable] = []
+    def _keep_template(self, spec: WarmSpec, made: ForkTemplate | None) -> None:
+        """Keep the template the spawner `made` for `spec` (at most `max_keys`; the
+        least recently made go), unless the pool closed meanwhile or has one for `spec`
+        already."""
+        surplus: list[ForkTemplate] = []
         with self._lock:
-            self._pending.discard((kind, spec.key))
-            if made is not None and (self._closed or spec.key in kept):
+            self._pending.discard((TEMPLATE, spec.key))
+            if made is not None and (self._closed or spec.key in self._templates):
                 surplus.append(made)
             elif made is not None:
-                kept[spec.key] = made
-                while len(kept) > self.max_keys:
-                    surplus.append(kept.popitem(last=False)[1])
+                self._templates[spec.key] = made
+                while len(self._templates) > self.max_keys:
+                    surplus.append(self._templates.popitem(last=False)[1])
         for extra in surplus:
             extra.close()
 
     def _expire(self) -> None:
         now = time.monotonic()
+
+        def idle(key: Key, process: WarmProcess) -> bool:
+            return now - process.started >= self.idle_s
+
+        def orphaned_or_idle(key: Key, process: WarmProcess) -> bool:
+            return key not in self._templates or idle(key, process)
+
         with self._lock:
-            stale = []
-            for key, waiting in list(self._idle.items()):
-                stale += [warm for warm in waiting if now - warm.started >= self.idle_s]
-                waiting[:] = [warm for warm in waiting if now - warm.started < self.idle_s]
-                if not waiting:  # an idle pair is no longer a busy one
-                    del self._idle[key]
-                    self._busy.discard(key)
             unused = [key for key, t in self._templates.items() if now - t.last_used >= self.idle_s]
             retired = [self._templates.pop(key) for key in unused]
+            stale = self._expired(self._idle, idle)
             # A run forked ahead holds its template: it goes with it, or when as old as
             # an idle interpreter goes (one whose template was replaced meanwhile).
-            gone = [
-                key
-                for key, forked in self._ahead.items()
-                if key not in self._templates or now - forked.started >= self.idle_s
-            ]
-            stale += [self._ahead.pop(key) for key in gone]
+            stale += self._expired(self._ahead, orphaned_or_idle)
         for warm in stale:
             warm.close()
         for template in retired:
             template.close()
+
+    def _expired(
+        self,
+        waiting: OrderedDict[Key, list[WarmProcess]],
+        done: Callable[[Key, WarmProcess], bool],
+    ) -> list[WarmProcess]:
+        """Take out of `waiting` what is `done` (the lock is held)."""
+        stale = []
+        for key, processes in list(waiting.items()):
+            stale += [process for process in processes if done(key, process)]
+            processes[:] = [process for process in processes if not done(key, process)]
+            if not processes:  # an idle pair is no longer a busy one
+                del waiting[key]
+                self._busy.discard(key)
+        return stale
 
     def _spawn(self, spec: WarmSpec) -> WarmProcess:
         """Start an interpreter for `spec` in a fresh slot under its own uid lease."""
@@ -682,34 +723,49 @@ class WarmPool:
 
     def _fork_ahead(self, spec: WarmSpec, template: ForkTemplate) -> WarmProcess:
         """Fork a run of `spec` from `template` into a fresh slot under its own uid lease
-        and cgroup, set up and confined as a forked run is, but waiting at its gate
-        until a run is handed over (the gate is its control pipe)."""
+        and cgroup, set up and confined as a forked run is, its privileges dropped and
+        its `preload` imported, waiting until a run is handed over (through the gate,
+        its control pipe, opened with `GATE_GO` at once)."""
         resources = ExitStack()
+        ready_read, ready_write = os.pipe() if spec.preload else (None, None)
+        gate = None
         try:
             slot = resources.enter_context(workdirs.run_work_dir(self.work_root, str(uuid.uuid4())))
             workdirs.home_and_tmp(slot)
             resources.enter_context(self.venvs.pinned(spec.venv.key))
             jail = resources.enter_context(self.sandbox.confine(spec.request))
             jail.hand_over((slot,))
-            setup = template.setup(jail.uid, (slot, *spec.request.shared_dirs), spec.readable)
+            own = (slot, *spec.request.shared_dirs)
+            setup = template.setup(jail.uid, own, spec.readable, spec.preload)
             lines = HeldLines()
+            fork = functools.partial(
+                template.fork, setup, confine=jail.confiner(), ready=ready_write
+            )
             process = AppProcess(
                 [str(spec.venv.python), "(a run forked ahead)"],
                 cwd=slot,
                 env=template.environment,
                 on_line=lines,
                 wrapped=True,
-                launch=functools.partial(template.fork, setup, confine=jail.confiner()),
+                launch=fork,
                 gate_message=None,
             )
             process.start()
             # Not among `_started`: it dies with its template, not with this thread.
             gate = process.take_gate()
+            os.write(gate, GATE_GO)  # confined: on to its imports, then it waits for its run
         except BaseException:
+            for fd in (gate, ready_read):
+                if fd is not None:
+                    os.close(fd)
             resources.close()
             raise
+        finally:
+            if ready_write is not None:
+                os.close(ready_write)
         workdirs.record_app_group(slot, process.pid)
-        return WarmProcess(spec, slot, jail, process, lines, (gate, None), resources)
+        pipes = (gate, ready_read)
+        return WarmProcess(spec, slot, jail, process, lines, pipes, resources, forked=True)
 
     def _start(
         self, spec: WarmSpec, slot: Path, jail: Jail, env: dict[str, str]

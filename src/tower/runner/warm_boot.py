@@ -14,7 +14,7 @@ exactly as `python SCRIPT` would have them — and executes the script. Uncaught
 exceptions are reported without the bootstrap's own frames and end the process as
 they end a cold interpreter.
 
-Everything is done inside one function with local imports: `__main__`'s namespace is
+Everything is done inside functions with local imports: `__main__`'s namespace is
 cleared before the script runs, so nothing of the bootstrap is left in it. It imports
 only what every interpreter has loaded at start-up (`marshal`, `_signal`, the frozen
 import machinery), so the app finds the same modules loaded as in a cold start: no
@@ -22,17 +22,17 @@ import machinery), so the app finds the same modules loaded as in a cold start: 
 """
 
 
-def _tower_warm() -> None:
+def _tower_preload(modules: list, ready: int) -> None:
+    """Import `modules` (those that load), then write the top-level names that loaded
+    on `ready`, one line, and close it. Also a forked run's, ahead of its run (`fork_boot`)."""
     import sys
 
     # Everything loaded from here on is loaded ahead of the run (the bootstrap's own
     # imports too): the runner checks that the app's package shadows none of it.
     already = set(sys.modules)
-    import marshal
     import os
 
-    control, ready = int(sys.argv[1]), int(sys.argv[2])
-    for name in sys.argv[3:]:
+    for name in modules:
         try:  # noqa: SIM105 - contextlib is not loaded yet: a cold start might not load it
             __import__(name)
         except Exception:  # a module that cannot load is simply not pre-imported
@@ -40,6 +40,15 @@ def _tower_warm() -> None:
     loaded = sorted({name.partition(".")[0] for name in set(sys.modules) - already})
     os.write(ready, " ".join(name for name in loaded if name.isidentifier()).encode() + b"\n")
     os.close(ready)
+
+
+def _tower_warm() -> None:
+    import marshal
+    import os
+    import sys
+
+    control, ready = int(sys.argv[1]), int(sys.argv[2])
+    _tower_preload(sys.argv[3:], ready)
     with os.fdopen(control, "rb") as pipe:
         raw = pipe.read()
     if not raw:
