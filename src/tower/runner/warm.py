@@ -204,7 +204,7 @@ class HeldLines:
 class WarmProcess:
     """One pre-started interpreter, its slot, its uid lease and its pipes.
 
-    Or one run forked ahead from its pair's fork template (`forked`): set up in its
+    Or one run forked ahead from its pair's fork template: set up in its
     slot, confined, its privileges dropped and its `preload` modules imported, waiting
     for its run behind its gate (the control pipe; see `fork_boot`)."""
 
@@ -217,8 +217,6 @@ class WarmProcess:
         lines: HeldLines,
         pipes: tuple[int, int | None],
         resources: ExitStack,
-        *,
-        forked: bool = False,
     ) -> None:
         """`pipes`: where the run is written, and where the interpreter says it is
         ready (None: it is, having nothing to import)."""
@@ -228,7 +226,6 @@ class WarmProcess:
         self.process = process
         self.started = time.monotonic()
         self._control, self._ready = pipes
-        self.forked = forked
         #: top-level modules it imported ahead of the run; None until it is ready
         self.modules: tuple[str, ...] | None = () if self._ready is None else None
         self._lines = lines
@@ -765,7 +762,7 @@ class WarmPool:
                 os.close(ready_write)
         workdirs.record_app_group(slot, process.pid)
         pipes = (gate, ready_read)
-        return WarmProcess(spec, slot, jail, process, lines, pipes, resources, forked=True)
+        return WarmProcess(spec, slot, jail, process, lines, pipes, resources)
 
     def _start(
         self, spec: WarmSpec, slot: Path, jail: Jail, env: dict[str, str]
