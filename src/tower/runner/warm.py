@@ -437,7 +437,7 @@ class WarmPool:
         return self._when_ready(spec, forked, None)
 
     def fork_ahead(self, spec: WarmSpec) -> None:
-        """Have the template of `spec` fork a run ahead, unless one waits already."""
+        """Have the template of `spec` fork a run ahead, unless the pair has its number."""
         with self._lock:
             if not self._closed and spec.key in self._templates:
                 self._want(spec, FORKED)
