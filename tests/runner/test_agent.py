@@ -480,6 +480,27 @@ def test_a_run_over_its_memory_limit_crashes_and_the_runner_serves_the_next(
 # ---------------------------------------------------------------- folded reports
 
 
+def test_running_retried_through_an_outage_still_says_when_the_app_started(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    run = plane.enqueue(package_of("import time\nprint('up', flush=True)\ntime.sleep(5)\n"))
+    agent = make_agent(plane.url, tmp_path / "home", venv_cache, running_report_delay_s=1.0)
+    with AgentThread(agent):
+        plane.wait_for(lambda: program(run) == ["up"])  # the app has started
+        plane.unavailable = True  # `running`, due a second after the start, must wait
+        time.sleep(2.0)
+        plane.unavailable = False
+        plane.wait_for(lambda: run.status_names[:1] == ["running"])
+        running = run.statuses[0]
+        plane.wait_for(run.finished)
+    # Counted when it finally went, not when it was first due (1 s).
+    assert not running.get("folded") and 2.0 <= running["started_seconds_ago"] < 5.0
+    assert run.status_names == ["running", "exited"]
+
+
 def test_a_short_run_is_reported_once_with_its_lines_and_start(
     plane: FakeControlPlane,
     package_of: Callable[[str], BuiltPackage],

@@ -20,6 +20,8 @@ from tower.runner.process import (
     decode_line,
     exit_code_of,
     gate_shell,
+    group_members,
+    proc_files,
 )
 
 needs_gate_shell = pytest.mark.skipif(gate_shell() is None, reason="needs dash (the gate shell)")
@@ -250,3 +252,19 @@ def test_the_gate_shell_runs_no_code_from_the_apps_environment(tmp_path: Path) -
     assert proc.wait() == 0
     assert lines.contents() == ["started"]
     assert not marker.exists()
+
+
+def test_proc_files_skips_processes_gone_after_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names nothing now, as for a process that just exited
+    real_listdir = os.listdir
+
+    def listing(path: str) -> list[str]:
+        names = real_listdir(path)
+        return [*names, str(gone.pid), "self"] if path == "/proc" else names
+
+    monkeypatch.setattr(os, "listdir", listing)
+    seen = dict(proc_files("status"))
+    assert os.getpid() in seen and gone.pid not in seen
+    assert seen[os.getpid()].startswith("Name:")
+    assert group_members(os.getpgid(0))  # this test's own group, at least

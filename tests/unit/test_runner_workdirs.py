@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tower.runner.process import group_members
 from tower.runner.workdirs import group_record, record_app_group, remove_leftovers, run_work_dir
 
 HOLD_LOCK = """
@@ -77,7 +78,7 @@ def test_leftover_app_group_is_killed(tmp_path: Path) -> None:
         record_app_group(run_dir, app.pid)
         assert remove_leftovers(tmp_path) == ["crashed"]
         assert app.wait(5) == -signal.SIGKILL
-        assert _group_members(app.pid) == []
+        assert group_members(app.pid) == []
         assert list(tmp_path.iterdir()) == []
     finally:
         _kill_group(app)
@@ -98,9 +99,9 @@ def test_group_outliving_its_leader_is_killed(tmp_path: Path) -> None:
         record_app_group(run_dir, app.pid)
         app.kill()  # the leader dies first (as PR_SET_PDEATHSIG has it); its child stays
         app.wait()
-        assert _group_members(app.pid) == [child]
+        assert group_members(app.pid) == [child]
         assert remove_leftovers(tmp_path) == ["crashed"]
-        _wait_for(lambda: _group_members(app.pid) == [])
+        _wait_for(lambda: group_members(app.pid) == [])
     finally:
         _kill_group(app)
 
@@ -123,19 +124,6 @@ def test_a_group_id_now_used_by_someone_else_is_spared(
         assert stranger.poll() is None
     finally:
         _kill_group(stranger)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of group `pgid`."""
-    members = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat_file.parent.name))
-    return members
 
 
 def _kill_group(leader: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:

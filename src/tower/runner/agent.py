@@ -135,9 +135,6 @@ class ActiveRun:
     #: the control plane has the final status: nothing left to renew or to stop
     final_delivered: bool = False
 
-    def seconds_since_start(self) -> float | None:
-        return None if self.app_started is None else time.monotonic() - self.app_started
-
     @classmethod
     def from_assignment(cls, assignment: dict[str, Any]) -> ActiveRun:
         """The run of a claim answer (KeyError, TypeError, ValueError when malformed)."""
@@ -637,7 +634,6 @@ class Agent:
         `running` was not reported); False if it did not get through. With
         `frees_slot`, the run's slot goes with the report (the reporter may claim the
         next run for it in the same request)."""
-        started_ago = None if run.running_reported else run.seconds_since_start()
         body = status_report_body(
             run.attempt_seq,
             str(status),
@@ -645,10 +641,10 @@ class Agent:
             message,
             fencing_token=run.fencing_token,
             lines=lines,
-            started_seconds_ago=started_ago,
         )
         deadline = time.monotonic() + self.settings.report_deadline_s
-        report = Report(run.run_id, body, deadline, frees_slot=frees_slot)
+        started = None if run.running_reported else run.app_started
+        report = Report(run.run_id, body, deadline, frees_slot=frees_slot, app_started=started)
         if frees_slot:
             run.slot_handed_over = True
         delivery = self.reporter.send(report)

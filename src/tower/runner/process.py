@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import IO, Protocol
@@ -382,16 +382,34 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
+def proc_files(name: str) -> Iterator[tuple[int, str]]:
+    """(pid, text of /proc/<pid>/<name>) for every live process (none without /proc).
+
+    The pids come from a plain listing, and a process that exits before its file is
+    read is skipped. Globbing /proc instead looks at each entry, and that fails
+    (ESRCH) for a process that went after the listing."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for pid in names:
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/{name}", encoding="utf-8", errors="replace") as file:
+                text = file.read()
+        except OSError:  # exited while we looked
+            continue
+        yield int(pid), text
+
+
 def group_members(pgid: int) -> list[int]:
     """Live processes of process group `pgid`, from /proc (empty without /proc)."""
     members = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited while we looked
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat_file.parent.name))
+    for pid, stat in proc_files("stat"):
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(pid)
     return members
 
 

@@ -86,6 +86,17 @@ class Report:
     logs: bool = False
     #: why a log batch failed, for its shipper
     error: Exception | None = None
+    #: when (time.monotonic) the app started, for a report that says so: counted into
+    #: `started_seconds_ago` each time it is sent, so one retried while the control
+    #: plane was away still places the start right
+    app_started: float | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The body as it goes out now."""
+        if self.app_started is None:
+            return self.body
+        ago = time.monotonic() - self.app_started
+        return {**self.body, "started_seconds_ago": round(max(0.0, ago), 6)}
 
     @property
     def what(self) -> str:
@@ -227,7 +238,7 @@ class Reporter:
         try:
             answer = self._api.report_statuses(
                 runner_id,
-                [{"run_id": r.run_id, **r.body} for r in statuses],
+                [{"run_id": r.run_id, **r.payload()} for r in statuses],
                 claim,
                 logs=[{"run_id": r.run_id, **r.body} for r in logs],
             )
@@ -258,7 +269,7 @@ class Reporter:
 
     def _send_alone(self, report: Report) -> None:
         if not report.logs:
-            self._api.report_status(report.run_id, report.body)
+            self._api.report_status(report.run_id, report.payload())
             return
         body = report.body
         self._api.send_logs(

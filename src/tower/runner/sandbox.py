@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from tower.runner.cgroups import MemoryCgroups, RunCgroup
-from tower.runner.process import die_with_parent_hook, gate_shell
+from tower.runner.process import die_with_parent_hook, gate_shell, proc_files
 
 logger = logging.getLogger(__name__)
 
@@ -916,26 +916,21 @@ def _lease_uid(locks: Path, uids: range) -> tuple[Any, int]:
 def all_process_uids() -> set[int]:
     """The real uids of every live process (one pass over /proc)."""
     found = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        with contextlib.suppress(OSError):
-            match = re.search(r"^Uid:\s+(\d+)", status.read_text(), re.MULTILINE)
-            if match:
-                found.add(int(match.group(1)))
+    for _, status in proc_files("status"):
+        match = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)
+        if match:
+            found.add(int(match.group(1)))
     return found
 
 
 def uid_processes(uid: int) -> list[int]:
     """Pids of live processes whose real uid is `uid`."""
     found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        match = re.search(r"^Uid:\s+(\d+)", text, re.MULTILINE)
-        state = re.search(r"^State:\s+(\S)", text, re.MULTILINE)
+    for pid, status in proc_files("status"):
+        match = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE)
+        state = re.search(r"^State:\s+(\S)", status, re.MULTILINE)
         if match and int(match.group(1)) == uid and not (state and state.group(1) == "Z"):
-            found.append(int(status.parent.name))
+            found.append(pid)
     return found
 
 
