@@ -690,10 +690,12 @@ class WarmPool:
         done: Callable[[Key, WarmProcess], bool],
     ) -> list[WarmProcess]:
         """Take out of `waiting` what is `done` (the lock is held)."""
-        stale = []
+        stale: list[WarmProcess] = []
         for key, processes in list(waiting.items()):
-            stale += [process for process in processes if done(key, process)]
-            processes[:] = [process for process in processes if not done(key, process)]
+            kept = []
+            for process in processes:
+                (stale if done(key, process) else kept).append(process)
+            processes[:] = kept
             if not processes:  # an idle pair is no longer a busy one
                 del waiting[key]
                 self._busy.discard(key)
