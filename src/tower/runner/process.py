@@ -34,6 +34,8 @@ from functools import cache
 from pathlib import Path
 from typing import IO, Protocol
 
+from tower.runner.output_pump import output_pump
+
 logger = logging.getLogger(__name__)
 
 #: longest chunk delivered as one line; longer lines are split (bytes)
@@ -152,7 +154,8 @@ class AppProcess:
         self._proc: subprocess.Popen[bytes] | Launched | None = None
         #: readable once the process exits (a Linux pidfd), so a wait wakes at once
         self._exit_fd: int | None = None
-        self._readers: list[threading.Thread] = []
+        #: set once the app's stdout, then stderr, reached end of file and was read
+        self._drained: list[threading.Event] = []
         #: the signal that ended the process, if one did
         self.killed_by: int | None = None
         #: when (time.monotonic) the command was let go: Popen returned or the gate opened
@@ -174,17 +177,12 @@ class AppProcess:
             self._launch(self.launch)
         else:
             self._spawn()
-        # Before the readers start: starting threads takes milliseconds the app is
-        # already running for. (Behind a gate kept shut it has not begun.)
+        # Behind a gate kept shut it has not begun.
         self.began_at = time.monotonic() if self._shut_gate is None else None
         self._exit_fd = _pidfd(self._popen.pid)
-        for name, stream in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
+        for stream in (self._popen.stdout, self._popen.stderr):
             assert stream is not None
-            reader = threading.Thread(
-                target=self._pump, args=(stream,), name=f"app-{self.pid}-{name}", daemon=True
-            )
-            reader.start()
-            self._readers.append(reader)
+            self._drained.append(output_pump.watch(stream, self._emit_raw, MAX_LINE_BYTES))
 
     def _launch(self, launch: Callable[[int], Launched]) -> None:
         gate_read, gate_write = os.pipe()
@@ -261,19 +259,10 @@ class AppProcess:
             return self.preexec
         return die_with_parent_hook()
 
-    def _pump(self, stream: IO[bytes]) -> None:
+    def _emit_raw(self, raw: bytes) -> None:
         try:
-            for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
-                self._emit(decode_line(raw))
-        except (OSError, ValueError):  # the pipe was closed under us
-            pass
-        finally:
-            stream.close()
-
-    def _emit(self, text: str) -> None:
-        try:
-            self.on_line(self.channel, text)
-        except Exception:  # a broken sink must not kill the reader and block the app
+            self.on_line(self.channel, decode_line(raw))
+        except Exception:  # a broken sink must not stop the reading and block the app
             logger.exception("log sink failed for process %s", self.argv)
 
     def poll(self, timeout: float) -> int | None:
@@ -317,8 +306,8 @@ class AppProcess:
         if self._exit_fd is not None:
             os.close(self._exit_fd)
             self._exit_fd = None
-        for reader in self._readers:
-            reader.join(DRAIN_TIMEOUT_S)
+        for drained in self._drained:
+            drained.wait(DRAIN_TIMEOUT_S)
         returncode = self._popen.returncode
         self.killed_by = -returncode if returncode < 0 else None
         if self.wrapped and SIGNAL_EXIT_BASE < returncode <= SIGNAL_EXIT_BASE + MAX_SIGNAL:
