@@ -24,7 +24,7 @@ from test_warm import Runner as PoolRunner
 
 from tower.core.runs import RunStatus
 from tower.runner import workdirs
-from tower.runner.execute import Outcome
+from tower.runner.execute import CANCELLED_BEFORE_START, Outcome
 from tower.runner.sandbox import RunRequest, uid_processes
 from tower.runner.settings import RunnerSettings, SettingsError
 from tower.runner.venvs import VenvCache
@@ -256,6 +256,30 @@ def test_a_pair_whose_run_found_its_run_forked_ahead_importing_keeps_two(
     outcome, sink = runner.run(app)
     assert (outcome.fork_start, sink.program()) == (True, ["hi"])
     assert_took(runner, first)
+
+
+def test_a_run_cancelled_while_its_run_forked_ahead_imports_never_starts(
+    runner: Runner, make_app: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app({"main.py": "import tower\nprint('hi')\n"})
+    runner.ready_ahead(app)
+
+    def wait_ready(self: WarmProcess, timeout: float, cancel: object = None) -> bool:
+        # Its imports never finish: only the run's cancel ends the wait early.
+        if isinstance(cancel, threading.Event):
+            cancel.wait(timeout)
+        else:
+            time.sleep(timeout)
+        return False
+
+    monkeypatch.setattr(WarmProcess, "wait_ready", wait_ready)
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    began = time.monotonic()
+    outcome, sink = runner.run(app, cancel=cancel)
+    assert (outcome.status, outcome.message) == (RunStatus.CANCELLED, CANCELLED_BEFORE_START)
+    assert time.monotonic() - began < 5, "the wait for its imports heeds the cancel"
+    assert sink.program() == [], "the app never ran"
 
 
 #: what a run may do and see beyond its own directories, as JSON
@@ -680,9 +704,11 @@ def test_what_a_template_cannot_serve_starts_cold(
     app = make_app({"main.py": PLAIN_APP})
     runner.prime(app)
     colds = {
-        # variables Python or the dynamic linker read when a process starts
+        # variables Python or the dynamic linker read when a process starts,
         "PYTHONHASHSEED": runner.run(app, secrets={"PYTHONHASHSEED": "1"}),
         "LD_PRELOAD": runner.run(app, secrets={"LD_PRELOAD": ""}),
+        # and one the C library reads when a program starts
+        "GLIBC_TUNABLES": runner.run(app, secrets={"GLIBC_TUNABLES": "glibc.malloc.check=0"}),
         # another request, and a pair that never gets a template
         "no network": runner.run(app, request=RunRequest(isolate_network=True)),
         "no network again": runner.run(app, request=RunRequest(isolate_network=True)),

@@ -18,6 +18,7 @@ from tower.runner.warm import (
     WarmPool,
     WarmSpec,
     bootstrap_source,
+    needs_exec,
     read_at_startup,
     sdk_modules,
     shadowed,
@@ -29,6 +30,19 @@ def test_startup_variables_are_those_python_and_the_linker_read() -> None:
     assert all(read_at_startup(name) for name in started)
     later = ["PYTHONPATH", "API_KEY", "PATH", "HOME", "TOWER_URL", "PWD"]
     assert not any(read_at_startup(name) for name in later)
+
+
+def test_a_run_needs_its_own_exec_when_a_variable_read_at_start_up_differs() -> None:
+    started = {"HOME": "/slot/home", "LANG": "C.UTF-8"}
+    assert needs_exec({"HOME": "/run/home", "LANG": "C.UTF-8", "API_KEY": "k"}, started) is None
+    python = needs_exec({"LANG": "C.UTF-8", "PYTHONHASHSEED": "1"}, started)
+    assert python == "the run sets PYTHONHASHSEED, which Python reads when it starts"
+    assert needs_exec({}, started) == "the run sets LANG, which Python reads when it starts"
+    # What the C library reads when any program starts: an interpreter that is already
+    # running (warm, or forked from a template) would silently ignore it.
+    for name in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "GCONV_PATH"):
+        problem = needs_exec({**started, name: "2"}, started)
+        assert problem == f"the run sets {name}, which the C library reads when a program starts"
 
 
 def test_shadowed_names_the_modules_a_package_dir_would_provide(tmp_path: Path) -> None:

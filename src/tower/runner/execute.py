@@ -33,7 +33,8 @@ from tower.core.package import Manifest
 from tower.core.runs import RunStatus, outcome_for_exit_code
 from tower.runner import workdirs
 from tower.runner.environment import RunContext, RunPaths, build_environment
-from tower.runner.forks import GATE_GO, ForkTemplate, ForkUnavailable
+from tower.runner.fork_boot import GATE_GO
+from tower.runner.forks import ForkTemplate, ForkUnavailable
 from tower.runner.process import AppProcess, command_for, script_relpath
 from tower.runner.sandbox import (
     Jail,
@@ -45,7 +46,6 @@ from tower.runner.sandbox import (
     Sandbox,
     SandboxUnavailable,
     local_catalog_dirs,
-    privileged_unsafe,
     venv_install_dirs,
 )
 from tower.runner.venvs import SETUP_CHANNEL, DependencyInstallError, Venv, VenvCache
@@ -134,6 +134,7 @@ def execute(
             return build_environment(ctx, paths, parent_env)
 
         if sandbox is None:
+            workdirs.home_and_tmp(work_dir)
             process = AppProcess(argv, cwd=app_dir, env=run_env(), on_line=sink)
             outcome = life.run(process, sink)
             return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
@@ -149,20 +150,25 @@ def execute(
             preload = warm.preload_for(venv, manifest.checksum, app_dir)
             spec = WarmSpec(venv, request, readable, preload)
             if _may_fork(warm, sandbox, spec, work_dir):
+                # Only to see whether the template can serve the run: a run forked
+                # ahead gets the environment of its own slot.
                 env = run_env()
                 fork = _ForkStart(warm, spec, run)
                 template = fork.template_for(env)
                 if template is not None:
                     ahead = _WarmStart(warm, spec, ctx, parent_env, sink, forked=True)
                     outcome = ahead.execute(package_dir, manifest, life)
-                    if outcome is None:
+                    if outcome is None and not _is_set(cancel):
+                        workdirs.home_and_tmp(work_dir)
                         outcome = fork.execute(template, argv, env, sink, life)
             else:
                 start = _WarmStart(warm, spec, ctx, parent_env, sink)
                 outcome = start.execute(package_dir, manifest, life)
         if outcome is None:
-            env = env or run_env()
-            outcome = run.execute(argv, env, sink, life)
+            if _is_set(cancel):  # cancelled while waiting for a warm interpreter
+                return Outcome(RunStatus.CANCELLED, None, CANCELLED_BEFORE_START, venv.cache_hit)
+            workdirs.home_and_tmp(work_dir)
+            outcome = run.execute(argv, env or run_env(), sink, life)
         return dataclasses.replace(outcome, venv_cache_hit=venv.cache_hit)
 
 
@@ -291,7 +297,7 @@ class _ForkStart:
         template = self.pool.template(self.spec)
         if template is None:
             return None
-        problem = needs_exec(env, template.environment) or _read_at_exec(env)
+        problem = needs_exec(env, template.environment)
         if problem is not None:
             logger.info("starting the app cold: %s", problem)
             return None
@@ -343,15 +349,6 @@ class _ForkStart:
         }
 
 
-def _read_at_exec(env: Mapping[str, str]) -> str | None:
-    """Why the run needs an exec of its own: a variable the C library reads when a
-    program starts (a forked run never execs), or None."""
-    for name in sorted(env):
-        if privileged_unsafe(name):
-            return f"the run sets {name}, which the C library reads when a program starts"
-    return None
-
-
 @dataclass(frozen=True)
 class _WarmStart:
     """A run started in a pre-started interpreter, or (`forked`) in the run its pair's
@@ -374,7 +371,7 @@ class _WarmStart:
         """How the run ended, or None when it must start cold (no interpreter, or
         none that fits; nothing of the run has executed then)."""
         if self.forked:
-            warm = self.pool.take_forked(self.spec)
+            warm = self.pool.take_forked(self.spec, life.cancel)
         else:
             warm = self.pool.take(self.spec, life.cancel)
         if warm is None:
@@ -467,7 +464,9 @@ def _is_set(cancel: threading.Event | None) -> bool:
 def _run_paths(
     work_dir: Path, app_dir: Path, module_dirs: tuple[Path, ...], venv: Venv
 ) -> RunPaths:
-    home, tmp = workdirs.home_and_tmp(work_dir)
+    """The run's paths in `work_dir`; its HOME and TMPDIR are made only by a start
+    that uses them (a warm interpreter's slot has its own already)."""
+    home, tmp = workdirs.home_and_tmp_paths(work_dir)
     return RunPaths(app_dir, module_dirs, venv.path, home, tmp)
 
 

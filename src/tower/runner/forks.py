@@ -69,8 +69,6 @@ ANSWER_BYTES = 4096
 SITE_PACKAGES_GLOB = "lib/python*/site-packages"
 STATUS_READY = b"R"
 STATUS_ERROR = b"E"
-#: what opens a forked run's gate once the runner has confined it (`fork_boot`)
-GATE_GO = b"G"
 #: the status pipe was closed with nothing more: only SIGKILL ends the forked process
 #: without its saying how the app ended
 KILLED = -9

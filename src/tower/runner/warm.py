@@ -50,9 +50,10 @@ from typing import Any
 
 from tower.runner import workdirs
 from tower.runner.environment import RunPaths, interpreter_environment
-from tower.runner.forks import GATE_GO, ForkTemplate, start_template
+from tower.runner.fork_boot import GATE_GO
+from tower.runner.forks import ForkTemplate, start_template
 from tower.runner.process import AppProcess, readable_within
-from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox
+from tower.runner.sandbox import Jail, Mounts, RunRequest, Sandbox, privileged_unsafe
 from tower.runner.venvs import Venv, VenvCache
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,12 @@ def needs_exec(env: Mapping[str, str], started: Mapping[str, str]) -> str | None
     """Why a run with `env` needs an interpreter of its own, not one that started with
     `started` (a variable read only at start-up differs), or None."""
     for name in sorted(set(env) | set(started)):
-        if read_at_startup(name) and env.get(name) != started.get(name):
+        if env.get(name) == started.get(name):
+            continue
+        if read_at_startup(name):
             return f"the run sets {name}, which Python reads when it starts"
+        if privileged_unsafe(name):
+            return f"the run sets {name}, which the C library reads when a program starts"
     return None
 
 
@@ -414,10 +419,13 @@ class WarmPool:
         warm.close()
         return None
 
-    def take_forked(self, spec: WarmSpec) -> WarmProcess | None:
+    def take_forked(
+        self, spec: WarmSpec, cancel: threading.Event | None = None
+    ) -> WarmProcess | None:
         """The run forked ahead for `spec` by its template, or None (fork it now; the
-        next one is forked ahead in the background). Who takes one calls `fork_ahead`
-        once its run has started: forking the next meanwhile would slow this one."""
+        next one is forked ahead in the background; or `cancel` was set while it was
+        still getting ready). Who takes one calls `fork_ahead` once its run has
+        started: forking the next meanwhile would slow this one."""
         with self._lock:
             if self._closed or not self.forks:
                 return None
@@ -434,7 +442,7 @@ class WarmPool:
         if not forked.wait_ready(0):
             with self._lock:
                 self._busy.add(spec.key)
-        return self._when_ready(spec, forked, None)
+        return self._when_ready(spec, forked, cancel)
 
     def fork_ahead(self, spec: WarmSpec) -> None:
         """Have the template of `spec` fork a run ahead, unless the pair has its number."""

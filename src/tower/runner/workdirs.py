@@ -59,9 +59,14 @@ def run_work_dir(root: Path, run_id: str) -> Iterator[Path]:
             lock_path.unlink(missing_ok=True)
 
 
+def home_and_tmp_paths(run_dir: Path) -> tuple[Path, Path]:
+    """Where the run's HOME and TMPDIR are inside `run_dir`."""
+    return run_dir / HOME_DIR_NAME, run_dir / TMP_DIR_NAME
+
+
 def home_and_tmp(run_dir: Path) -> tuple[Path, Path]:
     """The run's HOME and TMPDIR inside `run_dir`, created if missing."""
-    home, tmp = run_dir / HOME_DIR_NAME, run_dir / TMP_DIR_NAME
+    home, tmp = home_and_tmp_paths(run_dir)
     home.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
     return home, tmp
