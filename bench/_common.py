@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -23,6 +26,8 @@ from tower.core.package import build_package
 from tower.core.towerfile import load_towerfile
 
 TERMINAL = {"exited", "crashed", "errored", "cancelled"}
+#: how long `perf stat` gets to start counting before the measured block begins (s)
+PERF_START_S = 0.3
 
 
 def timestamp(value: str) -> float:
@@ -121,6 +126,39 @@ def process_tree_cpu(pids: list[int]) -> Iterator[Callable[[], float | None]]:
                 (CPUACCT / "cgroup.procs").write_text(pid)
         with suppress(OSError):
             group.rmdir()
+
+
+@contextmanager
+def user_instructions() -> Iterator[dict[str, float | None]]:
+    """User-space instructions retired on every CPU while the block runs, in
+    `["count"]` once it ends (None without a usable `perf`). Unlike CPU time this does
+    not move with the machine's speed (a shared VM's varies by 2x and more from one
+    minute to the next), so two builds compare on one figure."""
+    counted: dict[str, float | None] = {"count": None}
+    with tempfile.NamedTemporaryFile("r", suffix=".csv") as output:
+        argv = ["perf", "stat", "-a", "-x", ",", "-e", "instructions:u", "-o", output.name]
+        try:
+            perf = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:  # no perf on this machine
+            yield counted
+            return
+        time.sleep(PERF_START_S)
+        try:
+            yield counted
+        finally:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+            counted["count"] = _perf_count(output.read(), "instructions:u")
+
+
+def _perf_count(csv: str, event: str) -> float | None:
+    """The count of `event` in `perf stat -x ,` output (None when perf could not count)."""
+    for line in csv.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == event:
+            with suppress(ValueError):
+                return float(fields[0])
+    return None
 
 
 def report(result: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:

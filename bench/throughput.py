@@ -2,7 +2,9 @@
 
 Submits N runs of a one-line app as fast as the API takes them, then waits until
 every one has ended. Throughput = N / (first run created → last run ended), from
-the server's own timestamps. Prints JSON, then a table.
+the server's own timestamps. Prints JSON, then a table. Besides CPU time per run and
+process, it counts the user-space instructions all processes retired per run (with
+`perf`, where it can count): that figure does not move with the machine's speed.
 
 With `--backlog` the runner is stopped (SIGSTOP) while the runs are submitted and
 let go once all are queued: throughput = N / (let go → last run ended), how fast a
@@ -21,7 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
-from _common import deploy_app, live_tower, process_tree_cpu, report, timestamp, wait_for_run
+from _common import (
+    deploy_app,
+    live_tower,
+    process_tree_cpu,
+    report,
+    timestamp,
+    user_instructions,
+    wait_for_run,
+)
 
 TOWERFILE = '[app]\nname = "tick"\nscript = "./main.py"\n'
 TARGET_PER_S = 60.0
@@ -64,7 +74,10 @@ def measure(runs: int, capacity: int, backlog: bool = False) -> dict[str, object
         assert tower.process is not None
         control_plane = psutil.Process(tower.process.pid)
         family = [control_plane, *control_plane.children(recursive=True)]
-        with process_tree_cpu([process.pid for process in family]) as tree:
+        with (
+            process_tree_cpu([process.pid for process in family]) as tree,
+            user_instructions() as instructions,
+        ):
             before = _cpu_seconds(control_plane, tree)
             runner = control_plane.children()[0]
             if backlog:  # a claim it had out may still take a few: they wait with it
@@ -101,8 +114,15 @@ def measure(runs: int, capacity: int, backlog: bool = False) -> dict[str, object
         },
         # Whether `apps` counts sandboxed apps' own time (a cpuacct cgroup was usable).
         "apps_cpu_complete": whole_tree,
+        # The work itself, whatever the machine's speed: millions of user-space
+        # instructions per run, all processes (None without perf).
+        "user_minstructions_per_run": _per_run(instructions["count"], runs),
         "target_runs_per_s": TARGET_PER_S,
     }
+
+
+def _per_run(instructions: float | None, runs: int) -> float | None:
+    return None if instructions is None else round(instructions / runs / 1e6, 1)
 
 
 def _phases(created: list[float], ended: list[float]) -> dict[str, float]:
@@ -130,7 +150,14 @@ def _table(result: dict) -> str:
         f"{result['ended_per_s_while_submitting']} meanwhile, {result['ended_per_s_after']} after\n"
         "  CPU ms per run: "
         + ", ".join(f"{name} {ms}" for name, ms in result["cpu_ms_per_run"].items())
+        + _instructions_line(result["user_minstructions_per_run"])
     )
+
+
+def _instructions_line(millions: float | None) -> str:
+    if millions is None:
+        return ""
+    return f"\n  user-space instructions per run (all processes): {millions} M"
 
 
 def main() -> None:
