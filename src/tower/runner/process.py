@@ -108,7 +108,8 @@ def decode_line(raw: bytes) -> str:
 
 
 class AppProcess:
-    """One running app: its process group, its two output readers, and how to stop it."""
+    """One running app: its process group, its output (read by the runner's output pump),
+    and how to stop it."""
 
     def __init__(
         self,
