@@ -235,6 +235,44 @@ def test_heartbeat_long_poll_answers_the_moment_a_run_is_cancelled(deployed: Api
         assert elapsed < 1.5, elapsed
 
 
+def test_heartbeat_does_not_tell_a_runner_to_stop_runs_it_ended_itself(
+    deployed: ApiServer,
+) -> None:
+    """A busy runner beats while its final reports are on their way: the runs they
+    ended are not answered as runs to stop (its long poll would end at once, beat
+    after beat); a run the control plane cancelled still is."""
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        exited = _run(api)
+        crashed = _run(api, retry_policy=_policy(1, delay=60))
+        cancelled = _run(api)
+        a, b, c = runner.claim(), runner.claim(), runner.claim()
+        assert [x["run_number"] for x in (a, b, c)] == [
+            exited["number"],
+            crashed["number"],
+            cancelled["number"],
+        ]
+        for held in (a, b, c):
+            runner.status(held, "running").raise_for_status()
+        runner.status(a, "exited", exit_code=0).raise_for_status()
+        runner.status(b, "crashed", exit_code=3).raise_for_status()
+        assert _describe(api, crashed["number"])["status"] == "retrying"
+        ended = [a["run_id"], b["run_id"]]
+        started = time.monotonic()
+        beat = runner.http.post(
+            "/heartbeat",
+            json={"runner_id": runner.runner_id, "run_ids": ended, "wait_seconds": 0.5},
+        )
+        assert beat.json()["cancel"] == []
+        assert time.monotonic() - started >= 0.45, "it long-polled"
+        api.post(f"/apps/hello/runs/{cancelled['number']}").raise_for_status()
+        beat = runner.http.post(
+            "/heartbeat",
+            json={"runner_id": runner.runner_id, "run_ids": [*ended, c["run_id"]]},
+        )
+        assert beat.json()["cancel"] == [c["run_id"]]
+
+
 def test_fencing_rejects_superseded_attempts(deployed: ApiServer) -> None:
     first, second = FakeRunner(deployed), FakeRunner(deployed)
     with deployed.client() as api:

@@ -648,7 +648,8 @@ def heartbeat(
     renew: bool = True,
 ) -> list[uuid.UUID]:
     """Renew leases of the runner's runs (unless `renew` is off); answer those it must
-    stop: cancelled, timed out, lost and retried elsewhere, or unknown."""
+    stop: cancelled, timed out, lost and retried elsewhere, or unknown. A run it ended
+    itself (its final report arrived first) is not among them."""
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
     with ctx.sessions.begin() as session:
@@ -669,4 +670,35 @@ def heartbeat(
                 .execution_options(synchronize_session=False)
             )
         still_mine = set(session.scalars(select(models.Run.id).where(*mine)))
-    return [run_id for run_id in run_ids if run_id not in still_mine]
+        gone = [run_id for run_id in run_ids if run_id not in still_mine]
+        if gone:
+            gone = _not_ended_by(session, runner, gone)
+    return gone
+
+
+# Runs whose current attempt the runner ended itself: only a runner reports `exited`
+# or `crashed`. It named them because its report was still on its way when it beat.
+_ENDED_BY_ITS_RUNNER = (
+    select(models.Run.id)
+    .join(
+        models.RunAttempt,
+        (models.RunAttempt.run_id == models.Run.id)
+        & (models.RunAttempt.seq == models.Run.num_attempts),
+    )
+    .where(
+        models.Run.id.in_(bindparam("run_ids", expanding=True)),
+        models.RunAttempt.runner_id == bindparam("runner_id"),
+        models.RunAttempt.status.in_([RunStatus.EXITED.value, RunStatus.CRASHED.value]),
+    )
+)
+
+
+def _not_ended_by(
+    session: Session, runner: models.Runner, run_ids: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """`run_ids` less the runs whose current attempt `runner` itself reported ended:
+    telling it to stop those would end its long poll at once for nothing, again at
+    each beat until the reports are acknowledged (a busy runner beat several times a
+    second)."""
+    ended = set(session.scalars(_ENDED_BY_ITS_RUNNER, {"run_ids": run_ids, "runner_id": runner.id}))
+    return [run_id for run_id in run_ids if run_id not in ended]
