@@ -382,6 +382,8 @@ def _handler(plane: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
                 return plane.heartbeat(body)
             if parts[3] == "reports":
                 return plane.reports(body)
+            if parts[3] == "claims":  # claims/stop: a runner shutting down takes no more
+                return 204, None
             if parts[5] == "status":
                 return plane.status(parts[4], body)
             return plane.logs(parts[4], body)
