@@ -261,10 +261,8 @@ class AppProcess:
         return die_with_parent_hook()
 
     def _emit_raw(self, raw: bytes) -> None:
-        try:
-            self.on_line(self.channel, decode_line(raw))
-        except Exception:  # a broken sink must not stop the reading and block the app
-            logger.exception("log sink failed for process %s", self.argv)
+        # A sink that raises is logged by the pump, which goes on reading.
+        self.on_line(self.channel, decode_line(raw))
 
     def poll(self, timeout: float) -> int | None:
         """Wait up to `timeout` seconds; the exit code once finished, else None.
