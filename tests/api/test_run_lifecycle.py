@@ -235,6 +235,35 @@ def test_heartbeat_long_poll_answers_the_moment_a_run_is_cancelled(deployed: Api
         assert elapsed < 1.5, elapsed
 
 
+def test_heartbeat_long_poll_answers_a_run_claimed_while_it_waits(deployed: ApiServer) -> None:
+    """A long poll names the runs held when it began; a run the runner claims while it
+    waits, then cancelled, is answered at once all the same, not at the next beat."""
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        _run(api)
+        held = runner.claim()
+        runner.status(held, "running")
+        answers: list[httpx.Response] = []
+        beat = {"runner_id": runner.runner_id, "run_ids": [held["run_id"]], "wait_seconds": 20}
+        polling = threading.Thread(
+            target=lambda: answers.append(runner.http.post("/heartbeat", json=beat))
+        )
+        started = time.monotonic()
+        polling.start()
+        time.sleep(0.3)  # the poll is waiting
+        late = _run(api)
+        claimed = runner.claim()
+        assert claimed["run_number"] == late["number"]
+        api.post(f"/apps/hello/runs/{late['number']}").raise_for_status()
+        polling.join(10)
+        elapsed = time.monotonic() - started
+        assert answers and answers[0].json()["cancel"] == [claimed["run_id"]]
+        assert elapsed < 2, elapsed
+        # Runs ended before a poll began are not answered again.
+        quiet = runner.http.post("/heartbeat", json={**beat, "wait_seconds": 0.5})
+        assert quiet.json()["cancel"] == []
+
+
 def test_heartbeat_does_not_tell_a_runner_to_stop_runs_it_ended_itself(
     deployed: ApiServer,
 ) -> None:

@@ -10,12 +10,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy import Uuid, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.storage.factories import make_app_stack, make_pending_runs
+from tower.server.dispatch import queue
 from tower.server.store import db, models
+from tower.server.store.types import utcnow
 
 PENDING_RUNS = 20
 CLAIMERS = 4
@@ -90,3 +93,38 @@ def test_claim_on_an_empty_queue_returns_none(session_factory: sessionmaker[Sess
         make_app_stack(session).run(session, status="running")
     with db.transaction(session_factory) as session:
         assert claim(session) is None
+
+
+def test_claimers_taking_several_runs_at_once_never_share_one(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The production claim (`queue.claim_runs`) with a batch limit: concurrent
+    claimers each take at most the limit per statement, and every run exactly once."""
+    with db.transaction(session_factory) as session:
+        runs = make_pending_runs(session, make_app_stack(session), PENDING_RUNS)
+    per_claim: list[int] = []
+
+    def claim_three(session: Session) -> uuid.UUID | None:
+        now = utcnow()
+        taken = queue.claim_runs(
+            session,
+            runner_id=uuid.uuid4(),
+            account_id=None,
+            environment=None,
+            now=now,
+            lease_until=now + timedelta(seconds=30),
+            reserved_since=now,
+            limit=3,
+        )
+        per_claim.append(len(taken))
+        claimed_here.extend(taken)
+        return taken[0] if taken else None
+
+    claimed_here: list[uuid.UUID] = []
+    _claim_all_concurrently(session_factory, claim_three)
+
+    assert sorted(claimed_here) == sorted(run.id for run in runs)  # all claimed, none twice
+    assert max(per_claim) == 3 and all(0 <= n <= 3 for n in per_claim)
+    with db.transaction(session_factory) as session:
+        attempts = session.scalars(select(models.Run.num_attempts)).all()
+    assert attempts == [1] * PENDING_RUNS

@@ -28,6 +28,7 @@ from tower.server.dispatch.notifier import (
 from tower.server.services import runner_credentials
 from tower.server.services import runners as runners_service
 from tower.server.services.context import RunnerPrincipal
+from tower.server.store.types import utcnow
 
 router = APIRouter(prefix="/v1/runner", tags=["runner"])
 
@@ -270,11 +271,19 @@ async def heartbeat(ctx: ContextDep, who: RunnerDep, body: HeartbeatParams) -> R
     """Renew leases at once; then, if no run must stop, wait for one to (a long poll),
     so a cancel reaches the runner in milliseconds rather than at its next beat."""
     deadline = time.monotonic() + body.wait_seconds
+    began = utcnow()
     renew = True
     while True:
         with ctx.notifier.listen(runner_topic(body.runner_id)) as woken:
             cancel = await run_in_threadpool(
-                runners_service.heartbeat, ctx, who, body.runner_id, body.run_ids, renew=renew
+                runners_service.heartbeat,
+                ctx,
+                who,
+                body.runner_id,
+                body.run_ids,
+                renew=renew,
+                # A run claimed while the poll waits is not among `run_ids`.
+                ended_since=None if renew else began,
             )
             renew = False
             remaining = deadline - time.monotonic()

@@ -32,7 +32,7 @@ from tower.server.store import models
 from tower.server.store.types import UTCDateTime
 
 
-def claim_next_run(
+def claim_runs(
     session: Session,
     *,
     runner_id: uuid.UUID,
@@ -41,8 +41,10 @@ def claim_next_run(
     now: datetime,
     lease_until: datetime,
     reserved_since: datetime,
-) -> uuid.UUID | None:
-    """Move the oldest pending run this runner may take to `starting`; its id, or None.
+    limit: int = 1,
+) -> list[uuid.UUID]:
+    """Move the oldest `limit` pending runs this runner may take to `starting` in one
+    statement; their ids, in no particular order (maybe none).
 
     `reserved_since`: tagged runners seen after this moment reserve their environment.
     """
@@ -58,11 +60,12 @@ def claim_next_run(
         "claim_now": now,
         "claim_lease_until": lease_until,
         "claim_reserved_since": reserved_since,
+        "claim_limit": max(1, limit),
     }
     # On the session's connection, as a plain statement: the ORM's bulk-update path
     # (autoflush, identity-map bookkeeping) costs more than the statement itself, and
-    # the claim moves a row the session holds no copy of yet (see runners._CLAIMED_ROWS).
-    return session.connection().execute(stmt, values).scalar()
+    # the claim moves rows the session holds no copy of yet (see runners._CLAIMED_ROWS).
+    return list(session.connection().execute(stmt, values).scalars())
 
 
 @functools.cache
@@ -77,13 +80,18 @@ def _claim_statement(dialect: str, *, of_account: bool, tagged: bool) -> Update:
         .where(_account_rule(of_account))
         .where(_environment_rule(tagged))
         .order_by(models.Run.created_at)
-        .limit(1)
+        .limit(bindparam("claim_limit"))
     )
     if dialect == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True, of=models.Run)
+        # Locked and materialized once: as a plain IN sub-select PostgreSQL may scan it
+        # again while updating and, skipping rows it already locked, take more than
+        # the limit.
+        locked = candidate.with_for_update(skip_locked=True, of=models.Run)
+        chosen = locked.cte("claimed").prefix_with("MATERIALIZED")
+        candidate = select(chosen.c.id)
     return (
         update(models.Run)
-        .where(models.Run.id == candidate.scalar_subquery())
+        .where(models.Run.id.in_(candidate))
         .where(models.Run.status == RunStatus.PENDING.value)
         .values(
             status=RunStatus.STARTING.value,

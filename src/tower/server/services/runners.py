@@ -120,26 +120,28 @@ def _claim_in(
     """`try_claim` inside the caller's transaction."""
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
-    assignments: list[dict[str, Any]] = []
     runner = get_runner(session, who, runner_id)
     _seen_alive(runner, now)
+    run_ids = queue.claim_runs(
+        session,
+        runner_id=runner.id,
+        account_id=runner.account_id,
+        environment=runner.environment,
+        now=now,
+        lease_until=lease,
+        reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
+        limit=max_runs,
+    )
+    if not run_ids:
+        return []
+    # Every attempt first, then the assignments: their rows are inserted together
+    # (one statement per table) when the first query of an assignment flushes them.
+    claimed = _load_claimed(session, run_ids)
+    attempts = [_open_attempt(session, one.run, runner, now) for one in claimed]
     handout = _Handout(ctx, session, runner)
-    for _ in range(max(1, max_runs)):
-        run_id = queue.claim_next_run(
-            session,
-            runner_id=runner.id,
-            account_id=runner.account_id,
-            environment=runner.environment,
-            now=now,
-            lease_until=lease,
-            reserved_since=now - timedelta(seconds=ctx.settings.runner_reservation_seconds),
-        )
-        if run_id is None:
-            break
-        claimed = _load_claimed(session, run_id)
-        attempt = _open_attempt(session, claimed.run, runner, now)
-        assignments.append(_assignment(handout, claimed, attempt))
-    return assignments
+    return [
+        _assignment(handout, one, attempt) for one, attempt in zip(claimed, attempts, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -153,24 +155,24 @@ class _Claimed:
     account: models.Account
 
 
-# The claim statement moved the row behind the session's back: `populate_existing`
-# overwrites a copy the session may already hold. One query instead of six loads.
+# The claim statement moved the rows behind the session's back: `populate_existing`
+# overwrites a copy the session may already hold. One query for all the runs claimed.
 _CLAIMED_ROWS = (
     select(models.Run, models.App, models.AppVersion, models.Environment, models.Account)
     .join(models.App, models.App.id == models.Run.app_id)
     .join(models.AppVersion, models.AppVersion.id == models.Run.version_id)
     .join(models.Environment, models.Environment.id == models.Run.environment_id)
     .join(models.Account, models.Account.id == models.Run.account_id)
-    .where(models.Run.id == bindparam("run_id"))
+    .where(models.Run.id.in_(bindparam("run_ids", expanding=True)))
+    # Handed out oldest first, as they were queued.
+    .order_by(models.Run.created_at, models.Run.number)
     .execution_options(populate_existing=True)
 )
 
 
-def _load_claimed(session: Session, run_id: uuid.UUID) -> _Claimed:
-    run, app, version, environment, account = session.execute(
-        _CLAIMED_ROWS, {"run_id": run_id}
-    ).one()
-    return _Claimed(run, app, version, environment, account)
+def _load_claimed(session: Session, run_ids: list[uuid.UUID]) -> list[_Claimed]:
+    rows = session.execute(_CLAIMED_ROWS, {"run_ids": run_ids})
+    return [_Claimed(*row) for row in rows]
 
 
 class _Handout:
@@ -604,29 +606,64 @@ def apply_batch(
     claim_max_runs: int,
 ) -> BatchOutcome:
     """Log batches, then status reports, then a claim of up to `claim_max_runs` runs
-    (0: none), in one transaction: each item is applied in a savepoint of its own, so
-    one that is refused (stale, unknown, invalid) is undone alone and the others stand
-    exactly as their own request would have left them. One transaction instead of one
-    per item: a busy runner's batch waits for the database's write lock once."""
+    (0: none), in one transaction: one that is refused (stale, unknown, invalid) is
+    undone alone and the others stand exactly as their own request would have left
+    them. One transaction instead of one per item: a busy runner's batch waits for the
+    database's write lock once.
+
+    Refusals are rare, so the batch is first applied without a savepoint per item (each
+    costs statements and a flush); only if an item is refused is it all undone and
+    applied again with one savepoint per item."""
+    try:
+        return _apply_batch_in(ctx, who, runner_id, logs, reports, claim_max_runs, _all_or_none)
+    except _Refused:
+        return _apply_batch_in(ctx, who, runner_id, logs, reports, claim_max_runs, _each)
+
+
+class _Refused(Exception):
+    """An item of a batch applied without savepoints was refused: undo the batch."""
+
+
+#: how each item of a batch is applied: `_all_or_none` or `_each`
+_Apply = Callable[[Session, Callable[[], Any]], Any]
+
+
+def _apply_batch_in(
+    ctx: ServerContext,
+    who: RunnerPrincipal,
+    runner_id: uuid.UUID,
+    logs: Sequence[LogBatch],
+    reports: Sequence[tuple[uuid.UUID, StatusReport]],
+    claim_max_runs: int,
+    each: _Apply,
+) -> BatchOutcome:
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         outcome = BatchOutcome(
-            logs=[_each(session, lambda b=b: _ingest_in(session, who, b, wake)) for b in logs],
+            logs=[each(session, lambda b=b: _ingest_in(session, who, b, wake)) for b in logs],
             reports=[
-                _each(session, lambda i=i, r=r: _report_in(ctx, session, who, i, r, wake))
+                each(session, lambda i=i, r=r: _report_in(ctx, session, who, i, r, wake))
                 for i, r in reports
             ],
             assignments=[],
         )
         if claim_max_runs:
             claim = functools.partial(_claim_in, ctx, session, who, runner_id, claim_max_runs)
-            claimed = _each(session, claim)
+            claimed = each(session, claim)
             if isinstance(claimed, errors.TowerError):
                 outcome.claim_error = claimed
             else:
                 outcome.assignments = claimed
     wake.fire(ctx.notifier)
     return outcome
+
+
+def _all_or_none(session: Session, apply: Callable[[], _T]) -> _T:
+    """`apply()` as it is; when it is refused, the whole batch is (see apply_batch)."""
+    try:
+        return apply()
+    except errors.TowerError as exc:
+        raise _Refused from exc
 
 
 def _each(session: Session, apply: Callable[[], _T]) -> _T | errors.TowerError:
@@ -646,17 +683,23 @@ def heartbeat(
     run_ids: list[uuid.UUID],
     *,
     renew: bool = True,
+    ended_since: datetime | None = None,
 ) -> list[uuid.UUID]:
     """Renew leases of the runner's runs (unless `renew` is off); answer those it must
     stop: cancelled, timed out, lost and retried elsewhere, or unknown. A run it ended
-    itself (its final report arrived first) is not among them."""
+    itself (its final report arrived first) is not among them.
+
+    `ended_since`: also answer runs not in `run_ids` whose attempt on this runner the
+    control plane ended at or after that moment. A long poll names the runs held when
+    it began; one claimed while it waits, then cancelled, is found this way."""
     now = utcnow()
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
     with ctx.sessions.begin() as session:
         runner = get_runner(session, who, runner_id)
         runner.last_heartbeat_at = now
+        claimed_since = _ended_since(session, runner, run_ids, ended_since)
         if not run_ids:
-            return []
+            return claimed_since
         mine = (
             models.Run.id.in_(run_ids),
             models.Run.runner_id == runner.id,
@@ -673,7 +716,28 @@ def heartbeat(
         gone = [run_id for run_id in run_ids if run_id not in still_mine]
         if gone:
             gone = _not_ended_by(session, runner, gone)
-    return gone
+    return gone + claimed_since
+
+
+# Attempts the control plane ends: a cancel, a timeout or a lost lease (`errored`).
+_ENDED_BY_CONTROL_PLANE = (RunStatus.CANCELLED.value, RunStatus.ERRORED.value)
+
+
+def _ended_since(
+    session: Session, runner: models.Runner, run_ids: list[uuid.UUID], since: datetime | None
+) -> list[uuid.UUID]:
+    """Runs not in `run_ids` with an attempt on `runner` that ended cancelled or
+    errored at or after `since` (none when `since` is None). A runner that reported
+    `errored` itself may be named once: it stops nothing and beats on."""
+    if since is None:
+        return []
+    stmt = select(models.RunAttempt.run_id).where(
+        models.RunAttempt.runner_id == runner.id,
+        models.RunAttempt.ended_at >= since,
+        models.RunAttempt.status.in_(_ENDED_BY_CONTROL_PLANE),
+    )
+    named = set(run_ids)
+    return sorted({run_id for run_id in session.scalars(stmt) if run_id not in named}, key=str)
 
 
 # Runs whose current attempt the runner ended itself: only a runner reports `exited`

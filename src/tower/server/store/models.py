@@ -353,7 +353,12 @@ class Run(Base):
 
 class RunAttempt(Base):
     __tablename__ = "run_attempts"
-    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        # A runner's heartbeat long poll looks up the attempts of its own that the
+        # control plane ended while it waited (services.runners.heartbeat).
+        Index("ix_run_attempts__runner_id_ended_at", "runner_id", "ended_at"),
+    )
     id: Mapped[uuid.UUID] = _id()
     account_id: Mapped[uuid.UUID] = _account_fk()
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
