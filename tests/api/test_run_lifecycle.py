@@ -533,6 +533,33 @@ def test_a_batched_report_refused_halfway_leaves_nothing_and_the_rest_stands(
         assert contents(second["number"]) == ["kept"]
 
 
+def test_a_batch_whose_reports_all_stand_claims_a_run_one_of_them_put_back(
+    deployed: ApiServer,
+) -> None:
+    """A batch applied in one go (nothing refused): two reports of the same run in
+    order, a crash retried at once, and the claim of the same batch takes that retry."""
+    runner = FakeRunner(deployed)
+    with deployed.client() as api:
+        done, retried = _run(api), _run(api, retry_policy=_policy(1))
+        a, b = runner.claim_many(2)
+        reports = [
+            _report(a, "running"),
+            _report(a, "exited", exit_code=0),
+            _report(b, "crashed", exit_code=3, started_seconds_ago=0.01),
+        ]
+        answer = _batch(runner, reports, claim=2)
+        assert answer.status_code == 200, answer.text
+        assert [r["status"] for r in answer.json()["results"]] == ["running", "exited", "pending"]
+        (again,) = answer.json()["assignments"]
+        assert (again["run_id"], again["attempt_seq"]) == (b["run_id"], 2)
+        assert _describe(api, done["number"])["status"] == "exited"
+        attempts = _describe(api, retried["number"])["attempts"]
+        assert [(x["status"], x["exit_code"]) for x in attempts] == [
+            ("crashed", 3),
+            ("starting", None),
+        ]
+
+
 def test_batched_log_lines_are_stored_before_the_reports_and_fenced_alone(
     deployed: ApiServer,
 ) -> None:

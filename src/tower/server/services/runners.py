@@ -122,6 +122,9 @@ def _claim_in(
     lease = now + timedelta(seconds=ctx.settings.lease_ttl_seconds)
     runner = get_runner(session, who, runner_id)
     _seen_alive(runner, now)
+    # The claim is a plain statement, which does not flush: a batch's reports must be
+    # written first (a run they put back in the queue is claimable at once).
+    session.flush()
     run_ids = queue.claim_runs(
         session,
         runner_id=runner.id,
@@ -359,17 +362,52 @@ _HELD_ROWS = (
 )
 
 
+#: runs locked for a batch of reports: run id → (run, its current attempt, its app)
+_HeldRows = dict[uuid.UUID, tuple[models.Run, models.RunAttempt | None, models.App | None]]
+
+# Every run a batch reports on, locked (in id order), with its current attempt and app.
+_HELD_BATCH_ROWS = (
+    select(models.Run, models.RunAttempt, models.App)
+    .outerjoin(
+        models.RunAttempt,
+        (models.RunAttempt.run_id == models.Run.id)
+        & (models.RunAttempt.seq == models.Run.num_attempts),
+    )
+    .outerjoin(models.App, models.App.id == models.Run.app_id)
+    .where(models.Run.id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(models.Run.id)
+    .with_for_update(of=models.Run)
+    .execution_options(populate_existing=True)
+)
+
+
+def _lock_held(session: Session, run_ids: set[uuid.UUID]) -> _HeldRows:
+    """The runs a batch reports on, locked in one query instead of one per report. The
+    rows stay locked for the transaction, so what the batch changes in memory is all
+    that changes them: each report reads them from here."""
+    if not run_ids:
+        return {}
+    rows = session.execute(_HELD_BATCH_ROWS, {"run_ids": sorted(run_ids)})
+    return {run.id: (run, attempt, app) for run, attempt, app in rows}
+
+
 def _held_attempt(
     session: Session,
     who: RunnerPrincipal,
     run_id: uuid.UUID,
     attempt_seq: int,
     fencing_token: str,
+    locked: _HeldRows | None = None,
 ) -> _Held:
     """The run and the attempt a runner reports for, if it is still the run's current
-    one (fencing); RunNotFound or StaleAttempt otherwise."""
-    row = session.execute(_HELD_ROWS, {"run_id": run_id, "seq": attempt_seq}).first()
-    run, attempt, app = row if row is not None else (None, None, None)
+    one (fencing); RunNotFound or StaleAttempt otherwise. `locked`: the batch's runs,
+    already locked (`_lock_held`); else the run is locked and read here."""
+    if locked is not None:
+        run, current, app = locked.get(run_id, (None, None, None))
+        attempt = current if current is not None and current.seq == attempt_seq else None
+    else:
+        row = session.execute(_HELD_ROWS, {"run_id": run_id, "seq": attempt_seq}).first()
+        run, attempt, app = row if row is not None else (None, None, None)
     _check_run_of(run, who)
     if attempt_seq != run.num_attempts:
         raise errors.StaleAttempt(
@@ -430,6 +468,7 @@ def _report_in(
     run_id: uuid.UUID,
     report: StatusReport,
     wake: lifecycle.Wakeups,
+    locked: _HeldRows | None = None,
 ) -> RunStatus | errors.StaleAttempt:
     """`report_status` inside the caller's transaction. A report that comes after the
     control plane ended the attempt is answered StaleAttempt, returned rather than
@@ -440,7 +479,7 @@ def _report_in(
             f"A runner may report {sorted(s.value for s in RUNNER_REPORTS)}, not '{status}'."
         )
     _check_batch(report.lines)
-    held = _held_attempt(session, who, run_id, report.attempt_seq, report.fencing_token)
+    held = _held_attempt(session, who, run_id, report.attempt_seq, report.fencing_token, locked)
     run, attempt = held.run, held.attempt
     _store_lines(session, run, report.attempt_seq, report.lines)
     if report.lines:
@@ -573,13 +612,18 @@ class LogBatch:
 
 
 def _ingest_in(
-    session: Session, who: RunnerPrincipal, batch: LogBatch, wake: lifecycle.Wakeups
+    session: Session,
+    who: RunnerPrincipal,
+    batch: LogBatch,
+    wake: lifecycle.Wakeups,
+    locked: _HeldRows | None = None,
 ) -> int:
     """`ingest_logs` inside the caller's transaction; answers how many lines it took."""
     _check_batch(batch.lines)
     if not batch.lines:
         return 0
-    run = _held_attempt(session, who, batch.run_id, batch.attempt_seq, batch.fencing_token).run
+    held = _held_attempt(session, who, batch.run_id, batch.attempt_seq, batch.fencing_token, locked)
+    run = held.run
     _store_lines(session, run, batch.attempt_seq, batch.lines)
     wake.run_changed(run)
     return len(batch.lines)
@@ -639,10 +683,19 @@ def _apply_batch_in(
 ) -> BatchOutcome:
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
+        # Without savepoints, every run is locked and read at once; with them, each
+        # item reads its own run inside its savepoint, as its own request would.
+        locked = (
+            _lock_held(session, {b.run_id for b in logs} | {i for i, _ in reports})
+            if each is _all_or_none
+            else None
+        )
         outcome = BatchOutcome(
-            logs=[each(session, lambda b=b: _ingest_in(session, who, b, wake)) for b in logs],
+            logs=[
+                each(session, lambda b=b: _ingest_in(session, who, b, wake, locked)) for b in logs
+            ],
             reports=[
-                each(session, lambda i=i, r=r: _report_in(ctx, session, who, i, r, wake))
+                each(session, lambda i=i, r=r: _report_in(ctx, session, who, i, r, wake, locked))
                 for i, r in reports
             ],
             assignments=[],
