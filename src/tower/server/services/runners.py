@@ -659,16 +659,16 @@ def apply_batch(
     costs statements and a flush); only if an item is refused is it all undone and
     applied again with one savepoint per item."""
     try:
-        return _apply_batch_in(ctx, who, runner_id, logs, reports, claim_max_runs, _all_or_none)
+        return _apply_batch_in(ctx, who, runner_id, logs, reports, claim_max_runs, savepoints=False)
     except _Refused:
-        return _apply_batch_in(ctx, who, runner_id, logs, reports, claim_max_runs, _each)
+        return _apply_batch_in(ctx, who, runner_id, logs, reports, claim_max_runs, savepoints=True)
 
 
 class _Refused(Exception):
     """An item of a batch applied without savepoints was refused: undo the batch."""
 
 
-#: how each item of a batch is applied: `_all_or_none` or `_each`
+#: how each item of a batch is applied: `_all_or_none` or `_each` (with savepoints)
 _Apply = Callable[[Session, Callable[[], Any]], Any]
 
 
@@ -679,16 +679,18 @@ def _apply_batch_in(
     logs: Sequence[LogBatch],
     reports: Sequence[tuple[uuid.UUID, StatusReport]],
     claim_max_runs: int,
-    each: _Apply,
+    *,
+    savepoints: bool,
 ) -> BatchOutcome:
+    each: _Apply = _each if savepoints else _all_or_none
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
         # Without savepoints, every run is locked and read at once; with them, each
         # item reads its own run inside its savepoint, as its own request would.
         locked = (
-            _lock_held(session, {b.run_id for b in logs} | {i for i, _ in reports})
-            if each is _all_or_none
-            else None
+            None
+            if savepoints
+            else _lock_held(session, {b.run_id for b in logs} | {i for i, _ in reports})
         )
         outcome = BatchOutcome(
             logs=[
