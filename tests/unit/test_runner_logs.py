@@ -21,6 +21,7 @@ from tower.runner.logs import (
     printing_sink,
     utc_timestamp,
 )
+from tower.runner.timers import Timers
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -279,3 +280,49 @@ def test_hand_over_ships_a_long_backlog_itself(server: tuple[Recorder, str]) -> 
         shipper("program", str(n))
     assert shipper.hand_over(max_lines=3) == []
     assert [line["content"] for line in all_lines(rec)] == ["0", "1", "2", "3", "4"]
+
+
+def test_on_the_runners_timers_a_short_run_hands_over_without_a_thread(
+    server: tuple[Recorder, str],
+) -> None:
+    rec, url = server
+    timers = Timers()
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1, flush_interval_s=0.5).start(timers)
+    shipper("program", "a")
+    lines = shipper.hand_over()
+    assert [line["content"] for line in lines] == ["a"]
+    time.sleep(0.7)  # past the moment the thread would have started
+    assert shipper._thread.ident is None, "no thread was started for the run"
+    assert rec.requests == []
+    timers.close()
+
+
+def test_on_the_runners_timers_lines_ship_once_due(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    timers = Timers()
+    shipper = LogShipper(RunnerApi(url, "rt-x"), "r-1", 1, flush_interval_s=0.05).start(timers)
+    shipper("program", "hello")
+    deadline = time.monotonic() + 5
+    while not rec.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [line["content"] for line in all_lines(rec)] == ["hello"]
+    shipper("program", "later")
+    assert shipper.close()
+    assert [line["content"] for line in all_lines(rec)] == ["hello", "later"]
+    timers.close()
+
+
+def test_on_the_runners_timers_a_full_batch_ships_at_once(server: tuple[Recorder, str]) -> None:
+    rec, url = server
+    timers = Timers()
+    shipper = LogShipper(
+        RunnerApi(url, "rt-x"), "r-1", 1, flush_interval_s=60, batch_max_lines=3
+    ).start(timers)
+    for n in range(3):
+        shipper("program", str(n))
+    deadline = time.monotonic() + 5
+    while not rec.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [line["content"] for line in all_lines(rec)] == ["0", "1", "2"]
+    assert shipper.close()
+    timers.close()

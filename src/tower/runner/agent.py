@@ -75,6 +75,7 @@ from tower.runner.settings import (
     installer_environment,
     run_parent_environment,
 )
+from tower.runner.timers import Timer, Timers
 from tower.runner.venvs import SETUP_CHANNEL, VenvCache
 from tower.runner.warm import WarmPool
 
@@ -125,6 +126,8 @@ class ActiveRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None
     running_reported: bool = False
+    #: sends `running` once the app has run for a moment (see `_report_running_soon`)
+    running_timer: Timer | None = None
     running_report: threading.Thread | None = None
     #: when the app started (monotonic), for a `running` folded into the final report
     app_started: float | None = None
@@ -223,6 +226,8 @@ class Agent:
         #: this runner claims the run's next attempt
         self._runs: dict[tuple[str, int], ActiveRun] = {}
         self._workers: list[threading.Thread] = []
+        #: what a run may need later (its `running` report, a log shipping thread)
+        self.timers = Timers()
         #: cuts a heartbeat pause short: a run was claimed, or the agent is done
         self._heartbeat_wake = threading.Event()
         self.reporter = Reporter(
@@ -243,6 +248,7 @@ class Agent:
         try:
             return self._serve()
         finally:
+            self.timers.close()
             if self.warm is not None:
                 self.warm.close()
             self.packages.close()
@@ -433,7 +439,7 @@ class Agent:
             send=lambda lines: self.reporter.ship_logs(
                 run.run_id, run.attempt_seq, run.fencing_token, lines
             ),
-        ).start()
+        ).start(self.timers)
         with workdirs.run_work_dir(self.settings.work_dir, run.run_id) as work:
             try:
                 if sealed_failure is not None:
@@ -577,28 +583,35 @@ class Agent:
         """Report `running` a moment after the app started, in the background.
 
         A short run ends within `running_report_delay_s`, and its final report says
-        when it started instead: one request instead of two. A running report is
-        retried for minutes while the control plane is down, and the worker must keep
-        watching the app meanwhile."""
+        when it started instead: one request instead of two, and no thread. A running
+        report is retried for minutes while the control plane is down, and the worker
+        must keep watching the app meanwhile: it gets a thread of its own once due."""
         run.app_started = began
-        run.running_report = threading.Thread(
-            target=self._report_running_unless_ended,
-            args=(run,),
-            name=f"running-{run.run_id}",
-            daemon=True,
+        run.running_timer = self.timers.call_later(
+            self.settings.running_report_delay_s, lambda: self._start_running_report(run)
         )
-        run.running_report.start()
 
-    def _report_running_unless_ended(self, run: ActiveRun) -> None:
-        if run.app_ended.wait(self.settings.running_report_delay_s):
-            return  # the final report carries `started_seconds_ago`
+    def _start_running_report(self, run: ActiveRun) -> None:
+        with self._lock:  # against `_report_final`: started before the app ended, or never
+            if run.app_ended.is_set():
+                return  # the final report carries `started_seconds_ago`
+            run.running_report = threading.Thread(
+                target=self._report_running, args=(run,), name=f"running-{run.run_id}", daemon=True
+            )
+            run.running_report.start()
+
+    def _report_running(self, run: ActiveRun) -> None:
         if self._report(run, RunStatus.RUNNING, None, None):
             run.running_reported = True
 
     def _report_final(self, run: ActiveRun, outcome: Outcome, lines: list[dict[str, Any]]) -> None:
-        run.app_ended.set()
-        if run.running_report is not None:
-            run.running_report.join()  # `running` must not arrive after the final status
+        with self._lock:
+            run.app_ended.set()
+            running_report = run.running_report
+        if run.running_timer is not None:
+            run.running_timer.cancel()
+        if running_report is not None:
+            running_report.join()  # `running` must not arrive after the final status
         if run.reason in (CancelReason.SERVER, CancelReason.STALE):
             # The control plane already decided this run's fate; its last lines still count.
             self._ship_last_lines(run, lines)

@@ -7,15 +7,17 @@ numbers are per run, so a retried attempt continues after the earlier attempts'
 lines instead of colliding with them (the server would drop the duplicates).
 
 A background thread sends batches every `FLUSH_INTERVAL_S` or `BATCH_MAX_LINES`
-lines, whichever comes first. Lines that could not be delivered (server
-unreachable, 5xx, 429) stay queued and are re-sent with a backoff capped at
-`RETRY_BACKOFF_MAX_S`, so delivery resumes within seconds of the control plane
-coming back; the server de-duplicates by `line_num`, so re-sending is safe. Only
-when deliveries have failed for `deadline_s` without a break are the queued lines
-given up. A 409 means the attempt is stale (superseded): shipping stops. `close()`
-returns once everything queued is delivered (or given up), so the caller can
-report the final status after the last line; `hand_over()` instead returns the
-lines still queued, for the final status report to carry.
+lines, whichever comes first. Started with `timers` (the runner's), a shipper starts
+that thread only once a line has waited `FLUSH_INTERVAL_S`: a run that ends sooner
+hands its lines to its final report (`hand_over`) without a thread ever starting.
+Lines that could not be delivered (server unreachable, 5xx, 429) stay queued and are
+re-sent with a backoff capped at `RETRY_BACKOFF_MAX_S`, so delivery resumes within
+seconds of the control plane coming back; the server de-duplicates by `line_num`, so
+re-sending is safe. Only when deliveries have failed for `deadline_s` without a
+break are the queued lines given up. A 409 means the attempt is stale (superseded):
+shipping stops. `close()` returns once everything queued is delivered (or given up),
+so the caller can report the final status after the last line; `hand_over()` instead
+returns the lines still queued, for the final status report to carry.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from tower.client import ApiError
 from tower.client.runner_api import RunnerApi
 from tower.runner.settings import DEFAULT_REPORT_DEADLINE_S
+from tower.runner.timers import Timer, Timers
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +133,27 @@ class LogShipper:
         #: when the current run of failed deliveries began (None while deliveries succeed)
         self._failing_since: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"logs-{run_id}", daemon=True)
+        self._started = False
+        #: where the thread's start is deferred to (None: it starts with the shipper)
+        self._timers: Timers | None = None
+        self._start_timer: Timer | None = None
 
-    def start(self) -> LogShipper:
-        self._thread.start()
+    def start(self, timers: Timers | None = None) -> LogShipper:
+        """Start shipping: at once, or with `timers` only once a line is due."""
+        self._timers = timers
+        if timers is None:
+            self._start_thread()
         return self
+
+    def _start_thread(self) -> None:
+        """Start the shipping thread unless it runs already or has nothing left to do."""
+        with self._cond:
+            if self._started or self.stale or self._handing_over:
+                return
+            if self._closing and not self._pending:
+                return
+            self._started = True
+            self._thread.start()
 
     def __call__(self, channel: str, content: str) -> None:
         self.emit(channel, content)
@@ -152,17 +172,22 @@ class LogShipper:
             if not self._pending:
                 self._oldest_at = time.monotonic()
                 self._cond.notify_all()
+                if not self._started and self._timers is not None and self._start_timer is None:
+                    self._start_timer = self._timers.call_later(
+                        self.flush_interval_s, self._start_thread
+                    )
             self._pending.append(line)
             if len(self._pending) >= self.batch_max_lines:
                 self._cond.notify_all()
+                self._start_thread()  # a full batch goes now (the lock is reentrant)
 
     def close(self) -> bool:
         """Deliver what is queued (retrying up to `deadline_s`); True if nothing was lost."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
+        self._start_thread()  # what is queued goes now, if no thread took it yet
+        self._join()
         return self.lost == 0 and not self._pending
 
     def hand_over(self, max_lines: int = BATCH_MAX_LINES) -> list[dict[str, Any]]:
@@ -174,13 +199,19 @@ class LogShipper:
             self._handing_over = len(self._pending) <= max_lines
             self._closing = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
+        self._start_thread()  # too many lines to hand over: they go now, as `close` sends
+        self._join()
         with self._cond:
             if not self._handing_over or self.stale:
                 return []
             lines, self._pending = self._pending, []
             return lines
+
+    def _join(self) -> None:
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+        if self._started and self._thread.is_alive():
+            self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
 
     def _run(self) -> None:
         backoff = RETRY_BACKOFF_START_S
