@@ -143,6 +143,11 @@ def test_requirements_app_and_cache_hit(
     assert sorted(p.name for p in venv_cache.root.iterdir()) == venvs_before
     venv = venv_cache.ensure(package[0] / "app", Sink())
     assert venv.cache_hit
+    assert _compiled(venv.path, "six"), "the dependencies' bytecode is compiled at build"
+
+
+def _compiled(venv: Path, module: str) -> bool:
+    return any(venv.glob(f"lib/python*/site-packages/__pycache__/{module}.*.pyc"))
 
 
 def test_pyproject_app(
@@ -156,9 +161,11 @@ def test_pyproject_app(
         'dependencies = ["six==1.16.0"]\n'
     )
     files = {"pyproject.toml": pyproject, "main.py": "import six, tower\nprint(six.__version__)\n"}
-    outcome, sink = run(extract(make_app(files)), venv_cache, tmp_path / "w")
+    package = extract(make_app(files))
+    outcome, sink = run(package, venv_cache, tmp_path / "w")
     assert outcome.status == RunStatus.EXITED, sink.lines
     assert sink.channel("program") == ["1.16.0"]
+    assert _compiled(venv_cache.ensure(package[0] / "app", Sink()).path, "six")
 
 
 def test_broken_requirement(

@@ -3,6 +3,7 @@ settings; and the venv cache's LRU eviction on a real directory tree."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import resource
@@ -418,3 +419,49 @@ def test_a_uid_lease_says_whether_its_last_holder_left_it_clean(tmp_path: Path) 
         assert lease.left_clean() and path.read_bytes() == UidLease.CLEAN
         lease.mark_in_use()
         assert not lease.left_clean() and path.read_bytes() == b""
+
+
+def _cache_with_app(tmp_path: Path, max_mb: int) -> tuple[VenvCache, Path, Path]:
+    """A cache bounded to `max_mb` holding the (fake) venv of a plain app, and that app."""
+    root = tmp_path / "venvs"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("print('hi')\n")
+    cache = VenvCache(
+        root,
+        uv_cache_dir=tmp_path / "uv",
+        sdk_dir=tmp_path / "sdk",
+        python="python3",
+        max_mb=max_mb,
+    )
+    fake_venv(root, cache.key_for(app), 1024 * 1024, 5000)
+    return cache, root, app
+
+
+def test_a_run_trims_the_cache_only_while_it_may_be_over_its_size(tmp_path: Path) -> None:
+    cache, root, app = _cache_with_app(tmp_path, max_mb=10)
+    fake_venv(root, "stale", 20 * 1024 * 1024, 1000)
+    with cache.use(app, lambda channel, line: None):
+        pass
+    assert not (root / "stale").exists(), "the first run trims what it finds"
+    fake_venv(root, "another-runners", 20 * 1024 * 1024, 1000)
+    with cache.use(app, lambda channel, line: None) as venv:
+        assert venv.cache_hit
+    assert (root / "another-runners").exists(), "a cached venv's run does not scan the cache"
+
+
+def test_a_venv_spared_because_in_use_is_trimmed_after_a_later_run(tmp_path: Path) -> None:
+    cache, root, app = _cache_with_app(tmp_path, max_mb=10)
+    fake_venv(root, "busy", 20 * 1024 * 1024, 1000)
+    (root / LOCKS_DIR_NAME).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        for key in ("busy", cache.key_for(app)):  # other runs use both
+            lock = root / LOCKS_DIR_NAME / f"{key}{USE_LOCK_SUFFIX}"
+            handle = held.enter_context(lock.open("a+b"))
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        with cache.use(app, lambda channel, line: None):
+            pass
+    assert (root / "busy").exists()
+    with cache.use(app, lambda channel, line: None):
+        pass
+    assert not (root / "busy").exists()

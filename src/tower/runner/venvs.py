@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import tomllib
 import uuid
 from collections import deque
@@ -63,6 +64,9 @@ TEMP_PREFIX = ".tmp-"
 SIZE_FILE = ".tower-size"
 #: in a venv: touched on every use; its mtime orders eviction
 LAST_USED_FILE = ".tower-last-used"
+#: how often a runner marks a venv it keeps using as used (s): eviction only needs
+#: the order of venvs unused for far longer
+MARK_USED_EVERY_S = 60.0
 USE_LOCK_SUFFIX = ".use"
 SDK_DIST_NAME = "tower-oss"
 #: dependency names (PEP 503-normalised) that mean "the app brings its own SDK"
@@ -375,6 +379,10 @@ class VenvCache:
         self._sdk: SdkSource | None = None
         self._sdk_resolved = False
         self._memo_lock = threading.Lock()
+        #: when this process last marked each venv used (monotonic), by key
+        self._marked_used: dict[str, float] = {}
+        #: the cache may be over `max_mb`: it grew (a build), or a venv in use was spared
+        self._may_be_over = True
 
     @property
     def uv_bin(self) -> str:
@@ -389,8 +397,17 @@ class VenvCache:
 
         Setting `cancel` stops a build in progress (BuildCancelled)."""
         spec = read_dependency_spec(app_dir)
+        return self._ensure(app_dir, spec, self._key_of(spec), on_line, cancel)
+
+    def _ensure(
+        self,
+        app_dir: Path,
+        spec: DependencySpec,
+        key: str,
+        on_line: LineSink,
+        cancel: threading.Event | None,
+    ) -> Venv:
         sdk = None if spec.declares_tower else self.sdk_source()
-        key = venv_key(spec, self.python_id(), sdk.ident if sdk else "none")
         final = self.root / key
         if _is_venv(final):
             on_line(SETUP_CHANNEL, f"Reusing the cached virtual environment {key}")
@@ -400,6 +417,7 @@ class VenvCache:
                 on_line(SETUP_CHANNEL, f"Reusing the cached virtual environment {key}")
                 return Venv(final, key, cache_hit=True)
             self._build(key, spec, sdk, app_dir, _Installer(on_line, cancel))
+            self._may_be_over = True
         return Venv(final, key, cache_hit=False)
 
     @contextmanager
@@ -407,15 +425,32 @@ class VenvCache:
         self, app_dir: Path, on_line: LineSink, cancel: threading.Event | None = None
     ) -> Iterator[Venv]:
         """`ensure()` for the `with` block, during which the venv cannot be evicted;
-        afterwards the cache is trimmed to `max_mb`."""
+        afterwards the cache is trimmed to `max_mb` if it may have outgrown it (only a
+        build makes it grow: a run of a cached venv does not look)."""
+        spec = read_dependency_spec(app_dir)
+        key = self._key_of(spec)
         try:
-            with self.pinned(self.key_for(app_dir)):
-                venv = self.ensure(app_dir, on_line, cancel)
-                _touch(venv.path / LAST_USED_FILE)
+            with self.pinned(key):
+                venv = self._ensure(app_dir, spec, key, on_line, cancel)
+                self._mark_used(venv)
                 yield venv
         finally:
-            if self.max_mb is not None:
-                self.evict(self.max_mb * 1024 * 1024)
+            if self.max_mb is not None and self._may_be_over:
+                self._trim(self.max_mb * 1024 * 1024)
+
+    def _mark_used(self, venv: Venv) -> None:
+        """Note the use for the LRU order: on disk (other runners sharing the cache
+        read it) when the venv was just built, else at most every `MARK_USED_EVERY_S`,
+        which is all the order needs."""
+        now = time.monotonic()
+        last = self._marked_used.get(venv.key)
+        if not venv.cache_hit or last is None or now - last >= MARK_USED_EVERY_S:
+            _touch(venv.path / LAST_USED_FILE)
+            self._marked_used[venv.key] = now
+
+    def _trim(self, max_bytes: int) -> None:
+        self._may_be_over = False  # a build from now on sets it again
+        self.evict(max_bytes)
 
     @contextmanager
     def pinned(self, key: str) -> Iterator[None]:
@@ -439,6 +474,8 @@ class VenvCache:
                 total -= size
                 removed.append(path.name)
                 logger.info("evicted the venv %s (%d MiB) from the cache", path.name, size >> 20)
+        if total > max_bytes:  # what is in use now may go after a later run
+            self._may_be_over = True
         return removed
 
     def _cached(self) -> list[tuple[Path, float, int]]:
@@ -476,7 +513,9 @@ class VenvCache:
 
     def key_for(self, app_dir: Path) -> str:
         """The venv key `ensure` would use for `app_dir` (without building anything)."""
-        spec = read_dependency_spec(app_dir)
+        return self._key_of(read_dependency_spec(app_dir))
+
+    def _key_of(self, spec: DependencySpec) -> str:
         sdk = None if spec.declares_tower else self.sdk_source()
         return venv_key(spec, self.python_id(), sdk.ident if sdk else "none")
 
@@ -541,14 +580,19 @@ class VenvCache:
     def _install_dependencies(
         self, venv_dir: Path, spec: DependencySpec, app_dir: Path, on_line: _Installer
     ) -> None:
+        # Runs see their venv read-only (and may run with PYTHONDONTWRITEBYTECODE): the
+        # dependencies' bytecode is compiled once here, not again by every run importing
+        # them. (Not the SDK's: a run imports a few of its modules, the build would
+        # compile them all.)
         if spec.kind == "requirements":
             python = str(venv_dir / "bin" / "python")
-            argv = [self.uv_bin, "pip", "install", "--python", python, "-r", REQUIREMENTS_FILE]
+            argv = [self.uv_bin, "pip", "install", "--compile-bytecode", "--python", python]
+            argv += ["-r", REQUIREMENTS_FILE]
             self._uv(
                 argv, app_dir, on_line, what="installing the dependencies", file=REQUIREMENTS_FILE
             )
         elif spec.kind == "pyproject":
-            argv = [self.uv_bin, "sync", "--no-install-project"]
+            argv = [self.uv_bin, "sync", "--no-install-project", "--compile-bytecode"]
             if spec.frozen:
                 argv.append("--frozen")
             extra = {"UV_PROJECT_ENVIRONMENT": str(venv_dir)}
