@@ -10,11 +10,14 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
+# Bytecode is compiled ahead: every `tower` process (and the suite starts hundreds)
+# would otherwise compile what it imports again wherever PYTHONDONTWRITEBYTECODE is set.
 $(STAMP): pyproject.toml $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+	$(BIN)/python -m compileall -q src
 
 up: install
 	$(BIN)/tower up

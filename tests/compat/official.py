@@ -95,9 +95,8 @@ def ensure_official_venv(venv: Path = VENV_DIR, version: str = OFFICIAL_VERSION)
             python = str(venv / "bin" / "python")
             uv = Path(sys.executable).parent / "uv"
             if uv.exists():
-                _run_install_step(
-                    [str(uv), "pip", "install", "--python", python, f"tower=={version}"]
-                )
+                install = [str(uv), "pip", "install", "--compile-bytecode", "--python", python]
+                _run_install_step([*install, f"tower=={version}"])
             else:
                 _run_install_step([python, "-m", "pip", "install", "-q", f"tower=={version}"])
             installed = _installed_version(venv)

@@ -58,14 +58,21 @@ class Starts:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def __call__(self) -> subprocess.Popen[bytes]:
-        self.processes.append(subprocess.Popen([sys.executable, "-c", self.code]))
-        return self.processes[-1]
+        # As from a terminal: a test worker may run with SIGINT ignored, which a child
+        # would inherit (and then sleep through the Ctrl-C a test sends it).
+        process = subprocess.Popen([sys.executable, "-c", self.code], preexec_fn=_default_sigint)
+        self.processes.append(process)
+        return process
 
     def kill_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
