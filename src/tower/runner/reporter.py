@@ -2,14 +2,16 @@
 (docs/runner-protocol.md).
 
 A run's worker hands its report to the `Reporter` and waits for the outcome (so do
-the runs' log shippers with their batches). `SENDERS` threads each send what piled up
-while the requests before were in flight in a single `POST /v1/runner/reports`; a
-report waits for nothing else, so batching adds no latency, and a busy runner spends
-about one request per batch of runs instead of several per run. With two requests in
-flight, a report that arrives just after one left goes with the other instead of
-waiting for the first answer: the slot it frees is claimed again sooner. A final
-report also hands over its run's slot: the same request claims a run for it (and for
-any other free slot), so the next run needs no claim round trip of its own.
+the runs' log shippers with their batches). `SENDERS` threads (one) each send what
+piled up while the request before was in flight in a single `POST
+/v1/runner/reports`: an idle runner's report goes at once, a busy runner's waits at
+most one round trip, and a busy runner spends about one request per batch of runs
+instead of several per run. A second request in flight would take a report that
+arrives just after one left without that wait, but halves the batches: under load
+the control plane then spends more CPU per run (about 1.5 ms more, measured with
+bench/throughput.py) than the wait saves. A final report also hands over its run's
+slot: the same request claims a run for it (and for any other free slot), so the
+next run needs no claim round trip of its own.
 
 Delivery is as for single reports: failures that may pass (the control plane is
 down, overloaded or restarting) are retried with a backoff capped at
@@ -39,9 +41,9 @@ logger = logging.getLogger(__name__)
 MAX_REPORTS_PER_REQUEST = 64
 #: the most runs one request claims (the control plane's limit)
 MAX_CLAIMED_PER_REQUEST = 64
-#: requests in flight at once (a run's reports still go one at a time: its worker waits
-#: for each outcome before sending the next)
-SENDERS = 2
+#: requests in flight at once (see the module doc; a run's reports go one at a time in
+#: any case: its worker waits for each outcome before sending the next)
+SENDERS = 1
 #: first and longest pause between retries: a report gets through within about the
 #: longest pause after the control plane is back (s)
 REPORT_BACKOFF_START_S = 0.5
