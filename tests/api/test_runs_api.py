@@ -48,6 +48,27 @@ def test_run_applies_defaults_masks_hidden_and_rejects_unknown(deployed: ApiServ
         assert api.get("/apps/hello/runs/2").status_code == 404
 
 
+def test_a_submission_names_what_is_missing(deployed: ApiServer) -> None:
+    """App, environment and pinned version come from one query: each missing one is
+    still told apart, in the order a user fixes them."""
+    with deployed.client() as api:
+        no_app = api.post("/apps/nope/runs", json={"parameters": {}})
+        assert no_app.status_code == 404 and "App 'nope' was not found" in no_app.json()["detail"]
+        no_env = api.post("/apps/hello/runs", json={"environment": "staging", "parameters": {}})
+        assert no_env.status_code == 404
+        assert "Environment 'staging' does not exist" in no_env.json()["detail"]
+        assert api.post("/environments", json={"name": "staging"}).status_code == 201
+        nothing_there = api.post(
+            "/apps/hello/runs", json={"environment": "staging", "parameters": {}}
+        )
+        assert nothing_there.status_code == 404
+        assert "tower deploy --environment=staging" in nothing_there.json()["detail"]
+        assert api.patch("/apps/hello", json={"status": "disabled"}).status_code == 200
+        disabled = api.post("/apps/hello/runs", json={"environment": "staging", "parameters": {}})
+        assert disabled.status_code == 409 and "disabled" in disabled.json()["detail"]
+        assert api.get("/apps/hello/runs").json()["runs"] == []
+
+
 def test_a_client_cannot_pass_a_run_off_as_scheduled(deployed: ApiServer) -> None:
     with deployed.client() as api:
         spoofed = {"type": "tower_scheduler", "details": {"schedule_id": "x"}}

@@ -49,11 +49,15 @@ def get_app(session: Session, principal: Principal, name: str, *, lock: bool = F
     stmt = _APP_BY_NAME_LOCKED if lock else _APP_BY_NAME
     app = session.scalar(stmt, {**owner(principal), "app_name": name})
     if app is None:
-        raise errors.AppNotFound(
-            f"App '{name}' was not found. Create it with `tower apps create --name={name}` "
-            "or deploy with `tower deploy --create`."
-        )
+        raise app_not_found(name)
     return app
+
+
+def app_not_found(name: str) -> errors.AppNotFound:
+    return errors.AppNotFound(
+        f"App '{name}' was not found. Create it with `tower apps create --name={name}` "
+        "or deploy with `tower deploy --create`."
+    )
 
 
 def validate_environment_name(name: str) -> str:
@@ -93,10 +97,14 @@ _ENVIRONMENT_BY_NAME = owned_once(select(models.Environment), models.Environment
 def get_environment(session: Session, principal: Principal, name: str) -> models.Environment:
     env = session.scalar(_ENVIRONMENT_BY_NAME, {**owner(principal), "environment_name": name})
     if env is None:
-        raise errors.EnvironmentNotFound(
-            f"Environment '{name}' does not exist in account '{principal.account_name}'."
-        )
+        raise environment_not_found(principal, name)
     return env
+
+
+def environment_not_found(principal: Principal, name: str) -> errors.EnvironmentNotFound:
+    return errors.EnvironmentNotFound(
+        f"Environment '{name}' does not exist in account '{principal.account_name}'."
+    )
 
 
 def create_app(

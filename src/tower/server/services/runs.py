@@ -15,7 +15,7 @@ from tower.core.runs import RunStatus, is_active
 from tower.server.dispatch.notifier import run_topic
 from tower.server.services import apps as apps_service
 from tower.server.services import audit, lifecycle, service_accounts
-from tower.server.services.context import Principal, ServerContext, owned
+from tower.server.services.context import Principal, ServerContext, owned, owned_once, owner
 from tower.server.store import models
 from tower.server.store.types import utcnow
 
@@ -61,10 +61,9 @@ def resolve_parameters(
     return resolved
 
 
-def _pinned_version(
-    session: Session, app: models.App, env: models.Environment
+def _deployed(
+    app: models.App, env: models.Environment, version: models.AppVersion | None
 ) -> models.AppVersion:
-    version = session.scalar(_PINNED_VERSION, {"app_id": app.id, "environment_id": env.id})
     if version is None:
         raise errors.VersionNotFound(
             f"App '{app.name}' has no version deployed to environment '{env.name}'. "
@@ -72,6 +71,42 @@ def _pinned_version(
             location="body.environment",
         )
     return version
+
+
+# The app (locked), the environment named and the version pinned there, in one query
+# (built once: every run submitted reads them); a missing one comes back as None.
+_RUN_TARGET = (
+    owned_once(select(models.App, models.Environment, models.AppVersion), models.App)
+    .select_from(models.App)
+    .outerjoin(
+        models.Environment,
+        (models.Environment.account_id == models.App.account_id)
+        & (models.Environment.name == bindparam("environment_name")),
+    )
+    .outerjoin(
+        models.AppEnvironmentVersion,
+        (models.AppEnvironmentVersion.app_id == models.App.id)
+        & (models.AppEnvironmentVersion.environment_id == models.Environment.id),
+    )
+    .outerjoin(models.AppVersion, models.AppVersion.id == models.AppEnvironmentVersion.version_id)
+    .where(models.App.name == bindparam("app_name"))
+    .with_for_update(of=models.App)
+)
+
+
+def _run_target(
+    session: Session, principal: Principal, app_name: str, environment: str
+) -> tuple[models.App, models.Environment, models.AppVersion | None]:
+    """The caller's app `app_name` (its row locked), its environment `environment` and
+    the version pinned there (None if none); AppNotFound or EnvironmentNotFound."""
+    values = {**owner(principal), "app_name": app_name, "environment_name": environment}
+    row = session.execute(_RUN_TARGET, values).first()
+    if row is None:
+        raise apps_service.app_not_found(app_name)
+    app, env, version = row
+    if env is None:
+        raise apps_service.environment_not_found(principal, environment)
+    return app, env, version
 
 
 # The version an environment's pin names, in one query (built once: every run reads it).
@@ -86,6 +121,13 @@ _PINNED_VERSION = (
         models.AppEnvironmentVersion.environment_id == bindparam("environment_id"),
     )
 )
+
+
+class _Unread:
+    """`queue_run` looks the pinned version up itself."""
+
+
+_UNREAD = _Unread()
 
 
 def create_run(
@@ -106,8 +148,7 @@ def create_run(
     parent_run_id = parent_run_id or principal.run_id
     wake = lifecycle.Wakeups()
     with ctx.sessions.begin() as session:
-        app = apps_service.get_app(session, principal, app_name, lock=True)
-        env = apps_service.get_environment(session, principal, environment)
+        app, env, pinned = _run_target(session, principal, app_name, environment)
         parent = _parent_run(session, principal, parent_run_id) if parent_run_id else None
         view = queue_run(
             session,
@@ -119,6 +160,7 @@ def create_run(
             wake=wake,
             retry_policy=retry_policy,
             parent=parent,
+            pinned=pinned,
         )
         service_accounts.record_run(session, principal, view.run.id)
         audit.record(
@@ -146,15 +188,19 @@ def queue_run(
     wake: lifecycle.Wakeups,
     retry_policy: RetryPolicy | None = None,
     parent: models.Run | None = None,
+    pinned: models.AppVersion | _Unread | None = _UNREAD,
 ) -> RunView:
     """Create and enqueue a run inside the caller's transaction (the app row locked):
     the one place runs are made, for users (`create_run`) and the scheduler alike.
+    `pinned`: the version pinned to `env`, if the caller read it already (None: none).
 
     Every check comes before the first change, so a refused run leaves the session as
     it was. Nothing is flushed here: a caller queueing many runs writes them together."""
     if app.status == "disabled":
         raise errors.Conflict(f"App '{app.name}' is disabled; enable it before running it.")
-    version = _pinned_version(session, app, env)
+    if isinstance(pinned, _Unread):
+        pinned = session.scalar(_PINNED_VERSION, {"app_id": app.id, "environment_id": env.id})
+    version = _deployed(app, env, pinned)
     resolved = resolve_parameters(
         version.parameters, parameters, app=app.name, version=version.version
     )
