@@ -210,7 +210,7 @@ class LogShipper:
     def _join(self) -> None:
         if self._start_timer is not None:
             self._start_timer.cancel()
-        if self._started and self._thread.is_alive():
+        if self._thread.is_alive():
             self._thread.join(self.deadline_s + CLOSE_JOIN_MARGIN_S)
 
     def _run(self) -> None:

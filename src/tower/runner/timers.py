@@ -27,7 +27,7 @@ class Timer:
 
     __slots__ = ("call", "cancelled", "due", "owner")
 
-    def __init__(self, owner: Timers | None, due: float, call: Callable[[], None]) -> None:
+    def __init__(self, owner: Timers, due: float, call: Callable[[], None]) -> None:
         self.owner = owner
         self.due = due
         self.call = call
@@ -35,9 +35,9 @@ class Timer:
 
     def cancel(self) -> None:
         """Drop the call: the thread does not even wake up for it."""
-        if not self.cancelled and self.owner is not None:
+        if not self.cancelled:
+            self.cancelled = True
             self.owner.drop(self)
-        self.cancelled = True
 
 
 class Timers:
@@ -98,10 +98,7 @@ class Timers:
                 if not self._heap:
                     self._cond.wait()
                     continue
-                due, _, timer = self._heap[0]
-                if timer.cancelled:
-                    heapq.heappop(self._heap)
-                    continue
+                due, _, timer = self._heap[0]  # a cancelled call is out of the heap
                 wait = due - time.monotonic()
                 if wait <= 0:
                     heapq.heappop(self._heap)

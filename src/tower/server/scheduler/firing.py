@@ -234,6 +234,7 @@ def _start_run(
             initiator=initiator,
             created_by_id=schedule.created_by_id,
             wake=wake,
+            pinned=runs_service.pinned_version(session, app, env),
         )
     except errors.TowerError as exc:
         return None, exc.message

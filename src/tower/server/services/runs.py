@@ -123,11 +123,11 @@ _PINNED_VERSION = (
 )
 
 
-class _Unread:
-    """`queue_run` looks the pinned version up itself."""
-
-
-_UNREAD = _Unread()
+def pinned_version(
+    session: Session, app: models.App, env: models.Environment
+) -> models.AppVersion | None:
+    """The version pinned to `env` for `app`, or None when nothing is deployed there."""
+    return session.scalar(_PINNED_VERSION, {"app_id": app.id, "environment_id": env.id})
 
 
 def create_run(
@@ -188,18 +188,17 @@ def queue_run(
     wake: lifecycle.Wakeups,
     retry_policy: RetryPolicy | None = None,
     parent: models.Run | None = None,
-    pinned: models.AppVersion | _Unread | None = _UNREAD,
+    pinned: models.AppVersion | None,
 ) -> RunView:
     """Create and enqueue a run inside the caller's transaction (the app row locked):
     the one place runs are made, for users (`create_run`) and the scheduler alike.
-    `pinned`: the version pinned to `env`, if the caller read it already (None: none).
+    `pinned`: the version pinned to `env` (None: nothing is deployed there), read by
+    the caller with the app (`_run_target`) or on its own (`pinned_version`).
 
     Every check comes before the first change, so a refused run leaves the session as
     it was. Nothing is flushed here: a caller queueing many runs writes them together."""
     if app.status == "disabled":
         raise errors.Conflict(f"App '{app.name}' is disabled; enable it before running it.")
-    if isinstance(pinned, _Unread):
-        pinned = session.scalar(_PINNED_VERSION, {"app_id": app.id, "environment_id": env.id})
     version = _deployed(app, env, pinned)
     resolved = resolve_parameters(
         version.parameters, parameters, app=app.name, version=version.version
