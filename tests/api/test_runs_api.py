@@ -6,15 +6,20 @@ import base64
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.api.conftest import ApiServer
 from tests.api.helpers import FakeRunner, deploy, make_package, sha256
+from tower.core import errors
 from tower.core.package import extract_package
+from tower.server.services import auth
+from tower.server.services import runs as runs_service
 
 
 @pytest.fixture
@@ -67,6 +72,55 @@ def test_a_submission_names_what_is_missing(deployed: ApiServer) -> None:
         disabled = api.post("/apps/hello/runs", json={"environment": "staging", "parameters": {}})
         assert disabled.status_code == 409 and "disabled" in disabled.json()["detail"]
         assert api.get("/apps/hello/runs").json()["runs"] == []
+
+
+def test_submissions_written_together_each_get_their_own_answer(deployed: ApiServer) -> None:
+    """Runs submitted at the same moment share one transaction: a refused one, or one
+    the database rejects, takes nothing from the others."""
+    principal = auth.authenticate(deployed.ctx, api_key=deployed.api_key, bearer=None)
+
+    def submission(app: str = "hello", **fields: Any) -> runs_service.Submission:
+        return runs_service.Submission(
+            principal, app, "default", fields.pop("params", {}), **fields
+        )
+
+    unstorable = {"type": "airflow", "details": {"dag": object()}}  # not JSON
+    outcomes = runs_service.create_runs(
+        deployed.ctx,
+        [
+            submission(params={"friend": "Ada"}),
+            submission("nope"),
+            submission(params={"colour": "red"}),
+            submission(),
+        ],
+    )
+    first, no_app, unknown, last = outcomes
+    assert isinstance(no_app, errors.AppNotFound) and isinstance(unknown, errors.UnknownParameter)
+    assert [first.run.number, last.run.number] == [1, 2]  # type: ignore[union-attr]
+    one_rejected = runs_service.create_runs(
+        deployed.ctx, [submission(), submission(initiator=unstorable), submission()]
+    )
+    assert isinstance(one_rejected[1], Exception)
+    assert [view.run.number for view in (one_rejected[0], one_rejected[2])] == [3, 4]  # type: ignore[union-attr]
+    with deployed.client() as api:
+        listed = api.get("/apps/hello/runs").json()["runs"]
+        assert sorted(run["number"] for run in listed) == [1, 2, 3, 4]
+        created = api.get("/audit-events", params={"action": "run.create"}).json()
+        assert len(created["audit_events"]) == 4
+        first_run = api.get("/apps/hello/runs/1").json()["run"]
+        assert {"name": "friend", "value": "Ada"}.items() <= first_run["parameters"][0].items()
+
+
+def test_concurrent_submissions_get_consecutive_numbers(deployed: ApiServer) -> None:
+    def submit(_: int) -> int:
+        with deployed.client() as api:
+            answer = api.post("/apps/hello/runs", json={"parameters": {}})
+            assert answer.status_code == 201, answer.text
+            return answer.json()["run"]["number"]
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = list(pool.map(submit, range(40)))
+    assert sorted(numbers) == list(range(1, 41))
 
 
 def test_a_client_cannot_pass_a_run_off_as_scheduled(deployed: ApiServer) -> None:

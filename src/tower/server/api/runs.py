@@ -61,8 +61,7 @@ def run_app(
     request: Request, ctx: ContextDep, principal: PrincipalDep, name: str, body: RunAppParams
 ) -> Response:
     initiator = body.initiator.model_dump() if body.initiator else None
-    view = runs_service.create_run(
-        ctx,
+    submission = runs_service.Submission(
         principal,
         app_name=name,
         environment=body.environment or "default",
@@ -71,6 +70,7 @@ def run_app(
         retry_policy=body.retry_policy.to_policy() if body.retry_policy else None,
         parent_run_id=body.parent_run_id,
     )
+    view = runs_service.create_run(ctx, submission)
     base = ctx.settings.resolved_public_url
     run = serializers.run_json(view, base, official_cli=is_official_cli(request))
     return serializers.json_response({"run": run}, status_code=201)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,10 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from tower.server.blobs import LocalBlobStore
 from tower.server.dispatch.notifier import Notifier
 from tower.server.keys import KeyRing
+from tower.server.services.batching import Batcher, Outcomes
 from tower.server.services.credential_cache import CredentialCache
 from tower.server.settings import ServerSettings
 
 T = TypeVar("T", bound=tuple[Any, ...])
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -33,9 +36,21 @@ class ServerContext:
     loaded_keys: dict[str, Any] = field(default_factory=dict)
     #: credentials checked within the last second (see services.credential_cache)
     credentials: CredentialCache = field(default_factory=CredentialCache)
+    #: group commits of this process, one per kind of write (see services.batching)
+    batchers: dict[Callable[..., Any], Batcher[Any, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.credentials.watch(self.sessions)
+
+    def batcher(
+        self, apply_all: Callable[[ServerContext, list[Item]], Outcomes], max_batch: int
+    ) -> Batcher[Item, Any]:
+        """This process's batcher for `apply_all(context, items)`, made on first use."""
+        found = self.batchers.get(apply_all)
+        if found is None:
+            made = Batcher(functools.partial(apply_all, self), max_batch=max_batch)
+            found = self.batchers.setdefault(apply_all, made)  # one wins a race
+        return found
 
 
 @dataclass(frozen=True)

@@ -130,50 +130,91 @@ def pinned_version(
     return session.scalar(_PINNED_VERSION, {"app_id": app.id, "environment_id": env.id})
 
 
-def create_run(
-    ctx: ServerContext,
-    principal: Principal,
-    *,
-    app_name: str,
-    environment: str,
-    parameters: dict[str, str],
-    initiator: dict[str, Any] | None = None,
-    retry_policy: RetryPolicy | None = None,
-    parent_run_id: uuid.UUID | None = None,
-) -> RunView:
-    """Queue a run of the version pinned to `environment`.
+@dataclass(frozen=True)
+class Submission:
+    """A request to run an app, as `create_run` takes it."""
+
+    principal: Principal
+    app_name: str
+    environment: str
+    parameters: dict[str, str]
+    initiator: dict[str, Any] | None = None
+    retry_policy: RetryPolicy | None = None
+    parent_run_id: uuid.UUID | None = None
+
+
+#: submissions that arrive while one transaction writes are written together by the next
+MAX_SUBMISSIONS_PER_TRANSACTION = 32
+
+
+def create_run(ctx: ServerContext, submission: Submission) -> RunView:
+    """Queue a run of the version pinned to the submission's environment.
 
     `retry_policy` overrides the app's for this run only. The parent is the run that
-    started this one (`run_app` inside an app): given, or the run whose token calls."""
-    parent_run_id = parent_run_id or principal.run_id
+    started this one (`run_app` inside an app): given, or the run whose token calls.
+    Submissions made at the same moment share a transaction (`services.batching`);
+    each still gets its own run or its own refusal."""
+    return ctx.batcher(create_runs, MAX_SUBMISSIONS_PER_TRANSACTION).submit(submission)
+
+
+def create_runs(ctx: ServerContext, submissions: list[Submission]) -> list[RunView | Exception]:
+    """Queue the submissions' runs in one transaction: per submission, its run or the
+    error that refused it (which refuses that one only)."""
+    try:
+        return _create_together(ctx, submissions)
+    except Exception as failed:
+        if len(submissions) == 1:
+            return [failed]
+    # The transaction failed as a whole (a database error, not a refusal): each one
+    # again on its own, so that each gets its own answer.
+    return [outcome for one in submissions for outcome in create_runs(ctx, [one])]
+
+
+def _create_together(
+    ctx: ServerContext, submissions: list[Submission]
+) -> list[RunView | Exception]:
     wake = lifecycle.Wakeups()
-    with ctx.sessions.begin() as session:
-        app, env, pinned = _run_target(session, principal, app_name, environment)
-        parent = _parent_run(session, principal, parent_run_id) if parent_run_id else None
-        view = queue_run(
-            session,
-            app=app,
-            env=env,
-            parameters=parameters,
-            initiator=initiator or _initiator_for(session, parent),
-            created_by_id=principal.user_id,
-            wake=wake,
-            retry_policy=retry_policy,
-            parent=parent,
-            pinned=pinned,
-        )
-        service_accounts.record_run(session, principal, view.run.id)
-        audit.record(
-            session,
-            principal,
-            "run.create",
-            f"apps/{app.name}/runs/{view.run.number}",
-            run_id=str(view.run.id),
-            version=view.version,
-            environment=env.name,
-            parent_run_id=str(parent.id) if parent else None,
-        )
+    outcomes: list[RunView | Exception] = []
+    # Flushed once, at the commit: a refusal leaves the session as it was (every check
+    # comes before the first change), so the others are written all the same.
+    with ctx.sessions.begin() as session, session.no_autoflush:
+        for submission in submissions:
+            try:
+                outcomes.append(_submit(session, submission, wake))
+            except errors.TowerError as refused:
+                outcomes.append(refused)
     wake.fire(ctx.notifier)
+    return outcomes
+
+
+def _submit(session: Session, submission: Submission, wake: lifecycle.Wakeups) -> RunView:
+    principal = submission.principal
+    parent_run_id = submission.parent_run_id or principal.run_id
+    app, env, pinned = _run_target(session, principal, submission.app_name, submission.environment)
+    parent = _parent_run(session, principal, parent_run_id) if parent_run_id else None
+    view = queue_run(
+        session,
+        app=app,
+        env=env,
+        parameters=submission.parameters,
+        initiator=submission.initiator or _initiator_for(session, parent),
+        created_by_id=principal.user_id,
+        wake=wake,
+        retry_policy=submission.retry_policy,
+        parent=parent,
+        pinned=pinned,
+    )
+    service_accounts.record_run(session, principal, view.run.id)
+    audit.record(
+        session,
+        principal,
+        "run.create",
+        f"apps/{app.name}/runs/{view.run.number}",
+        run_id=str(view.run.id),
+        version=view.version,
+        environment=env.name,
+        parent_run_id=str(parent.id) if parent else None,
+    )
     return view
 
 
@@ -330,7 +371,7 @@ def run_status_and_lines(
         return RunStatus(run.status), log_lines(session, run_id, after=after)
 
 
-__all__ = ["RunView", "create_run", "describe_run", "run_topic"]
+__all__ = ["RunView", "Submission", "create_run", "create_runs", "describe_run", "run_topic"]
 
 
 def cancel_run(
