@@ -130,7 +130,15 @@ class OfficialCli:
             "TOWER_URL": self.url,
             "TOWER_API_KEY": self.api_key,
             "TOWER_PYPI_URL": UNREACHABLE_PYPI,
+            # Its deploys leave a `*-tower-package` directory behind in the temporary
+            # directory: inside the test's own home, pytest's clean-up takes them.
+            "TMPDIR": str(self._temp_dir()),
         }
+
+    def _temp_dir(self) -> Path:
+        temp = self.home / "tmp"
+        temp.mkdir(exist_ok=True)
+        return temp
 
     def confirming(self, *args: str, prompt: str, answer: str = "y\r") -> CliResult:
         """Run a command that asks for confirmation on a terminal, and confirm it."""
