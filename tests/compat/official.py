@@ -11,6 +11,7 @@ timeout.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import pty
 import re
@@ -130,12 +131,13 @@ class OfficialCli:
             "TOWER_URL": self.url,
             "TOWER_API_KEY": self.api_key,
             "TOWER_PYPI_URL": UNREACHABLE_PYPI,
-            # Its deploys leave a `*-tower-package` directory behind in the temporary
-            # directory: inside the test's own home, pytest's clean-up takes them.
-            "TMPDIR": str(self._temp_dir()),
+            "TMPDIR": str(self.temp_dir),
         }
 
-    def _temp_dir(self) -> Path:
+    @functools.cached_property
+    def temp_dir(self) -> Path:
+        """Its deploys leave a `*-tower-package` directory behind in the temporary
+        directory: inside the test's own home, pytest's clean-up takes them."""
         temp = self.home / "tmp"
         temp.mkdir(exist_ok=True)
         return temp

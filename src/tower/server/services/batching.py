@@ -65,10 +65,10 @@ class Batcher(Generic[Item, Result]):
         if not slot.leads:
             slot.ready.wait()
         if slot.leads:
-            self._lead()
+            self._lead(slot)
         return slot.result()
 
-    def _lead(self) -> None:
+    def _lead(self, own: _Slot[Item, Result]) -> None:
         with self._lock:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
@@ -79,8 +79,9 @@ class Batcher(Generic[Item, Result]):
             for slot, outcome in zip(batch, outcomes, strict=True):
                 slot.outcome = outcome
             self._pass_lead()
-            for slot in batch[1:]:  # the first is the leader's own
-                slot.ready.set()
+            for slot in batch:
+                if slot is not own:
+                    slot.ready.set()
 
     def _outcomes(self, items: list[Item]) -> Outcomes:
         try:
