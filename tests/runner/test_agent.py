@@ -304,10 +304,19 @@ def app_pgid(run: FakeRun, home: Path) -> int:
     sandbox's PID namespace the app cannot see its group's leader, bubblewrap)."""
     printed = int(next(line for line in program(run) if line.startswith("pgid ")).split()[1])
     record = workdirs.group_record(RunnerSettings(home=home).work_dir / run.run_id)
-    wait_until(record.is_file)
-    recorded = int(json.loads(record.read_text())["pgid"])
+    wait_until(lambda: _recorded_pgid(record) is not None)
+    recorded = _recorded_pgid(record)
+    assert recorded is not None
     assert printed in (recorded, 0), "outside a sandbox the app sees its own group"
     return recorded
+
+
+def _recorded_pgid(record: Path) -> int | None:
+    """The group in the run's lock file, once the runner wrote it there."""
+    try:
+        return int(json.loads(record.read_text())["pgid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def test_cancel_kills_an_app_ignoring_sigterm_within_grace_plus_one_second(

@@ -44,6 +44,16 @@ def test_removed_even_on_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_app_group_is_recorded_in_the_lock_file(tmp_path: Path) -> None:
+    """No third file per run: the record shares the lock file, which the run holds."""
+    with run_work_dir(tmp_path, "r-1") as work:
+        record_app_group(work, os.getpid())
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["r-1", "r-1.lock"]
+        assert group_record(work) == tmp_path / "r-1.lock"
+        assert json.loads(group_record(work).read_text())["pgid"] == os.getpid()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_leftovers_removed_but_live_runs_kept(tmp_path: Path) -> None:
     (tmp_path / "crashed" / "home").mkdir(parents=True)
     (tmp_path / "crashed.lock").write_text("")

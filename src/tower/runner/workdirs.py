@@ -5,9 +5,12 @@ While a run is in progress its worker holds an exclusive `fcntl` lock on
 take: those were left behind by a crashed runner. Dirs of runs that another live
 runner (sharing the same `$TOWER_HOME`) is executing stay untouched.
 
-When the app starts, its process group is recorded in `<work>/<run_id>.pgid` — next
-to the run dir, not in it: a sandboxed app owns its run dir and must not be able to
-forge the record a later clean-up acts on. A runner
+When the app starts, its process group is recorded in that lock file — next to the
+run dir, not in it: a sandboxed app owns its run dir and must not be able to forge
+the record a later clean-up acts on. (One file for both: every file a run creates
+and deletes is an inode to allocate, and on ext4 without a journal that search
+skips every inode freed in the last minutes, so its cost grows with the rate of
+runs.) A runner
 killed with SIGKILL cannot stop its apps, so the clean-up first SIGKILLs the group
 recorded in each leftover dir: no app outlives its runner's restart. The record also
 holds the boot id and the group leader's start time, so a group id the kernel has
@@ -31,7 +34,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
-GROUP_SUFFIX = ".pgid"
 PROC = Path("/proc")
 BOOT_ID_FILE = PROC / "sys" / "kernel" / "random" / "boot_id"
 #: index of `starttime` among the fields of /proc/<pid>/stat that follow `(comm)`
@@ -55,7 +57,6 @@ def run_work_dir(root: Path, run_id: str) -> Iterator[Path]:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
-            group_record(path).unlink(missing_ok=True)
             lock_path.unlink(missing_ok=True)
 
 
@@ -76,7 +77,7 @@ def remove_leftovers(root: Path) -> list[str]:
     """Remove run dirs (and lock files) no live worker holds; returns the run ids removed."""
     if not root.is_dir():
         return []
-    names = {p.name.removesuffix(LOCK_SUFFIX).removesuffix(GROUP_SUFFIX) for p in root.iterdir()}
+    names = {p.name.removesuffix(LOCK_SUFFIX) for p in root.iterdir()}
     return sorted(run_id for run_id in names if _remove_if_unlocked(root, run_id))
 
 
@@ -95,7 +96,6 @@ def _remove_if_unlocked(root: Path, run_id: str) -> bool:
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
-            group_record(target).unlink(missing_ok=True)
             lock_path.unlink(missing_ok=True)
     except OSError as exc:
         logger.warning("could not clean up %s: %s", root / run_id, exc)
@@ -106,8 +106,9 @@ def _remove_if_unlocked(root: Path, run_id: str) -> bool:
 
 
 def group_record(run_dir: Path) -> Path:
-    """Where the process group of the app running in `run_dir` is recorded."""
-    return run_dir.with_name(run_dir.name + GROUP_SUFFIX)
+    """Where the process group of the app running in `run_dir` is recorded: the run
+    dir's lock file (it exists for as long as the run dir does)."""
+    return run_dir.with_name(run_dir.name + LOCK_SUFFIX)
 
 
 def record_app_group(run_dir: Path, pgid: int) -> None:
