@@ -109,7 +109,7 @@ def runner(runner_home: Path, venv_cache: VenvCache) -> Iterator[Runner]:
     box = Runner(runner_home, venv_cache)
     yield box
     templates = [template.process.pid for template in box.pool._templates.values()]
-    box.pool.close()
+    box.close()
     assert not any(alive(pid) for pid in templates), "an idle template stops with the pool"
     _no_process_left()
     work = box.settings.work_dir
@@ -762,7 +762,7 @@ def test_without_fork_templates_runs_start_cold_or_warm(
         assert sink.program() == ["hi"]
         assert box.pool.template_count() == 0
     finally:
-        box.pool.close()
+        box.close()
     _no_process_left()
     assert list(box.settings.work_dir.iterdir()) == []
 

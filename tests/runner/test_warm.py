@@ -97,10 +97,12 @@ class Runner:
             )
         )
         assert self.sandbox.bwrap is not None
+        #: as the agent has them: its runs' dirs and its interpreters' slots, reused
+        self.run_dirs = workdirs.RunDirs(self.settings.work_dir)
         self.pool = WarmPool(
             self.sandbox,
             venvs,
-            self.settings.work_dir,
+            self.run_dirs,
             run_parent_environment(),
             forks=forks,
             **pool,
@@ -124,7 +126,7 @@ class Runner:
         sink = Sink()
         run_id = str(uuid.uuid4())
         context = RunContext(run_id=run_id, secrets=secrets or {}, catalog_variables=catalog or {})
-        with workdirs.run_work_dir(self.settings.work_dir, run_id) as work:
+        with self.run_dirs.open(run_id) as work:
             manifest = extract_package(built.data, work / "package")
             outcome = execute(
                 work / "package",
@@ -145,6 +147,11 @@ class Runner:
                 look(work)
         return outcome, sink
 
+    def close(self) -> None:
+        """Close the pool, then remove the dirs kept for reuse (as the agent stops)."""
+        self.pool.close()
+        self.run_dirs.close()
+
     def warmed(self, app_dir: Path, **kwargs: object) -> tuple[Outcome, Sink]:
         """Run the app once cold so the pool learns it, wait for its warm interpreter,
         then run it again (warm)."""
@@ -157,7 +164,7 @@ class Runner:
 def runner(tmp_path: Path, venv_cache: VenvCache) -> Iterator[Runner]:
     box = Runner(tmp_path / "home", venv_cache)
     yield box
-    box.pool.close()
+    box.close()
     for uid in TEST_UIDS:
         assert uid_processes(uid) == [], f"run uid {uid} has processes left"
     work = box.settings.work_dir
@@ -378,7 +385,7 @@ def test_idle_interpreters_expire_and_stop_with_the_pool(
         box.run(make_app({"main.py": "print('again')\n"}))
         wait_until(lambda: box.pool.idle_count() == 1, timeout=30)
     finally:
-        box.pool.close()
+        box.close()
     assert box.pool.idle_count() == 0
     time.sleep(0.1)
     for uid in TEST_UIDS:

@@ -23,6 +23,7 @@ from tower.runner.warm import (
     sdk_modules,
     shadowed,
 )
+from tower.runner.workdirs import RunDirs
 
 
 def test_startup_variables_are_those_python_and_the_linker_read() -> None:
@@ -183,7 +184,7 @@ def test_the_pool_scans_a_package_once_per_venv(tmp_path: Path) -> None:
     app = tmp_path / "app"
     app.mkdir()
     (app / "main.py").write_text("import tower\n")
-    pool = WarmPool(None, None, tmp_path / "work", {}, forks=False)  # type: ignore[arg-type]
+    pool = WarmPool(None, None, RunDirs(tmp_path / "work"), {}, forks=False)  # type: ignore[arg-type]
     assert pool.preload_for(venv, "checksum-1", app) == SDK_MODULES
     (app / "main.py").write_text("print('no sdk')\n")
     # The same content (checksum) is not read again; new content is.

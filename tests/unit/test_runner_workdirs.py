@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tower.runner.process import group_members
-from tower.runner.workdirs import group_record, record_app_group, remove_leftovers, run_work_dir
+from tower.runner.workdirs import (
+    RunDirs,
+    group_record,
+    home_and_tmp,
+    record_app_group,
+    remove_leftovers,
+    run_work_dir,
+)
 
 HOLD_LOCK = """
 import fcntl, sys, time
@@ -51,6 +58,89 @@ def test_the_app_group_is_recorded_in_the_lock_file(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["r-1", "r-1.lock"]
         assert group_record(work) == tmp_path / "r-1.lock"
         assert json.loads(group_record(work).read_text())["pgid"] == os.getpid()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_run_dir_is_reused_empty(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1") as first:
+        home, tmp = home_and_tmp(first)
+        (home / ".cache" / "pip").mkdir(parents=True)
+        (tmp / "scratch").write_text("x")
+        (first / "package" / "app").mkdir(parents=True)
+        (first / "out.csv").write_text("a,b")
+        inode = first.stat().st_ino
+    assert dirs.spare_count() == 1
+    with dirs.open("r-2") as second:
+        assert second == tmp_path / "r-2"
+        assert second.stat().st_ino == inode  # the same directory, not a new one
+        assert sorted(p.name for p in second.iterdir()) == ["home", "tmp"]
+        assert list((second / "home").iterdir()) == list((second / "tmp").iterdir()) == []
+        assert not (tmp_path / "r-1").exists() and not (tmp_path / "r-1.lock").exists()
+    dirs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a dir to another uid takes root")
+def test_a_reused_dir_keeps_nothing_its_app_changed(tmp_path: Path) -> None:
+    """An app owns its run dir: whatever it set on the dirs that are kept goes."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    dirs = RunDirs(tmp_path / "work")
+    with dirs.open("r-1") as run_dir:
+        fresh_mode = run_dir.stat().st_mode
+        home, tmp = home_and_tmp(run_dir)
+        for path in (run_dir, home, tmp):  # what the app may do to its own dirs
+            os.chown(path, 54321, 54321)
+            path.chmod(0o777)
+            os.setxattr(path, "user.note", b"from the app")
+        tmp.rmdir()
+        tmp.symlink_to(outside)  # a link out of the tree is removed, never followed
+    with dirs.open("r-2") as run_dir:
+        assert sorted(p.name for p in run_dir.iterdir()) == ["home"]
+        for path in (run_dir, run_dir / "home"):
+            info = path.stat()
+            assert (info.st_uid, info.st_gid) == (os.geteuid(), os.getegid())
+            assert info.st_mode == fresh_mode
+            assert os.listxattr(path) == []
+    assert (outside / "precious").read_text() == "keep me"
+    dirs.close()
+
+
+def test_a_run_ending_after_the_close_is_not_kept(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1"):
+        dirs.close()
+    assert dirs.spare_count() == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spares_are_bounded(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path, most_spares=1)
+    with dirs.open("r-1"), dirs.open("r-2"):
+        pass
+    assert dirs.spare_count() == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".spares-")) == []
+    dirs.close()
+
+
+def test_another_runner_leaves_live_spares_alone(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1"):
+        pass
+    assert remove_leftovers(tmp_path) == []  # held by this process: not a leftover
+    assert dirs.spare_count() == 1
+    with dirs.open("r-2") as reused:
+        assert reused.is_dir()
+    dirs.close()
+
+
+def test_spares_of_a_runner_gone_are_leftovers(tmp_path: Path) -> None:
+    spares = tmp_path / ".spares-0123"
+    (spares / "abc" / "home").mkdir(parents=True)
+    (tmp_path / ".spares-0123.lock").write_text("")
+    assert remove_leftovers(tmp_path) == [".spares-0123"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -200,6 +200,8 @@ class Agent:
         #: RSA decryptions made with it, reused when the control plane reuses a wrap
         self._opened_keys = OpenedKeys()
         self.packages = PackageCache(settings.runner_dir / "packages")
+        #: the runs' work dirs (and warm slots), reused from one run to the next
+        self.run_dirs = workdirs.RunDirs(settings.work_dir)
         self.runner_id: str | None = None
         #: verifies package signatures; learned at registration unless pinned
         self.package_key: str | None = settings.package_key
@@ -212,7 +214,7 @@ class Agent:
             self.warm = WarmPool(
                 self.sandbox,
                 self.venvs,
-                settings.work_dir,
+                self.run_dirs,
                 self._parent_env,
                 max_keys=settings.warm_keys,
                 idle_s=settings.warm_idle_s,
@@ -251,6 +253,7 @@ class Agent:
             self.timers.close()
             if self.warm is not None:
                 self.warm.close()
+            self.run_dirs.close()
             self.packages.close()
             if self._owns_api:
                 self.api.close()
@@ -440,7 +443,7 @@ class Agent:
                 run.run_id, run.attempt_seq, run.fencing_token, lines
             ),
         ).start(self.timers)
-        with workdirs.run_work_dir(self.settings.work_dir, run.run_id) as work:
+        with self.run_dirs.open(run.run_id) as work:
             try:
                 if sealed_failure is not None:
                     shipper(SETUP_CHANNEL, sealed_failure)

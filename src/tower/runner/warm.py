@@ -339,7 +339,7 @@ class WarmPool:
         self,
         sandbox: Sandbox,
         venvs: VenvCache,
-        work_root: Path,
+        run_dirs: workdirs.RunDirs,
         parent_env: Mapping[str, str],
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
@@ -350,7 +350,9 @@ class WarmPool:
         runner can (root, bubblewrap, a uid per run)."""
         self.sandbox = sandbox
         self.venvs = venvs
-        self.work_root = work_root
+        #: where interpreters' slots come from (and return to, for reuse)
+        self.run_dirs = run_dirs
+        self.work_root = run_dirs.root
         self.parent_env = dict(parent_env)
         self.max_keys = max_keys
         self.idle_s = idle_s
@@ -710,10 +712,10 @@ class WarmPool:
         return stale
 
     def _spawn(self, spec: WarmSpec) -> WarmProcess:
-        """Start an interpreter for `spec` in a fresh slot under its own uid lease."""
+        """Start an interpreter for `spec` in a slot of its own under its own uid lease."""
         resources = ExitStack()
         try:
-            slot = resources.enter_context(workdirs.run_work_dir(self.work_root, str(uuid.uuid4())))
+            slot = resources.enter_context(self.run_dirs.open(str(uuid.uuid4())))
             home, tmp = workdirs.home_and_tmp(slot)
             resources.enter_context(self.venvs.pinned(spec.venv.key))
             jail = resources.enter_context(self.sandbox.confine(spec.request))
@@ -729,7 +731,7 @@ class WarmPool:
         return WarmProcess(spec, slot, jail, process, lines, pipes, resources)
 
     def _fork_ahead(self, spec: WarmSpec, template: ForkTemplate) -> WarmProcess:
-        """Fork a run of `spec` from `template` into a fresh slot under its own uid lease
+        """Fork a run of `spec` from `template` into a slot of its own under its own uid lease
         and cgroup, set up and confined as a forked run is, its privileges dropped and
         its `preload` imported, waiting until a run is handed over (through the gate,
         its control pipe, opened with `GATE_GO` at once)."""
@@ -737,7 +739,7 @@ class WarmPool:
         ready_read, ready_write = os.pipe() if spec.preload else (None, None)
         gate = None
         try:
-            slot = resources.enter_context(workdirs.run_work_dir(self.work_root, str(uuid.uuid4())))
+            slot = resources.enter_context(self.run_dirs.open(str(uuid.uuid4())))
             workdirs.home_and_tmp(slot)
             resources.enter_context(self.venvs.pinned(spec.venv.key))
             jail = resources.enter_context(self.sandbox.confine(spec.request))

@@ -1,4 +1,4 @@
-"""Per-run working directories: `<work>/<run_id>`, always wiped afterwards.
+"""Per-run working directories: `<work>/<run_id>`, wiped after every run.
 
 While a run is in progress its worker holds an exclusive `fcntl` lock on
 `<work>/<run_id>.lock`. At start, an agent removes every run dir whose lock it can
@@ -7,24 +7,36 @@ runner (sharing the same `$TOWER_HOME`) is executing stay untouched.
 
 When the app starts, its process group is recorded in that lock file — next to the
 run dir, not in it: a sandboxed app owns its run dir and must not be able to forge
-the record a later clean-up acts on. (One file for both: every file a run creates
-and deletes is an inode to allocate, and on ext4 without a journal that search
-skips every inode freed in the last minutes, so its cost grows with the rate of
-runs.) A runner
-killed with SIGKILL cannot stop its apps, so the clean-up first SIGKILLs the group
-recorded in each leftover dir: no app outlives its runner's restart. The record also
-holds the boot id and the group leader's start time, so a group id the kernel has
-since handed to an unrelated process is never killed.
+the record a later clean-up acts on. A runner killed with SIGKILL cannot stop its
+apps, so the clean-up first SIGKILLs the group recorded in each leftover dir: no app
+outlives its runner's restart. The record also holds the boot id and the group
+leader's start time, so a group id the kernel has since handed to an unrelated
+process is never killed.
+
+A runner reuses the directories of finished runs (`RunDirs`): every inode a run
+creates and deletes costs an allocation, and on ext4 without a journal each
+allocation skips every inode freed in the last minutes, so that cost grows with the
+square of the rate of runs. A finished run dir is emptied but for its HOME and
+TMPDIR (emptied too), and the three are made what a fresh `mkdir` makes: owned by
+the runner, the same mode, none of the extended attributes or ACLs an app that owned
+them could have set. It waits in the runner's own spares directory (held by its
+lock, like a run dir) for the next run. Only the runner's processes are left by
+then: a sandboxed run's processes end with it (its PID namespace), an unsandboxed
+one's with its process group. (The record shares the lock file for the same reason:
+one inode less per run.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
 import signal
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -41,23 +53,158 @@ STAT_STARTTIME_INDEX = 19
 #: a run's HOME and TMPDIR, inside its run dir
 HOME_DIR_NAME = "home"
 TMP_DIR_NAME = "tmp"
+#: finished run dirs a runner keeps for reuse, at most (a run takes one, and a warm
+#: interpreter's slot another)
+DEFAULT_SPARES = 32
+SPARES_PREFIX = ".spares-"
+#: extended attributes an app owning a directory can set: its own, and ACLs
+APP_XATTR_PREFIXES = ("user.", "system.posix_acl_")
 
 
-@contextmanager
-def run_work_dir(root: Path, run_id: str) -> Iterator[Path]:
-    """A fresh `<root>/<run_id>` for the `with` block, removed when it ends."""
-    root.mkdir(parents=True, exist_ok=True)
-    lock_path = root / f"{run_id}{LOCK_SUFFIX}"
-    with lock_path.open("a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        path = root / run_id
-        shutil.rmtree(path, ignore_errors=True)
+class RunDirs:
+    """The run dirs of one runner process under `root`, reused (see the module doc)."""
+
+    def __init__(self, root: Path, most_spares: int = DEFAULT_SPARES) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self._most = most_spares
+        self._lock = threading.Lock()
+        self._spares: list[Path] = []
+        #: the mode `mkdir` gives (under this process's umask), read off the first one
+        self._mode: int | None = None
+        self._spares_dir: Path | None = None
+        self._spares_lock: Any = None
+        self._closed = False
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[Path]:
+        """`<root>/<name>`, empty but perhaps for an empty HOME and TMPDIR, for the
+        `with` block; afterwards kept for another run, or removed."""
+        lock_path = self.root / f"{name}{LOCK_SUFFIX}"
+        with lock_path.open("a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            path = self.root / name
+            shutil.rmtree(path, ignore_errors=True)  # a crashed attempt's
+            self._place(path)
+            try:
+                yield path
+            finally:
+                if not self._keep(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+
+    def spare_count(self) -> int:
+        with self._lock:
+            return len(self._spares)
+
+    def close(self) -> None:
+        """Remove the spares (and their directory); a run ending later is not kept."""
+        with self._lock:
+            self._closed = True
+            self._spares.clear()
+            if self._spares_dir is None:
+                return
+            shutil.rmtree(self._spares_dir, ignore_errors=True)
+            Path(self._spares_lock.name).unlink(missing_ok=True)
+            self._spares_lock.close()
+            self._spares_dir = None
+
+    def _place(self, path: Path) -> None:
+        """A spare renamed to `path`, or a new directory there."""
+        with self._lock:
+            spare = self._spares.pop() if self._spares else None
+        if spare is not None:
+            try:
+                spare.rename(path)
+                return
+            except OSError as exc:
+                logger.warning("could not reuse a run dir (%s); making a new one", exc)
+                shutil.rmtree(spare, ignore_errors=True)
         path.mkdir()
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-            lock_path.unlink(missing_ok=True)
+        if self._mode is None:
+            self._mode = path.stat().st_mode & 0o7777
+
+    def _keep(self, path: Path) -> bool:
+        """Reset `path` and move it to the spares; False when it was not kept."""
+        if not self._has_room() or self._mode is None or not reset_for_reuse(path, self._mode):
+            return False
+        with self._lock:
+            if self._closed or len(self._spares) >= self._most:  # meanwhile
+                return False
+            try:
+                spare = (self._spares_dir or self._make_spares_dir()) / uuid.uuid4().hex
+                path.rename(spare)
+            except OSError as exc:
+                logger.warning("could not keep a run dir for reuse: %s", exc)
+                return False
+            self._spares.append(spare)
+        return True
+
+    def _has_room(self) -> bool:
+        with self._lock:
+            return not self._closed and len(self._spares) < self._most
+
+    def _make_spares_dir(self) -> Path:
+        """This process's spares directory, locked as a run dir is (call with the lock)."""
+        name = f"{SPARES_PREFIX}{uuid.uuid4().hex}"
+        held = (self.root / f"{name}{LOCK_SUFFIX}").open("a+b")
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        (self.root / name).mkdir(mode=0o700)
+        self._spares_dir, self._spares_lock = self.root / name, held
+        return self._spares_dir
+
+
+def run_work_dir(root: Path, run_id: str) -> contextlib.AbstractContextManager[Path]:
+    """A fresh `<root>/<run_id>` for the `with` block, removed when it ends."""
+    return RunDirs(root, most_spares=0).open(run_id)
+
+
+def reset_for_reuse(run_dir: Path, mode: int) -> bool:
+    """Empty `run_dir` but for its HOME and TMPDIR, empty those, and make the three
+    what `mkdir` made them (`mode`, this process's owner, no app-set attributes).
+    False when that could not be done: the dir must not be reused then."""
+    try:
+        kept = [run_dir]
+        with os.scandir(run_dir) as entries:
+            for entry in entries:
+                if entry.name in (HOME_DIR_NAME, TMP_DIR_NAME) and entry.is_dir(
+                    follow_symlinks=False
+                ):
+                    _empty(entry.path)
+                    kept.append(Path(entry.path))
+                else:
+                    _remove(entry)
+        for directory in kept:
+            _reset_inode(directory, mode)
+    except OSError as exc:
+        logger.warning("could not reset %s for reuse: %s", run_dir, exc)
+        return False
+    return True
+
+
+def _empty(directory: str) -> None:
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            _remove(entry)
+
+
+def _remove(entry: os.DirEntry[str]) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path)  # never follows a symlink out of the tree
+    else:
+        os.unlink(entry.path)
+
+
+def _reset_inode(directory: Path, mode: int) -> None:
+    os.chown(directory, os.geteuid(), os.getegid(), follow_symlinks=False)
+    os.chmod(directory, mode)  # a real directory (checked), not a symlink
+    try:
+        names = os.listxattr(directory, follow_symlinks=False)
+    except OSError:  # no extended attributes on this file system
+        return
+    for name in names:
+        if name.startswith(APP_XATTR_PREFIXES):
+            os.removexattr(directory, name, follow_symlinks=False)
 
 
 def home_and_tmp_paths(run_dir: Path) -> tuple[Path, Path]:
