@@ -18,7 +18,7 @@ import pytest
 from control_plane import FakeControlPlane, FakeRun
 from procs import group_members, wait_until
 
-from tower.core.crypto import generate_signing_key, sign_b64, verify_key_b64
+from tower.core.crypto import generate_signing_key, package_statement, sign_b64, verify_key_b64
 from tower.core.package import BuiltPackage, build_package
 from tower.core.towerfile import load_towerfile
 from tower.runner import workdirs
@@ -185,6 +185,27 @@ def test_a_package_the_control_plane_did_not_sign_is_refused(
     assert "signature does not match" in messages[0] and "signature does not match" in messages[1]
     assert "no signature" in messages[2]
     assert not any("evil" in line["content"] for run in runs for line in run.lines.values())
+
+
+def test_a_signature_found_valid_once_does_not_pass_another_for_the_same_package(
+    plane: FakeControlPlane,
+    package_of: Callable[[str], BuiltPackage],
+    venv_cache: VenvCache,
+    tmp_path: Path,
+) -> None:
+    """The runner remembers valid signatures, not verdicts about a package."""
+    package = package_of("print('fine')\n")
+    version = {"version_id": "version-1"}
+    valid = plane.sign("version-1", package.sha256, package.manifest.checksum)
+    statement = package_statement("version-1", package.sha256, package.manifest.checksum)
+    forged = sign_b64(generate_signing_key(), statement)
+    with AgentThread(make_agent(plane.url, tmp_path / "home", venv_cache)):
+        runs = []
+        for signature in (valid, forged, valid):  # one after the other
+            runs.append(plane.enqueue(package, **version, package_signature=signature))
+            plane.wait_for(runs[-1].finished)
+    assert [run.status_names[-1] for run in runs] == ["exited", "errored", "exited"]
+    assert "signature does not match" in runs[1].statuses[-1]["message"]
 
 
 def test_a_pinned_package_key_refuses_packages_signed_by_another_control_plane(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import gc
 import importlib.metadata
 import logging
@@ -98,6 +99,8 @@ SLOT_POLL_S = 0.5
 DOWNLOAD_ATTEMPTS = 3
 PACKAGE_DIR_NAME = "package"
 INTEGRITY_MESSAGE = "package integrity check failed: "
+#: package signatures found valid, remembered (runs of one version carry the same one)
+VERIFIED_SIGNATURES = 256
 STALE_STATUS = 409
 #: statuses of a claim that mean "this runner is unknown, register again"
 UNKNOWN_RUNNER_STATUSES = frozenset({404, 410})
@@ -154,6 +157,15 @@ def runner_version() -> str:
         return importlib.metadata.version("tower-oss")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+@functools.lru_cache(maxsize=VERIFIED_SIGNATURES)
+def _verified(public_key: str, statement: bytes, signature: str) -> bool:
+    """`verify_signature`, once per (key, statement, signature): the same inputs give the
+    same answer, and a run of a version that ran before skips the curve arithmetic.
+    Only a valid signature is remembered (a failure raises, which is not cached)."""
+    verify_signature(public_key, statement, signature)
+    return True
 
 
 class Agent:
@@ -557,7 +569,7 @@ class Agent:
         if not signature or not self.package_key:
             raise IntegrityError("the package carries no signature this runner can check")
         statement = package_statement(str(assignment.get("version_id") or ""), sha256, checksum)
-        verify_signature(self.package_key, statement, str(signature))
+        _verified(self.package_key, statement, str(signature))
 
     def _context(self, assignment: dict[str, Any], runtime: RuntimeValues) -> RunContext:
         return RunContext(
