@@ -51,7 +51,7 @@ def test_runners_sharing_a_home_keep_their_own_and_a_gone_one_is_cleaned_up(
     assert (tmp_path / "copy-1" / "app" / "main.py").read_text() == "first"
 
     gone = first.root
-    first._held.close()  # its process ended: the flock is released
+    first._held._lock_file.close()  # its process ended: the flock is released
     PackageCache(tmp_path / "cache")
     assert not gone.exists() and second.root.exists()
 

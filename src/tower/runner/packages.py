@@ -27,12 +27,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 from tower.core.package import Manifest
+from tower.runner.workdirs import LOCK_SUFFIX, HeldDir
 
 logger = logging.getLogger(__name__)
 
 #: packages kept at most (least recently used go first)
 DEFAULT_MOST = 32
-LOCK_SUFFIX = ".lock"
 
 
 class PackageCache:
@@ -44,22 +44,17 @@ class PackageCache:
         self._manifests: OrderedDict[str, Manifest] = OrderedDict()
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         remove_abandoned(parent)
-        name = uuid.uuid4().hex
         # Held (flock) for as long as this process lives: it says the directory is used.
-        self._held = (parent / f"{name}{LOCK_SUFFIX}").open("a+b")
-        fcntl.flock(self._held.fileno(), fcntl.LOCK_EX)
-        self.root = parent / name
-        self.root.mkdir(mode=0o700)
+        self._held = HeldDir(parent)
+        self.root = self._held.path
 
     def close(self) -> None:
         """Give the kept packages up: their directory goes, and the lock with it."""
         with self._lock:
-            if self._held.closed:
+            if self._held.removed:
                 return
             self._manifests.clear()
-            shutil.rmtree(self.root, ignore_errors=True)
-            Path(self._held.name).unlink(missing_ok=True)
-            self._held.close()
+            self._held.remove()
 
     def copy_to(self, sha256: str, dest: Path) -> Manifest | None:
         """Copy the package with this sha256 to `dest` (which must not exist); its

@@ -352,7 +352,6 @@ class WarmPool:
         self.venvs = venvs
         #: where interpreters' slots come from (and return to, for reuse)
         self.run_dirs = run_dirs
-        self.work_root = run_dirs.root
         self.parent_env = dict(parent_env)
         self.max_keys = max_keys
         self.idle_s = idle_s
@@ -384,6 +383,11 @@ class WarmPool:
         #: what the spawner started and has not seen end (the spawner's own list)
         self._started: list[AppProcess] = []
         self._closed = False
+
+    @property
+    def work_root(self) -> Path:
+        """Where the runner's run dirs (and the pool's slots) are."""
+        return self.run_dirs.root
 
     def take(self, spec: WarmSpec, cancel: threading.Event | None = None) -> WarmProcess | None:
         """The warm interpreter for `spec`, ready, or None (start the app cold). Either

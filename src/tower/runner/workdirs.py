@@ -72,8 +72,7 @@ class RunDirs:
         self._spares: list[Path] = []
         #: the mode `mkdir` gives (under this process's umask), read off the first one
         self._mode: int | None = None
-        self._spares_dir: Path | None = None
-        self._spares_lock: Any = None
+        self._spares_dir: HeldDir | None = None
         self._closed = False
 
     @contextmanager
@@ -102,12 +101,9 @@ class RunDirs:
         with self._lock:
             self._closed = True
             self._spares.clear()
-            if self._spares_dir is None:
-                return
-            shutil.rmtree(self._spares_dir, ignore_errors=True)
-            Path(self._spares_lock.name).unlink(missing_ok=True)
-            self._spares_lock.close()
-            self._spares_dir = None
+            if self._spares_dir is not None:
+                self._spares_dir.remove()
+                self._spares_dir = None
 
     def _place(self, path: Path) -> None:
         """A spare renamed to `path`, or a new directory there."""
@@ -132,7 +128,9 @@ class RunDirs:
             if self._closed or len(self._spares) >= self._most:  # meanwhile
                 return False
             try:
-                spare = (self._spares_dir or self._make_spares_dir()) / uuid.uuid4().hex
+                if self._spares_dir is None:
+                    self._spares_dir = HeldDir(self.root, SPARES_PREFIX)
+                spare = self._spares_dir.path / uuid.uuid4().hex
                 path.rename(spare)
             except OSError as exc:
                 logger.warning("could not keep a run dir for reuse: %s", exc)
@@ -144,14 +142,30 @@ class RunDirs:
         with self._lock:
             return not self._closed and len(self._spares) < self._most
 
-    def _make_spares_dir(self) -> Path:
-        """This process's spares directory, locked as a run dir is (call with the lock)."""
-        name = f"{SPARES_PREFIX}{uuid.uuid4().hex}"
-        held = (self.root / f"{name}{LOCK_SUFFIX}").open("a+b")
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        (self.root / name).mkdir(mode=0o700)
-        self._spares_dir, self._spares_lock = self.root / name, held
-        return self._spares_dir
+
+class HeldDir:
+    """A directory of this process's own, `<parent>/<prefix><random>`, held in use by an
+    flock on its `.lock` file for as long as it lives, as a run dir is: a runner
+    sharing `parent` passes it by, and removes it once its process is gone."""
+
+    def __init__(self, parent: Path, prefix: str = "") -> None:
+        name = f"{prefix}{uuid.uuid4().hex}"
+        self._lock_file = (parent / f"{name}{LOCK_SUFFIX}").open("a+b")
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+        self.path = parent / name
+        self.path.mkdir(mode=0o700)
+
+    @property
+    def removed(self) -> bool:
+        return self._lock_file.closed
+
+    def remove(self) -> None:
+        """The directory goes, then its lock file (only the first call does anything)."""
+        if self._lock_file.closed:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        Path(self._lock_file.name).unlink(missing_ok=True)
+        self._lock_file.close()
 
 
 def run_work_dir(root: Path, run_id: str) -> contextlib.AbstractContextManager[Path]:
