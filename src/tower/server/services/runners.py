@@ -137,11 +137,15 @@ def _claim_in(
     )
     if not run_ids:
         return []
-    # Every attempt first, then the assignments: their rows are inserted together
-    # (one statement per table) when the first query of an assignment flushes them.
     claimed = _load_claimed(session, run_ids)
-    attempts = [_open_attempt(session, one.run, runner, now) for one in claimed]
     handout = _Handout(ctx, session, runner)
+    # The runtime values are read before the attempts are added, so reading them
+    # flushes nothing: every attempt and transition row is inserted at the commit, in
+    # one flush (one statement per table), instead of in an extra flush at the first
+    # query of an assignment. (Only a retry's first line number queries after that.)
+    for one in claimed:
+        handout.runtime_document(one.run)
+    attempts = [_open_attempt(session, one.run, runner, now) for one in claimed]
     return [
         _assignment(handout, one, attempt) for one, attempt in zip(claimed, attempts, strict=True)
     ]
