@@ -26,6 +26,8 @@ from tower.core.package import build_package
 from tower.core.towerfile import load_towerfile
 
 TERMINAL = {"exited", "crashed", "errored", "cancelled"}
+#: rounds of the reference workload; its figure is the fastest
+REFERENCE_ROUNDS = 5
 #: how long `perf stat` gets to start counting before the measured block begins (s)
 PERF_START_S = 0.3
 
@@ -161,8 +163,39 @@ def _perf_count(csv: str, event: str) -> float | None:
     return None
 
 
+def reference_workload_ms() -> float:
+    """Milliseconds one core takes for a fixed piece of plain Python (dicts, strings,
+    calls: what the control plane and the runner mostly do), the fastest of
+    `REFERENCE_ROUNDS`. A shared VM's speed moves by 2x from one hour to the next:
+    read a bench's figures next to this one (lower is faster)."""
+
+    def piece(n: int) -> int:
+        table = {f"key-{i}": i for i in range(n)}
+        return sum(len(str(value)) for key, value in table.items() if key.endswith("7"))
+
+    fastest = float("inf")
+    for _ in range(REFERENCE_ROUNDS):
+        began = time.process_time()
+        for _ in range(20):
+            piece(20_000)
+        fastest = min(fastest, time.process_time() - began)
+    return round(fastest * 1000, 1)
+
+
 def report(result: dict[str, Any], table: Callable[[dict[str, Any]], str]) -> None:
-    """JSON first (for machines), then a readable table."""
-    print(json.dumps(result, indent=2))
+    """JSON first (for machines), then a readable table; both end with the machine's
+    speed before and after the bench (`reference_workload_ms`)."""
+    speed = {"before": _SPEED_BEFORE, "after": reference_workload_ms()}
+    machine = {"cpus": os.cpu_count(), "reference_workload_ms": speed}
+    print(json.dumps({**result, "machine": machine}, indent=2))
     print()
     print(table(result))
+    print(
+        f"machine: {machine['cpus']} CPUs, reference workload {speed['before']} ms before, "
+        f"{speed['after']} ms after (lower is faster; compare runs by it)"
+    )
+
+
+# Measured as a bench script starts (it imports this module first), before it loads
+# the machine: `report` prints it with the figure measured at the end.
+_SPEED_BEFORE = reference_workload_ms()
