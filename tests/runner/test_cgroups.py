@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tower.runner.cgroups import NAME_PREFIX, MemoryCgroups, RunCgroup
+from tower.runner.cgroups import NAME_PREFIX, CgroupPool, MemoryCgroups, RunCgroup
 
 REAL = MemoryCgroups.detect()
 needs_cgroups = pytest.mark.skipif(
@@ -73,7 +73,9 @@ def test_sweep_removes_only_cgroups_of_runners_that_are_gone() -> None:
     mine = REAL.create(64, uid=None)
     stale.mkdir()
     try:
-        assert REAL.sweep() == [stale]
+        # (Other test processes that ended may have left cgroups of their own.)
+        swept = REAL.sweep()
+        assert stale in swept and mine.path not in swept
         assert not stale.exists() and mine.path.exists()
     finally:
         mine.remove()
@@ -133,6 +135,13 @@ def test_oom_killed_reads_the_kernel_counter(
     assert RunCgroup(tmp_path, version).oom_killed() is killed
 
 
+def test_oom_killed_counts_from_the_baseline_a_reused_cgroup_had(tmp_path: Path) -> None:
+    (tmp_path / "memory.events").write_text("max 4\noom 2\noom_kill 2\n")
+    assert not RunCgroup(tmp_path, 2, 64, oom_baseline=2).oom_killed()
+    (tmp_path / "memory.events").write_text("max 5\noom 3\noom_kill 3\n")
+    assert RunCgroup(tmp_path, 2, 64, oom_baseline=2).oom_killed()
+
+
 def test_limit_writes_the_version_file(tmp_path: Path) -> None:
     RunCgroup(tmp_path, 1).limit(64)
     assert (tmp_path / "memory.limit_in_bytes").read_text() == str(64 * 1024 * 1024)
@@ -161,3 +170,83 @@ def test_the_run_uid_may_join_but_not_change_the_limit() -> None:
         assert joined.returncode == 0
     finally:
         cgroup.remove()
+
+
+@needs_cgroups
+def test_a_released_cgroup_serves_the_next_run_of_its_limit_counting_oom_kills_afresh() -> None:
+    assert REAL is not None
+    pool = CgroupPool(REAL)
+    try:
+        first = pool.acquire(32, uid=None)
+        hog = subprocess.run(
+            [sys.executable, "-c", HOG], preexec_fn=first.join_hook(), timeout=60, check=False
+        )
+        assert hog.returncode == -9 and first.oom_killed()
+        assert pool.release(first)
+        again = pool.acquire(32, uid=None)
+        assert again.path == first.path and not again.oom_killed()
+        small = subprocess.run(
+            [sys.executable, "-c", "x = bytearray(4 * 1024 * 1024)"],
+            preexec_fn=again.join_hook(),
+            timeout=60,
+            check=False,
+        )
+        assert small.returncode == 0 and not again.oom_killed()
+        other = pool.acquire(64, uid=None)  # another limit: a cgroup of its own
+        assert other.path != again.path
+        assert (other.path / "memory.limit_in_bytes").exists() or REAL.version == 2
+        for cgroup in (again, other):
+            assert pool.release(cgroup)
+    finally:
+        pool.close()
+    assert not first.path.exists()
+
+
+@needs_cgroups
+def test_release_kills_what_the_run_left_before_the_cgroup_is_kept() -> None:
+    assert REAL is not None
+    pool = CgroupPool(REAL)
+    try:
+        cgroup = pool.acquire(64, uid=None)
+        left = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(300)"], preexec_fn=cgroup.join_hook()
+        )
+        assert pool.release(cgroup)
+        assert left.wait(10) == -9
+        assert cgroup.pids() == [] and cgroup.path.exists()
+    finally:
+        pool.close()
+    assert not cgroup.path.exists()
+
+
+@needs_cgroups
+def test_the_pool_keeps_at_most_its_bound_and_nothing_after_close() -> None:
+    assert REAL is not None
+    pool = CgroupPool(REAL, most_kept=1)
+    kept, removed = pool.acquire(64, uid=None), pool.acquire(64, uid=None)
+    assert pool.release(kept) and pool.release(removed)
+    assert kept.path.exists() and not removed.path.exists()
+    pool.close()
+    assert not kept.path.exists()
+    late = REAL.create(64, uid=None)
+    assert pool.release(late)  # released after close: removed, not kept
+    assert not late.path.exists()
+
+
+@needs_cgroups
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the cgroup to another uid")
+def test_a_kept_cgroup_is_taken_back_from_the_uid_of_its_last_run() -> None:
+    assert REAL is not None
+    pool = CgroupPool(REAL)
+    try:
+        cgroup = pool.acquire(64, uid=2_299_998)
+        assert (cgroup.path / "cgroup.procs").stat().st_uid == 2_299_998
+        assert pool.release(cgroup)
+        # Kept: the last run's uid can no longer move a process in.
+        assert (cgroup.path / "cgroup.procs").stat().st_uid == 0
+        again = pool.acquire(64, uid=2_299_997)
+        assert again.path == cgroup.path
+        assert (again.path / "cgroup.procs").stat().st_uid == 2_299_997
+        assert pool.release(again)
+    finally:
+        pool.close()

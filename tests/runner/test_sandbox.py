@@ -78,6 +78,8 @@ class RunnerHome:
         self.private_key.write_text("-----BEGIN PRIVATE KEY-----\nsecret\n")
         for path in (self.credentials, self.private_key):
             path.chmod(0o600)
+        #: the sandboxes made here, closed with the home (their kept cgroups removed)
+        self.sandboxes: list[Sandbox] = []
         self.other_run = self.settings.work_dir / "other-run"
         self.other_run.mkdir(parents=True)
         (self.other_run / "result.csv").write_text("another run's data\n")
@@ -89,7 +91,13 @@ class RunnerHome:
             "run_uids": TEST_UIDS,
             "state_dir": self.settings.runner_dir,
         }
-        return Sandbox(SandboxConfig(**{**options, **config}))  # type: ignore[arg-type]
+        made = Sandbox(SandboxConfig(**{**options, **config}))  # type: ignore[arg-type]
+        self.sandboxes.append(made)
+        return made
+
+    def close(self) -> None:
+        for made in self.sandboxes:
+            made.close()
 
     def run(
         self,
@@ -126,8 +134,10 @@ class RunnerHome:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> RunnerHome:
-    return RunnerHome(tmp_path / "home")
+def home(tmp_path: Path) -> Iterator[RunnerHome]:
+    made = RunnerHome(tmp_path / "home")
+    yield made
+    made.close()
 
 
 @pytest.fixture

@@ -148,9 +148,11 @@ class Runner:
         return outcome, sink
 
     def close(self) -> None:
-        """Close the pool, then remove the dirs kept for reuse (as the agent stops)."""
+        """Close the pool, then remove the dirs and cgroups kept for reuse (as the
+        agent stops)."""
         self.pool.close()
         self.run_dirs.close()
+        self.sandbox.close()
 
     def warmed(self, app_dir: Path, **kwargs: object) -> tuple[Outcome, Sink]:
         """Run the app once cold so the pool learns it, wait for its warm interpreter,

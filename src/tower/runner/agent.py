@@ -206,6 +206,7 @@ class Agent:
         )
         #: decided (and warned about) once, at start: bubblewrap, run uids, limits
         self.sandbox = sandbox or Sandbox(settings.sandbox_config())
+        self._owns_sandbox = sandbox is None
         self.claim_wait_s = claim_wait_s
         self.shutdown_grace_s = shutdown_grace_s
         self.private_key = generate_rsa_private_key()
@@ -267,6 +268,8 @@ class Agent:
                 self.warm.close()
             self.run_dirs.close()
             self.packages.close()
+            if self._owns_sandbox:
+                self.sandbox.close()
             if self._owns_api:
                 self.api.close()
 

@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ CGROUP_MOUNT = Path("/sys/fs/cgroup")
 NAME_PREFIX = "tower-run-"
 #: how long the processes left in a run's cgroup are killed for before giving up (s)
 KILL_DEADLINE_S = 10.0
+#: the most emptied run cgroups a runner keeps for its next runs (see `CgroupPool`)
+MOST_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,11 @@ class MemoryCgroups:
         """A fresh cgroup limited to `memory_mb`; `uid` (the run's) may move into it."""
         path = self.base / f"{NAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
         path.mkdir()
-        cgroup = RunCgroup(path, self.version)
+        cgroup = RunCgroup(path, self.version, memory_mb)
         try:
             cgroup.limit(memory_mb)
             if uid is not None:
-                # The run's process joins itself after dropping to its uid (Popen's
-                # preexec runs after setuid): it may write only this file.
-                os.chown(path / "cgroup.procs", uid, uid)
+                cgroup.hand_to(uid)
         except OSError:
             cgroup.remove()
             raise
@@ -98,6 +99,17 @@ class RunCgroup:
 
     path: Path
     version: int
+    #: its limit (None: not known to this process)
+    memory_mb: int | None = None
+    #: the kernel's OOM count when the run got the cgroup (a reused one counts on)
+    oom_baseline: int = 0
+
+    def hand_to(self, uid: int | None) -> None:
+        """Let `uid` (a run's own, None: none) move its processes in, and no one else.
+        The run's process joins itself after dropping to its uid (Popen's preexec runs
+        after setuid): it may write only this file."""
+        owner = (uid, uid) if uid is not None else (os.geteuid(), os.getegid())
+        os.chown(self.path / "cgroup.procs", *owner)
 
     def limit(self, memory_mb: int) -> None:
         size = str(memory_mb * MIB)
@@ -134,27 +146,32 @@ class RunCgroup:
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of the run for going over the limit."""
+        return self.oom_count() > self.oom_baseline
+
+    def oom_count(self) -> int:
+        """The kernel's count of OOM kills in this cgroup since it was made (0 when it
+        cannot be read)."""
         events = "memory.oom_control" if self.version == 1 else "memory.events"
         try:
             text = (self.path / events).read_text()
         except OSError:
-            return False
+            return 0
         match = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
         if match:
-            return int(match.group(1)) > 0
+            return int(match.group(1))
         # Kernels before 4.13 have no oom_kill count (v1): the limit was at least hit.
-        with contextlib.suppress(OSError, ValueError):
-            return self.version == 1 and int((self.path / "memory.failcnt").read_text()) > 0
-        return False
+        if self.version == 1:
+            with contextlib.suppress(OSError, ValueError):
+                return int((self.path / "memory.failcnt").read_text())
+        return 0
 
     def pids(self) -> list[int]:
         with contextlib.suppress(OSError, ValueError):
             return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
         return []
 
-    def remove(self) -> bool:
-        """Kill what is left in the cgroup, then remove it. True when no process is
-        left in it (whether or not the directory could be removed)."""
+    def empty(self) -> bool:
+        """Kill what is left in the cgroup; True once no process is left in it."""
         deadline = time.monotonic() + KILL_DEADLINE_S
         while pids := self.pids():
             if time.monotonic() > deadline:
@@ -164,6 +181,13 @@ class RunCgroup:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.01)
+        return True
+
+    def remove(self) -> bool:
+        """Kill what is left in the cgroup, then remove it. True when no process is
+        left in it (whether or not the directory could be removed)."""
+        if not self.empty():
+            return False
         try:
             self.path.rmdir()
         except FileNotFoundError:
@@ -171,6 +195,72 @@ class RunCgroup:
         except OSError as exc:
             logger.warning("could not remove the run cgroup %s: %s", self.path, exc)
         return True
+
+
+class CgroupPool:
+    """Run cgroups of one runner, reused: making and removing a memory cgroup is kernel
+    work (about 1 ms of CPU a run on a 2-core VM, some of it in kernel workers), and a
+    runner makes one per run. A run's cgroup, once emptied, is kept for the next run
+    with the same limit (so its limit stays as it is), handed back to the runner's
+    user first so the last run's uid can no longer move a process in; the next run
+    counts OOM kills from the count it finds. At most `most_kept` are kept; `close`
+    removes them. A runner that is killed leaves them, empty, to the next one's
+    `MemoryCgroups.sweep`.
+
+    What a reused cgroup still has is its charged page cache (files an earlier run
+    read, like the venv's): reclaimable, it makes way when a run needs the memory."""
+
+    def __init__(self, cgroups: MemoryCgroups, most_kept: int = MOST_KEPT) -> None:
+        self.cgroups = cgroups
+        self.most_kept = most_kept
+        self._lock = threading.Lock()
+        self._kept: dict[int, list[RunCgroup]] = {}
+        self._closed = False
+
+    def acquire(self, memory_mb: int, uid: int | None) -> RunCgroup:
+        """A cgroup limited to `memory_mb` that `uid` may move into: a kept one, or a
+        fresh one."""
+        with self._lock:
+            kept = self._kept.get(memory_mb)
+            cgroup = kept.pop() if kept else None
+        if cgroup is None:
+            return self.cgroups.create(memory_mb, uid)
+        try:
+            if uid is not None:
+                cgroup.hand_to(uid)
+        except OSError:
+            cgroup.remove()
+            return self.cgroups.create(memory_mb, uid)
+        return replace(cgroup, oom_baseline=cgroup.oom_count())
+
+    def release(self, cgroup: RunCgroup) -> bool:
+        """Kill what the run left in its cgroup, then keep or remove it. True when no
+        process is left in it (as `RunCgroup.remove`)."""
+        if not cgroup.empty():
+            return False
+        if cgroup.memory_mb is not None and self._keep(cgroup, cgroup.memory_mb):
+            return True
+        return cgroup.remove()
+
+    def _keep(self, cgroup: RunCgroup, memory_mb: int) -> bool:
+        try:
+            cgroup.hand_to(None)
+        except OSError:
+            return False
+        with self._lock:
+            if self._closed or sum(map(len, self._kept.values())) >= self.most_kept:
+                return False
+            self._kept.setdefault(memory_mb, []).append(cgroup)
+        return True
+
+    def close(self) -> None:
+        """Remove the kept cgroups; a cgroup released after this is removed."""
+        with self._lock:
+            self._closed = True
+            kept = [cgroup for group in self._kept.values() for cgroup in group]
+            self._kept.clear()
+        for cgroup in kept:
+            cgroup.remove()
 
 
 def _v1_memory(lines: list[str], mount: Path) -> MemoryCgroups | None:

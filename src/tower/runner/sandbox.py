@@ -47,7 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tower.runner.cgroups import MemoryCgroups, RunCgroup
+from tower.runner.cgroups import CgroupPool, MemoryCgroups, RunCgroup
 from tower.runner.process import die_with_parent_hook, gate_shell, proc_files
 
 logger = logging.getLogger(__name__)
@@ -651,8 +651,15 @@ class Sandbox:
         self.run_uids = self.is_root
         self._detect()
         self.cgroups = self._detect_cgroups()
+        #: the runs' memory cgroups, reused from one run to the next
+        self._cgroup_pool = CgroupPool(self.cgroups) if self.cgroups is not None else None
         if self.is_root:
             self.sweep()
+
+    def close(self) -> None:
+        """Remove the memory cgroups kept for later runs (see `CgroupPool`)."""
+        if self._cgroup_pool is not None:
+            self._cgroup_pool.close()
 
     def _detect_cgroups(self) -> MemoryCgroups | None:
         """A memory cgroup per run when the host allows it; else RLIMIT_AS, said once."""
@@ -791,18 +798,24 @@ class Sandbox:
                     cgroup,
                 )
             finally:
-                emptied = cgroup.remove() if cgroup is not None else False
+                emptied = self._end_cgroup(cgroup)
                 if lease is not None:
                     self._release(lease, cgroup_emptied=emptied)
 
     def _run_cgroup(self, limits: Limits, uid: int | None) -> RunCgroup | None:
-        if self.cgroups is None or limits.memory_mb is None:
+        if self._cgroup_pool is None or limits.memory_mb is None:
             return None
         try:
-            return self.cgroups.create(limits.memory_mb, uid)
+            return self._cgroup_pool.acquire(limits.memory_mb, uid)
         except OSError as exc:
             logger.warning("no memory cgroup for a run (%s); it gets RLIMIT_AS instead", exc)
             return None
+
+    def _end_cgroup(self, cgroup: RunCgroup | None) -> bool:
+        """Whether the run's cgroup was emptied (then kept for a later run, or removed)."""
+        if cgroup is None or self._cgroup_pool is None:
+            return False
+        return self._cgroup_pool.release(cgroup)
 
     def _release(self, lease: UidLease, *, cgroup_emptied: bool) -> None:
         """Make sure nothing of the run is left under its uid, and say so in the lease.
