@@ -20,15 +20,25 @@ needs_cgroups = pytest.mark.skipif(
 HOG = "chunks = []\nwhile True:\n    chunks.append(bytearray(8 * 1024 * 1024))\n"
 
 
+def _run_in(cgroup: RunCgroup, code: str) -> int:
+    """The exit status of `python -c code` started in `cgroup`."""
+    ran = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=cgroup.join_hook(), timeout=60, check=False
+    )
+    return ran.returncode
+
+
+def _limit_mb(cgroup: RunCgroup) -> int:
+    name = "memory.limit_in_bytes" if cgroup.version == 1 else "memory.max"
+    return int((cgroup.path / name).read_text()) // (1024 * 1024)
+
+
 @needs_cgroups
 def test_a_process_over_the_limit_is_oom_killed_and_that_is_seen() -> None:
     assert REAL is not None
     cgroup = REAL.create(32, uid=None)
     try:
-        hog = subprocess.run(
-            [sys.executable, "-c", HOG], preexec_fn=cgroup.join_hook(), timeout=60, check=False
-        )
-        assert hog.returncode == -9  # SIGKILL from the kernel's OOM killer
+        assert _run_in(cgroup, HOG) == -9  # SIGKILL from the kernel's OOM killer
         assert cgroup.oom_killed()
     finally:
         cgroup.remove()
@@ -40,13 +50,7 @@ def test_a_process_within_the_limit_is_not_reported() -> None:
     assert REAL is not None
     cgroup = REAL.create(256, uid=None)
     try:
-        small = subprocess.run(
-            [sys.executable, "-c", "x = bytearray(16 * 1024 * 1024)"],
-            preexec_fn=cgroup.join_hook(),
-            timeout=60,
-            check=False,
-        )
-        assert small.returncode == 0
+        assert _run_in(cgroup, "x = bytearray(16 * 1024 * 1024)") == 0
         assert not cgroup.oom_killed()
     finally:
         cgroup.remove()
@@ -178,23 +182,14 @@ def test_a_released_cgroup_serves_the_next_run_of_its_limit_counting_oom_kills_a
     pool = CgroupPool(REAL)
     try:
         first = pool.acquire(32, uid=None)
-        hog = subprocess.run(
-            [sys.executable, "-c", HOG], preexec_fn=first.join_hook(), timeout=60, check=False
-        )
-        assert hog.returncode == -9 and first.oom_killed()
+        assert _run_in(first, HOG) == -9 and first.oom_killed()
         assert pool.release(first)
         again = pool.acquire(32, uid=None)
         assert again.path == first.path and not again.oom_killed()
-        small = subprocess.run(
-            [sys.executable, "-c", "x = bytearray(4 * 1024 * 1024)"],
-            preexec_fn=again.join_hook(),
-            timeout=60,
-            check=False,
-        )
-        assert small.returncode == 0 and not again.oom_killed()
+        assert _run_in(again, "x = bytearray(4 * 1024 * 1024)") == 0
+        assert not again.oom_killed() and _limit_mb(again) == 32
         other = pool.acquire(64, uid=None)  # another limit: a cgroup of its own
-        assert other.path != again.path
-        assert (other.path / "memory.limit_in_bytes").exists() or REAL.version == 2
+        assert other.path != again.path and _limit_mb(other) == 64
         for cgroup in (again, other):
             assert pool.release(cgroup)
     finally:
