@@ -153,6 +153,11 @@ def cancel(session: Session, run: models.Run, *, now: datetime, wake: Wakeups) -
 def sweep(session: Session, wake: Wakeups) -> datetime | None:
     """Act on every deadline that has passed; return when the next one falls."""
     now = utcnow()
+    # Most sweeps find nothing due (the clock looks every second): one statement says
+    # so, and only a deadline that has passed costs the four locking reads below.
+    upcoming = _next_deadline(session)
+    if upcoming is None or upcoming > now:
+        return upcoming
     _queue_due_retries(session, now, wake)
     _expire_pending(session, now, wake)
     _expire_running(session, now, wake)
@@ -234,28 +239,23 @@ def _error_current_attempt(
     )
 
 
+# The earliest deadline of each kind, in one statement; the same kinds as the sweeps
+# above act on (a status, and the time it waits for).
+_NEXT_DEADLINES = select(
+    *(
+        select(func.min(column)).where(condition).scalar_subquery()
+        for column, condition in (
+            (models.Run.retry_at, models.Run.status == RunStatus.RETRYING.value),
+            (models.Run.pending_deadline_at, models.Run.status == RunStatus.PENDING.value),
+            (models.Run.running_deadline_at, models.Run.status == RunStatus.RUNNING.value),
+            (models.Run.lease_expires_at, models.Run.status.in_(HELD)),
+        )
+    )
+)
+
+
 def _next_deadline(session: Session) -> datetime | None:
-    candidates = [
-        session.scalar(
-            select(func.min(models.Run.retry_at)).where(
-                models.Run.status == RunStatus.RETRYING.value
-            )
-        ),
-        session.scalar(
-            select(func.min(models.Run.pending_deadline_at)).where(
-                models.Run.status == RunStatus.PENDING.value
-            )
-        ),
-        session.scalar(
-            select(func.min(models.Run.running_deadline_at)).where(
-                models.Run.status == RunStatus.RUNNING.value
-            )
-        ),
-        session.scalar(
-            select(func.min(models.Run.lease_expires_at)).where(models.Run.status.in_(HELD))
-        ),
-    ]
-    due = [moment for moment in candidates if moment is not None]
+    due = [moment for moment in session.execute(_NEXT_DEADLINES).one() if moment is not None]
     return min(due) if due else None
 
 
