@@ -166,7 +166,7 @@ def _perf_count(csv: str, event: str) -> float | None:
 def reference_workload_ms() -> float:
     """Milliseconds one core takes for a fixed piece of plain Python (dicts, strings,
     calls: what the control plane and the runner mostly do), the fastest of
-    `REFERENCE_ROUNDS`. A shared VM's speed moves by 2x from one hour to the next:
+    `REFERENCE_ROUNDS`. A shared VM's speed moves by 1.5x and more within minutes:
     read a bench's figures next to this one (lower is faster)."""
 
     def piece(n: int) -> int:
