@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tower.server.services.context import Principal
-from tower.server.store import models
+from tower.server.store import models, rows
 
 MAX_TARGET_LENGTH = 512
 
@@ -33,14 +33,16 @@ def record(
     *,
     account_id: uuid.UUID | None = None,
     **details: Any,
-) -> models.AuditEvent:
+) -> None:
     """Add an event for `action` on `target` by `principal` to the caller's transaction.
 
     The event belongs to `account_id` (default: the account the caller acts in; a team
     change made from one's personal account belongs to the team). `details` must be
     JSON values and never secret (no keys, tokens or secret values).
     """
-    event = models.AuditEvent(
+    rows.append(
+        session,
+        models.AuditEvent,
         account_id=account_id or principal.account_id,
         actor_user_id=principal.user_id,
         actor_kind=principal.kind,
@@ -49,8 +51,6 @@ def record(
         target=target[:MAX_TARGET_LENGTH],
         details={k: v for k, v in details.items() if v is not None},
     )
-    session.add(event)
-    return event
 
 
 def _credential(principal: Principal) -> str | None:

@@ -81,12 +81,13 @@ def apply_policy(owner: models.App | models.Run, policy: RetryPolicy) -> None:
 
 
 def enqueue(session: Session, run: models.Run, app: models.App, now: datetime) -> None:
-    """Move a run to `pending`, with the deadline its app's pending_timeout sets."""
-    transition(session, run, RunStatus.PENDING, at=now)
+    """Move a run to `pending`, with the deadline its app's pending_timeout sets. A
+    run being created is written here (see `transition`), in its pending state."""
     run.pending_deadline_at = (
         now + timedelta(seconds=app.pending_timeout) if app.pending_timeout > 0 else None
     )
     run.retry_at = None
+    transition(session, run, RunStatus.PENDING, at=now)
 
 
 def new_fencing_token() -> str:

@@ -23,7 +23,7 @@ from tower.server.dispatch.notifier import SCHEDULER_TOPIC
 from tower.server.services import access, api_keys, audit, lifecycle, schedules
 from tower.server.services.api_keys import ApiKeyView
 from tower.server.services.context import Principal, ServerContext, owned, read_session
-from tower.server.store import models
+from tower.server.store import models, rows
 from tower.server.store.types import utcnow
 
 MANAGE_SCOPE = "teams:update"
@@ -224,8 +224,11 @@ def delete(ctx: ServerContext, principal: Principal, id_or_name: str) -> Deleted
 def record_run(session: Session, principal: Principal, run_id: uuid.UUID) -> None:
     """Remember that the caller's service account started run `run_id` (if it is one)."""
     if principal.service_account_id:
-        session.add(
-            models.ServiceAccountRun(run_id=run_id, service_account_id=principal.service_account_id)
+        rows.append(
+            session,
+            models.ServiceAccountRun,
+            run_id=run_id,
+            service_account_id=principal.service_account_id,
         )
 
 

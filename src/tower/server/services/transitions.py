@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from tower.core.runs import RunStatus, check_transition, is_terminal
-from tower.server.store import models
+from tower.server.store import models, rows
 from tower.server.store.types import utcnow
 
 _TIMESTAMP_FIELD = {
@@ -34,16 +34,6 @@ def transition(
     current = RunStatus(run.status)
     check_transition(current, target)
     at = at or utcnow()
-    session.add(
-        models.RunTransition(
-            account_id=run.account_id,
-            run_id=run.id,
-            attempt_seq=attempt.seq if attempt else run.num_attempts,
-            from_status=str(current),
-            to_status=str(target),
-            at=at,
-        )
-    )
     run.status = str(target)
     field = _TIMESTAMP_FIELD.get(target)
     # A retried run keeps the times of its first attempt (its duration spans them all);
@@ -60,6 +50,32 @@ def transition(
         run.exit_code = None
     if attempt is not None:
         _update_attempt(attempt, target, at)
+    _record(session, run, current, target, at, attempt.seq if attempt else None)
+
+
+def _record(
+    session: Session,
+    run: models.Run,
+    current: RunStatus,
+    target: RunStatus,
+    at: datetime,
+    attempt_seq: int | None,
+) -> None:
+    """Write the transition's row at once (no unit of work: runs change status many
+    times a second). A run being created (`queue_run` hands it over unwritten) is
+    written first, as this change leaves it."""
+    if inspect(run).transient:
+        rows.insert_now(session, run)
+    rows.append(
+        session,
+        models.RunTransition,
+        account_id=run.account_id,
+        run_id=run.id,
+        attempt_seq=run.num_attempts if attempt_seq is None else attempt_seq,
+        from_status=str(current),
+        to_status=str(target),
+        at=at,
+    )
 
 
 def _update_attempt(attempt: models.RunAttempt, target: RunStatus, at: datetime) -> None:
