@@ -89,4 +89,3 @@ def test_append_writes_what_the_session_holds_unwritten_first(
             select(models.AuditEvent).where(models.AuditEvent.account_id == team.id)
         ).one()
         assert stored.action == "team.create" and stored.created_at is not None
-
