@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -125,6 +126,7 @@ def _round(
         "elapsed_s": round(elapsed, 2),
         "runs_per_s": round(runs / elapsed, 1),
         **_phases(created, ended),
+        "run_cycle_ms": _run_cycle(finals),
         # Where both cores went: CPU milliseconds per run, by process.
         "cpu_ms_per_run": {
             name: round((after[name] - before[name]) * 1000 / runs, 1) for name in before
@@ -155,6 +157,28 @@ def _phases(created: list[float], ended: list[float]) -> dict[str, float]:
     }
 
 
+#: a run's life as the control plane stamps it: claimed (`starting_at`), its app
+#: started (`started_at`, as the runner saw it), its final report taken (`ended_at`)
+_CYCLE = {
+    "queued": ("created_at", "starting_at"),
+    "claimed_to_started": ("starting_at", "started_at"),
+    "started_to_reported": ("started_at", "ended_at"),
+}
+
+
+def _run_cycle(finals: list[dict[str, Any]]) -> dict[str, float]:
+    """Median milliseconds of each stretch of a run's life. A runner slot is busy from
+    the claim to the final report (the same request claims the slot's next run), so
+    `capacity / (claimed_to_started + started_to_reported)` bounds the drain."""
+    return {
+        name: round(
+            statistics.median(timestamp(run[end]) - timestamp(run[begin]) for run in finals) * 1000,
+            1,
+        )
+        for name, (begin, end) in _CYCLE.items()
+    }
+
+
 def _table(result: dict) -> str:
     how = ", queued before the runner was let go" if result["backlog"] else ""
     rounds = ", ".join(f"{figure:g}" for figure in result["rounds_runs_per_s"])
@@ -166,6 +190,9 @@ def _table(result: dict) -> str:
         f"(target ≥ {result['target_runs_per_s']})\n"
         f"  submitted in {result['submitted_in_s']} s; runs ended per second "
         f"{result['ended_per_s_while_submitting']} meanwhile, {result['ended_per_s_after']} after\n"
+        "  a run's life (medians, ms): "
+        + ", ".join(f"{name} {ms:g}" for name, ms in result["run_cycle_ms"].items())
+        + "\n"
         "  CPU ms per run: "
         + ", ".join(f"{name} {ms}" for name, ms in result["cpu_ms_per_run"].items())
         + _instructions_line(result["user_minstructions_per_run"])
