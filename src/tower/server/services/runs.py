@@ -175,8 +175,9 @@ def _create_together(
 ) -> list[RunView | Exception]:
     wake = lifecycle.Wakeups()
     outcomes: list[RunView | Exception] = []
-    # Flushed once, at the commit: a refusal leaves the session as it was (every check
-    # comes before the first change), so the others are written all the same.
+    # A refusal leaves the session and the database as they were (every check comes
+    # before the first write), so the others are written all the same. Without
+    # autoflush the app's run counter is flushed once, at the commit, not at each read.
     with ctx.sessions.begin() as session, session.no_autoflush:
         for submission in submissions:
             try:
