@@ -238,11 +238,12 @@ class CgroupPool:
         process is left in it (as `RunCgroup.remove`)."""
         if not cgroup.empty():
             return False
-        if cgroup.memory_mb is not None and self._keep(cgroup, cgroup.memory_mb):
-            return True
-        return cgroup.remove()
+        return self._keep(cgroup) or cgroup.remove()
 
-    def _keep(self, cgroup: RunCgroup, memory_mb: int) -> bool:
+    def _keep(self, cgroup: RunCgroup) -> bool:
+        """Keep an emptied cgroup for a later run of its limit; False when it is not."""
+        if cgroup.memory_mb is None:
+            return False
         try:
             cgroup.hand_to(None)
         except OSError:
@@ -250,7 +251,7 @@ class CgroupPool:
         with self._lock:
             if self._closed or sum(map(len, self._kept.values())) >= self.most_kept:
                 return False
-            self._kept.setdefault(memory_mb, []).append(cgroup)
+            self._kept.setdefault(cgroup.memory_mb, []).append(cgroup)
         return True
 
     def close(self) -> None:
