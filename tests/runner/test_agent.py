@@ -626,19 +626,28 @@ def test_a_package_opened_before_is_copied_not_fetched_and_its_runs_do_not_share
     venv_cache: VenvCache,
     tmp_path: Path,
 ) -> None:
-    # Each run prints the note shipped with its package, then scribbles on it.
+    # Each run prints the note shipped with its package and what its package holds,
+    # then scribbles on the note and leaves files and directories in its package.
     package = package_of(
+        "import os\n"
         "from pathlib import Path\n"
         "note = Path(__file__).with_name('main.py')\n"
+        "top = note.parent.parent\n"
         "print(note.read_text().count('\\n#~'))\n"
+        "print(sorted(str(p.relative_to(top)) for p in top.rglob('*')))\n"
         "note.write_text(note.read_text() + '\\n#~')\n"
+        "(note.parent / 'made' / 'by').mkdir(parents=True)\n"
+        "(note.parent / 'made' / 'by' / 'app.txt').write_text('x')\n"
+        "(top / 'out.csv').write_text('a,b')\n"
     )
     runs = [plane.enqueue(package) for _ in range(3)]
     agent = make_agent(plane.url, tmp_path / "home", venv_cache, capacity=1)
     with AgentThread(agent):
         for run in runs:
             plane.wait_for(run.finished)
-    assert [program(run) for run in runs] == [["0"]] * 3, "every run starts from the package"
+    first = program(runs[0])
+    assert first[0] == "0" and "made" not in first[1] and "out.csv" not in first[1]
+    assert [program(run) for run in runs] == [first] * 3, "every run starts from the package"
     assert plane.downloads == [runs[0].run_id], "fetched and opened once"
 
 

@@ -61,3 +61,35 @@ def test_a_package_that_cannot_be_kept_costs_the_run_nothing(tmp_path: Path) -> 
     cache.keep("sha", tmp_path / "no-such-tree", Manifest(version=3, invoke="main.py"))
     assert cache.copy_to("sha", tmp_path / "copy") is None
     assert list(cache.root.iterdir()) == []
+
+
+def test_a_package_is_copied_into_a_skeleton_exactly(tmp_path: Path) -> None:
+    """A run dir's package skeleton (directories only, tower.runner.workdirs): the
+    directories the package has are used, the others go."""
+    cache = PackageCache(tmp_path / "cache")
+    manifest = Manifest(version=3, invoke="main.py")
+    source = _tree(tmp_path / "first", "print(1)\n")
+    (source / "MANIFEST").write_text("{}")
+    cache.keep("sha-1", source, manifest)
+    skeleton = tmp_path / "dest"
+    (skeleton / "app" / "main.py").mkdir(parents=True)  # a directory where a file goes
+    (skeleton / "old" / "deep").mkdir(parents=True)
+    app_inode = (skeleton / "app").stat().st_ino
+
+    assert cache.copy_to("sha-1", skeleton) == manifest
+    assert sorted(str(p.relative_to(skeleton)) for p in skeleton.rglob("*")) == [
+        "MANIFEST",
+        "app",
+        "app/main.py",
+    ]
+    assert (skeleton / "app" / "main.py").read_text() == "print(1)\n"
+    assert (skeleton / "app").stat().st_ino == app_inode
+
+
+def test_a_skeleton_goes_when_the_package_is_not_kept(tmp_path: Path) -> None:
+    """The run then opens its package into a directory that is not there."""
+    cache = PackageCache(tmp_path / "cache")
+    skeleton = tmp_path / "dest"
+    (skeleton / "app").mkdir(parents=True)
+    assert cache.copy_to("sha-unknown", skeleton) is None
+    assert not skeleton.exists()

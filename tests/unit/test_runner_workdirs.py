@@ -4,6 +4,7 @@ processes a killed runner left running), live ones kept."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 
 from tower.runner.process import group_members
 from tower.runner.workdirs import (
+    MOST_SKELETON_DIRS,
     RunDirs,
     group_record,
     home_and_tmp,
@@ -105,6 +107,118 @@ def test_a_reused_dir_keeps_nothing_its_app_changed(tmp_path: Path) -> None:
             assert info.st_mode == fresh_mode
             assert os.listxattr(path) == []
     assert (outside / "precious").read_text() == "keep me"
+    dirs.close()
+
+
+def _held_elsewhere(lock_file: Path) -> bool:
+    """Whether another open of `lock_file` finds it flocked (flocks belong to the open
+    file, so this works within one process)."""
+    with lock_file.open("rb") as other:
+        try:
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def test_a_finished_runs_lock_file_becomes_the_next_ones_empty_and_held(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1") as first:
+        record_app_group(first, os.getpid())
+        inode = group_record(first).stat().st_ino
+    assert not (tmp_path / "r-1.lock").exists()
+    with dirs.open("r-2") as second:
+        lock_file = group_record(second)
+        assert lock_file.stat().st_ino == inode  # the same file, not a new one
+        assert lock_file.read_bytes() == b"", "no group record of the run before"
+        assert _held_elsewhere(lock_file)
+    assert not (tmp_path / "r-2.lock").exists()
+    dirs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_already_there_is_used_never_replaced(tmp_path: Path) -> None:
+    """It may be another runner's, held: a kept one is linked in only where none is."""
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1"):
+        pass
+    there = tmp_path / "r-2.lock"
+    there.write_text("")
+    inode = there.stat().st_ino
+    with dirs.open("r-2"):
+        assert there.stat().st_ino == inode
+        assert _held_elsewhere(there)
+    with dirs.open("r-3") as third:
+        assert group_record(third).stat().st_ino == inode, "kept in its turn"
+    dirs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tree_of(top: Path) -> list[str]:
+    return sorted(str(path.relative_to(top)) for path in top.rglob("*"))
+
+
+def test_a_package_dir_is_kept_as_its_directories_for_the_next_package(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1") as first:
+        package = dirs.package_dir(first)
+        assert package == first / "package" and not package.exists()
+        (package / "app" / "lib").mkdir(parents=True)
+        (package / "app" / "main.py").write_text("print(1)")
+        (package / "app" / "lib" / "util.py").write_text("")
+        (package / "MANIFEST").write_text("{}")
+        (package / "app" / "link").symlink_to(package / "MANIFEST")
+        inodes = [(package / name).stat().st_ino for name in ("", "app", "app/lib")]
+    with dirs.open("r-2") as second:
+        assert list(second.iterdir()) == [], "the package is not in the run dir it left"
+        package = dirs.package_dir(second)
+        assert _tree_of(package) == ["app", "app/lib"], "its directories, no file"
+        assert [(package / name).stat().st_ino for name in ("", "app", "app/lib")] == inodes
+        assert not dirs.package_dir(tmp_path / "elsewhere").exists(), "one skeleton, taken"
+    with dirs.open("r-3") as third:
+        assert dirs.package_dir(third).stat().st_ino == inodes[0], "kept again after r-2"
+    dirs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_package_dir_with_too_many_directories_is_not_kept(tmp_path: Path) -> None:
+    dirs = RunDirs(tmp_path)
+    with dirs.open("r-1") as first:
+        package = dirs.package_dir(first)
+        for n in range(MOST_SKELETON_DIRS):
+            (package / "made" / str(n)).mkdir(parents=True)
+    with dirs.open("r-2") as second:
+        assert not dirs.package_dir(second).exists()
+        assert list(second.iterdir()) == []
+    dirs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a dir to another uid takes root")
+def test_a_kept_package_skeleton_keeps_nothing_its_app_changed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "inner" / "precious").write_text("keep me")
+    dirs = RunDirs(tmp_path / "work")
+    with dirs.open("r-1") as run_dir:
+        fresh_mode = run_dir.stat().st_mode
+        package = dirs.package_dir(run_dir)
+        (package / "app").mkdir(parents=True)
+        for path in (package, package / "app"):  # what the app may do to its own dirs
+            os.chown(path, 54321, 54321)
+            path.chmod(0o777)
+            os.setxattr(path, "user.note", b"from the app")
+        (package / "lib").symlink_to(outside)  # links out are deleted, never followed
+        (package / "app" / "inner").symlink_to(outside / "inner")
+    with dirs.open("r-2") as run_dir:
+        package = dirs.package_dir(run_dir)
+        assert _tree_of(package) == ["app"]
+        for path in (package, package / "app"):
+            info = path.lstat()
+            assert (info.st_uid, info.st_gid) == (os.geteuid(), os.getegid())
+            assert info.st_mode == fresh_mode
+            assert os.listxattr(path) == []
+    assert (outside / "inner" / "precious").read_text() == "keep me"
     dirs.close()
 
 

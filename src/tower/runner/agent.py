@@ -97,7 +97,6 @@ HEARTBEAT_JOIN_S = 1.0
 SLOT_POLL_S = 0.5
 #: attempts for package downloads
 DOWNLOAD_ATTEMPTS = 3
-PACKAGE_DIR_NAME = "package"
 INTEGRITY_MESSAGE = "package integrity check failed: "
 #: package signatures found valid, remembered (runs of one version carry the same one)
 VERIFIED_SIGNATURES = 256
@@ -492,9 +491,9 @@ class Agent:
         shipper: LogShipper,
         runtime: RuntimeValues,
     ) -> Outcome:
-        package_dir = work / PACKAGE_DIR_NAME
         if run.cancel.is_set():
             return Outcome(RunStatus.CANCELLED, None, "The run was cancelled before it started.")
+        package_dir = self.run_dirs.package_dir(work)
         try:
             manifest = self._fetch_package(assignment, package_dir)
         except RunFailed as exc:

@@ -57,18 +57,26 @@ class PackageCache:
             self._held.remove()
 
     def copy_to(self, sha256: str, dest: Path) -> Manifest | None:
-        """Copy the package with this sha256 to `dest` (which must not exist); its
-        MANIFEST, or None when it is not here (or could not be copied)."""
+        """Copy the package with this sha256 to `dest`; its MANIFEST, or None when it
+        is not here (or could not be copied), and then nothing is left at `dest`.
+
+        `dest` may hold a package skeleton (directories only, see
+        `tower.runner.workdirs`): its directories the package has are used, the others
+        removed, so the copy ends up exactly the package's tree."""
         with self._lock:
             manifest = self._manifests.get(sha256)
-            if manifest is None:
-                return None
-            self._manifests.move_to_end(sha256)
+            if manifest is not None:
+                self._manifests.move_to_end(sha256)
+        if manifest is None:
+            shutil.rmtree(dest, ignore_errors=True)
+            return None
         # Outside the lock, so runs starting together copy at the same time. A tree
         # evicted meanwhile is renamed away before it is deleted (`_evict`): a copy
         # either completes or fails on a path that is gone, it never comes out short.
+        source = self.root / sha256
         try:
-            shutil.copytree(self.root / sha256, dest, symlinks=True)
+            _prune_directories(dest, source)
+            shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True)
         except OSError as exc:
             logger.warning("could not copy a kept package (%s); opening it again", exc)
             shutil.rmtree(dest, ignore_errors=True)
@@ -108,6 +116,20 @@ class PackageCache:
             logger.warning("could not move an evicted package aside (%s)", exc)
             return self.root / sha256
         return gone
+
+
+def _prune_directories(skeleton: Path, source: Path) -> None:
+    """Remove the directories of `skeleton` (nothing but directories) that `source`
+    does not have as directories."""
+    if not skeleton.is_dir():
+        return
+    with os.scandir(skeleton) as entries:
+        for entry in entries:
+            counterpart = source / entry.name
+            if counterpart.is_dir() and not counterpart.is_symlink():
+                _prune_directories(Path(entry.path), counterpart)
+            else:
+                shutil.rmtree(entry.path)
 
 
 def remove_abandoned(parent: Path) -> None:

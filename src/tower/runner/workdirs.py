@@ -24,6 +24,17 @@ lock, like a run dir) for the next run. Only the runner's processes are left by
 then: a sandboxed run's processes end with it (its PID namespace), an unsandboxed
 one's with its process group. (The record shares the lock file for the same reason:
 one inode less per run.)
+
+For the same reason the spares directory also keeps, for the next runs:
+
+- *lock files*: a finished run's lock file is renamed there (still locked) instead of
+  deleted, and emptied and linked in as the next run's (a link, so a lock file that
+  is already there, perhaps held by another runner, is never replaced);
+- *package skeletons*: a finished run's package directory stripped of everything but
+  its directories, each made what `mkdir` makes. The next run's package is copied
+  into one (`RunDirs.package_dir`, `tower.runner.packages`), so a run of the same
+  package creates and deletes only its files. Files are never reused: a process of
+  the app's account could still hold one open for writing.
 """
 
 from __future__ import annotations
@@ -35,13 +46,14 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +62,17 @@ PROC = Path("/proc")
 BOOT_ID_FILE = PROC / "sys" / "kernel" / "random" / "boot_id"
 #: index of `starttime` among the fields of /proc/<pid>/stat that follow `(comm)`
 STAT_STARTTIME_INDEX = 19
-#: a run's HOME and TMPDIR, inside its run dir
+#: a run's HOME and TMPDIR, and where its package goes, inside its run dir
 HOME_DIR_NAME = "home"
 TMP_DIR_NAME = "tmp"
+PACKAGE_DIR_NAME = "package"
 #: finished run dirs a runner keeps for reuse, at most (a run takes one, and a warm
 #: interpreter's slot another)
 DEFAULT_SPARES = 32
 SPARES_PREFIX = ".spares-"
+#: a package skeleton with more directories than this is not kept (an app may have
+#: made any number of them; stripping and pruning them would cost more than it saves)
+MOST_SKELETON_DIRS = 64
 #: extended attributes an app owning a directory can set: its own, and ACLs
 APP_XATTR_PREFIXES = ("user.", "system.posix_acl_")
 
@@ -70,6 +86,8 @@ class RunDirs:
         self._most = most_spares
         self._lock = threading.Lock()
         self._spares: list[Path] = []
+        self._spare_locks: list[Path] = []
+        self._skeletons: list[Path] = []
         #: the mode `mkdir` gives (under this process's umask), read off the first one
         self._mode: int | None = None
         self._spares_dir: HeldDir | None = None
@@ -80,8 +98,7 @@ class RunDirs:
         """`<root>/<name>`, empty but perhaps for an empty HOME and TMPDIR, for the
         `with` block; afterwards kept for another run, or removed."""
         lock_path = self.root / f"{name}{LOCK_SUFFIX}"
-        with lock_path.open("a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        with self._hold_lock(lock_path):
             path = self.root / name
             shutil.rmtree(path, ignore_errors=True)  # a crashed attempt's
             self._place(path)
@@ -90,7 +107,22 @@ class RunDirs:
             finally:
                 if not self._keep(path):
                     shutil.rmtree(path, ignore_errors=True)
-                lock_path.unlink(missing_ok=True)
+                self._release_lock(lock_path)
+
+    def package_dir(self, run_dir: Path) -> Path:
+        """Where the package of the run in `run_dir` goes: a kept package skeleton is
+        moved there when there is one (only directories, owned by the runner), else
+        nothing is there yet."""
+        path = run_dir / PACKAGE_DIR_NAME
+        with self._lock:
+            skeleton = self._skeletons.pop() if self._skeletons else None
+        if skeleton is not None:
+            try:
+                skeleton.rename(path)
+            except OSError as exc:
+                logger.warning("could not reuse a package skeleton (%s)", exc)
+                shutil.rmtree(skeleton, ignore_errors=True)
+        return path
 
     def spare_count(self) -> int:
         with self._lock:
@@ -101,6 +133,8 @@ class RunDirs:
         with self._lock:
             self._closed = True
             self._spares.clear()
+            self._spare_locks.clear()
+            self._skeletons.clear()
             if self._spares_dir is not None:
                 self._spares_dir.remove()
                 self._spares_dir = None
@@ -122,10 +156,82 @@ class RunDirs:
 
     def _keep(self, path: Path) -> bool:
         """Reset `path` and move it to the spares; False when it was not kept."""
-        if not self._has_room() or self._mode is None or not reset_for_reuse(path, self._mode):
+        if not self._has_room(self._spares) or self._mode is None:
             return False
+        self._keep_skeleton(path / PACKAGE_DIR_NAME, self._mode)
+        return reset_for_reuse(path, self._mode) and self._stash(path, self._spares, "run dir")
+
+    def _keep_skeleton(self, package: Path, mode: int) -> None:
+        """Strip `package` to its directories, reset them and keep them for the next
+        run's package; what is left where it was goes with the run dir."""
+        if not self._has_room(self._skeletons):
+            return
+        try:
+            if not stat.S_ISDIR(os.lstat(package).st_mode):
+                return
+            directories = strip_to_directories(package, MOST_SKELETON_DIRS)
+        except FileNotFoundError:  # a run that had no package (or moved it away)
+            return
+        except OSError as exc:
+            logger.warning("could not keep the package directories of %s: %s", package, exc)
+            return
+        if directories is None:
+            return
+        try:
+            for directory in directories:
+                _reset_inode(directory, mode)
+        except OSError as exc:
+            logger.warning("could not reset the package directories of %s: %s", package, exc)
+            return
+        self._stash(package, self._skeletons, "package skeleton")
+
+    @contextmanager
+    def _hold_lock(self, lock_path: Path) -> Iterator[None]:
+        """`lock_path` flocked for the `with` block: a spare lock file linked there, or
+        the file there (made when missing), once any other holder lets it go."""
+        handle = self._reused_lock_file(lock_path)
+        if handle is None:
+            handle = lock_path.open("a+b")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        with handle:
+            yield
+
+    def _reused_lock_file(self, lock_path: Path) -> IO[bytes] | None:
+        """A spare lock file, locked and emptied (no group record of an earlier run),
+        then linked at `lock_path`; None when there is none, or a file is there already
+        (a link never replaces one: it may be another runner's, held)."""
         with self._lock:
-            if self._closed or len(self._spares) >= self._most:  # meanwhile
+            spare = self._spare_locks.pop() if self._spare_locks else None
+        if spare is None:
+            return None
+        try:
+            handle = spare.open("r+b")
+        except OSError as exc:
+            logger.warning("could not reuse a lock file (%s)", exc)
+            return None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # this runner's own
+            handle.truncate(0)
+            os.link(spare, lock_path)
+        except OSError as exc:
+            handle.close()
+            if not isinstance(exc, FileExistsError):
+                logger.warning("could not reuse a lock file (%s)", exc)
+            spare.unlink(missing_ok=True)
+            return None
+        spare.unlink(missing_ok=True)
+        return handle
+
+    def _release_lock(self, lock_path: Path) -> None:
+        """Keep the lock file for another run (moved while still locked) or delete it."""
+        if not (self._has_room(self._spare_locks) and self._stash(lock_path, self._spare_locks, "lock file")):
+            lock_path.unlink(missing_ok=True)
+
+    def _stash(self, path: Path, kept: list[Path], what: str) -> bool:
+        """Move `path` into the spares directory and add it to `kept` (one of the
+        lists of spares); False when there is no room or it could not be moved."""
+        with self._lock:
+            if self._closed or len(kept) >= self._most:  # meanwhile
                 return False
             try:
                 if self._spares_dir is None:
@@ -133,14 +239,14 @@ class RunDirs:
                 spare = self._spares_dir.path / uuid.uuid4().hex
                 path.rename(spare)
             except OSError as exc:
-                logger.warning("could not keep a run dir for reuse: %s", exc)
+                logger.warning("could not keep a %s for reuse: %s", what, exc)
                 return False
-            self._spares.append(spare)
+            kept.append(spare)
         return True
 
-    def _has_room(self) -> bool:
+    def _has_room(self, kept: list[Path]) -> bool:
         with self._lock:
-            return not self._closed and len(self._spares) < self._most
+            return not self._closed and len(kept) < self._most
 
 
 class HeldDir:
@@ -194,6 +300,24 @@ def reset_for_reuse(run_dir: Path, mode: int) -> bool:
         logger.warning("could not reset %s for reuse: %s", run_dir, exc)
         return False
     return True
+
+
+def strip_to_directories(top: Path, most: int) -> list[Path] | None:
+    """Delete everything under `top` but its directories (symlinks are deleted, never
+    followed); the directories, `top` first, or None (and stop) beyond `most` of them."""
+    directories = [top]
+    pending = [str(top)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    continue
+                if len(directories) >= most:
+                    return None
+                directories.append(Path(entry.path))
+                pending.append(entry.path)
+    return directories
 
 
 def _empty(directory: str) -> None:
