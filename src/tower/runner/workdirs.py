@@ -33,8 +33,8 @@ For the same reason the spares directory also keeps, for the next runs:
 - *package skeletons*: a finished run's package directory stripped of everything but
   its directories, each made what `mkdir` makes. The next run's package is copied
   into one (`RunDirs.package_dir`, `tower.runner.packages`), so a run of the same
-  package creates and deletes only its files. Files are never reused: a process of
-  the app's account could still hold one open for writing.
+  package creates and deletes only its files. The package's files are never reused:
+  a process of the app's account could still hold one open for writing.
 """
 
 from __future__ import annotations
