@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -111,7 +112,9 @@ def process_tree_cpu(pids: list[int]) -> Iterator[Callable[[], float | None]]:
     sandboxed grandchildren included (whose time `getrusage` misses: they are reaped
     inside their PID namespace), from a cgroup v1 cpuacct group; None where this
     machine has no writable cpuacct hierarchy."""
-    group = CPUACCT / f"tower-bench-{os.getpid()}"
+    # A name of its own each time: a group an earlier round could not remove (a
+    # process forked into it as it was emptied) must not make this one fail.
+    group = CPUACCT / f"tower-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         group.mkdir()
         for pid in pids:
@@ -122,12 +125,21 @@ def process_tree_cpu(pids: list[int]) -> Iterator[Callable[[], float | None]]:
     try:
         yield lambda: int((group / "cpuacct.usage").read_text()) / 1e9
     finally:
-        # Give the processes back to the root group, then remove ours.
+        _remove_group(group)
+
+
+def _remove_group(group: Path, attempts: int = 20) -> None:
+    """Give the group's processes back to the root group, then remove it; again while
+    processes forked meanwhile keep it busy."""
+    for _ in range(attempts):
         for pid in (group / "cgroup.procs").read_text().split():
             with suppress(OSError):  # it exited meanwhile
                 (CPUACCT / "cgroup.procs").write_text(pid)
-        with suppress(OSError):
+        try:
             group.rmdir()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 @contextmanager
