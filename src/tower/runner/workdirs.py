@@ -224,8 +224,7 @@ class RunDirs:
 
     def _release_lock(self, lock_path: Path) -> None:
         """Keep the lock file for another run (moved while still locked) or delete it."""
-        room = self._has_room(self._spare_locks)
-        if not (room and self._stash(lock_path, self._spare_locks, "lock file")):
+        if not self._stash(lock_path, self._spare_locks, "lock file"):
             lock_path.unlink(missing_ok=True)
 
     def _stash(self, path: Path, kept: list[Path], what: str) -> bool:
