@@ -154,6 +154,26 @@ def test_a_lock_file_already_there_is_used_never_replaced(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_lock_files_are_made_per_run_where_they_cannot_be_linked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file system without hard links: one warning, then lock files as before."""
+
+    def no_links(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    dirs = RunDirs(tmp_path)
+    for name in ("r-1", "r-2", "r-3", "r-4"):
+        with dirs.open(name) as run_dir:
+            assert _held_elsewhere(group_record(run_dir))
+        assert not (tmp_path / f"{name}.lock").exists()
+    warnings = [r for r in caplog.records if "lock file" in r.getMessage()]
+    assert len(warnings) == 1
+    dirs.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def _tree_of(top: Path) -> list[str]:
     return sorted(str(path.relative_to(top)) for path in top.rglob("*"))
 

@@ -87,6 +87,9 @@ class RunDirs:
         self._lock = threading.Lock()
         self._spares: list[Path] = []
         self._spare_locks: list[Path] = []
+        #: False once a lock file could not be linked (a file system without hard
+        #: links): lock files are then made and deleted per run, as before
+        self._link_locks = True
         self._skeletons: list[Path] = []
         #: the mode `mkdir` gives (under this process's umask), read off the first one
         self._mode: int | None = None
@@ -216,7 +219,8 @@ class RunDirs:
         except OSError as exc:
             handle.close()
             if not isinstance(exc, FileExistsError):
-                logger.warning("could not reuse a lock file (%s)", exc)
+                logger.warning("could not reuse a lock file (%s); making one per run", exc)
+                self._link_locks = False
             spare.unlink(missing_ok=True)
             return None
         spare.unlink(missing_ok=True)
@@ -224,7 +228,7 @@ class RunDirs:
 
     def _release_lock(self, lock_path: Path) -> None:
         """Keep the lock file for another run (moved while still locked) or delete it."""
-        if not self._stash(lock_path, self._spare_locks, "lock file"):
+        if not (self._link_locks and self._stash(lock_path, self._spare_locks, "lock file")):
             lock_path.unlink(missing_ok=True)
 
     def _stash(self, path: Path, kept: list[Path], what: str) -> bool:
